@@ -1,0 +1,145 @@
+"""Benchmarks: codec speed, whole-process slurm-callerid vs scontrol callerid, and import time.
+
+Run as root through tox (`tox -e bench`) or directly (`python bench/run.py`); it starts its own munged and
+Slurm 22.05 cluster on loopback and writes docs/benchmarks.md. Runs of the two commands are interleaved,
+so machine noise hits both alike; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slurmproto.codec import decode_frame, encode_frame  # noqa: E402
+from slurmproto.messages import NetworkCallerIdRequest, NetworkCallerIdResponse  # noqa: E402
+from slurmproto.versions import SLURM_22_05  # noqa: E402
+
+CRED = "MUNGE:" + "A" * 180 + ":"
+
+
+def per_call_us(func: Callable[[], object], repeat: int = 7, number: int = 2000) -> float:
+    return min(timeit.repeat(func, repeat=repeat, number=number)) / number * 1e6
+
+
+def codec_section() -> list[str]:
+    request = NetworkCallerIdRequest(b"\x7f\0\0\1" + bytes(12), b"\x7f\0\0\1" + bytes(12), 40000, 22, 2)
+    reply = NetworkCallerIdResponse(1234, 0, "node1")
+    rows = ["| operation | interpreted construct (µs) | compiled construct (µs) |", "|---|---|---|"]
+    for name, message in (("REQUEST_NETWORK_CALLERID", request), ("RESPONSE_NETWORK_CALLERID", reply)):
+        cls = type(message)
+        body = message.encode(SLURM_22_05)
+        cells = []
+        for compiled in (False, True):
+            schema = cls.schema(compiled)
+            encode = per_call_us(lambda s=schema, m=message: s.build(m, version=SLURM_22_05))
+            decode = per_call_us(lambda s=schema, b=body: s.parse(b, version=SLURM_22_05, nul_check=True))
+            cells.append((encode, decode))
+        rows.append(f"| encode {name} body | {cells[0][0]:.1f} | {cells[1][0]:.1f} |")
+        rows.append(f"| decode {name} body | {cells[0][1]:.1f} | {cells[1][1]:.1f} |")
+    frame = encode_frame(reply, SLURM_22_05, credential=CRED)
+    rows.append(f"| encode whole reply frame (header, auth, body) | {per_call_us(lambda: encode_frame(reply, SLURM_22_05, credential=CRED)):.1f} | |")  # noqa: E501
+    rows.append(f"| decode whole reply frame | {per_call_us(lambda: decode_frame(frame[4:])):.1f} | |")
+    return rows
+
+
+def _run(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    return time.perf_counter() - started, proc
+
+
+def interleaved(commands: dict[str, list[str]], env: dict[str, str], runs: int, warmup: int = 5) -> dict[str, list[float]]:  # noqa: E501
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for i in range(warmup + runs):
+        for name, argv in commands.items():
+            elapsed, proc = _run(argv, env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{name} failed: {proc.stderr}")
+            if i >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def cli_section(runs: int) -> list[str]:
+    from tests.support.slurm_cluster import SlurmCluster
+
+    script = str(Path(sys.executable).parent / "slurm-callerid")
+    with SlurmCluster() as cluster, cluster.connected_job("alice") as job:
+        args = [job.client[0], str(job.client[1]), job.server[0], str(job.server[1])]
+        commands = {
+            "scontrol callerid": ["scontrol", "callerid", *args],
+            "slurm-callerid": [script, *args],
+            "python -c pass (same interpreter)": [sys.executable, "-c", "pass"],
+            "python -I -S -c pass": [sys.executable, "-I", "-S", "-c", "pass"],
+        }
+        outputs = {n: _run(a, cluster.env)[1].stdout.strip() for n, a in list(commands.items())[:2]}
+        expected = f"{job.job_id} {cluster.node_name}"
+        assert outputs["scontrol callerid"] == outputs["slurm-callerid"] == expected, outputs
+        times = interleaved(commands, cluster.env, runs)
+        _, verbose = _run([script, "-v", *args], cluster.env)
+    medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    base = medians["scontrol callerid"]
+    rows = [f"Both print `{outputs['slurm-callerid']}`; {runs} interleaved runs each after 5 warm-ups.", "",
+            "| command | median (ms) | p10 (ms) | p90 (ms) | ratio to scontrol |", "|---|---|---|---|---|"]
+    for name, samples in times.items():
+        ms = sorted(s * 1000 for s in samples)
+        rows.append(f"| {name} | {medians[name]:.1f} | {ms[len(ms) // 10]:.1f} | {ms[len(ms) * 9 // 10]:.1f} | "
+                    f"{medians[name] / base:.2f} |")
+    timing_line = next((line for line in verbose.stderr.splitlines() if line.startswith("timings:")), "")
+    rows += ["", f"Inside one slurm-callerid run (`-v`): {timing_line.removeprefix('timings: ')}."]
+    return rows
+
+
+def import_section() -> list[str]:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "import slurmproto.cli, slurmproto.client, slurmproto.conf, slurmproto.munge, "
+                           "slurmproto.localslurm"], capture_output=True, text=True, check=True)
+    rows: list[tuple[int, str]] = []
+    total = 0
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative, name = line.removeprefix("import time:").split("|")
+        total += int(self_us)
+        if not name.startswith("  "):  # top level: one space; each nesting level adds two
+            rows.append((int(cumulative), name.strip()))
+    out = [f"Sum of self times of everything the CLI imports: {total / 1000:.1f} ms "
+           f"(`python -X importtime`, which itself adds overhead). Largest top-level imports:", "",
+           "| module | cumulative (ms) |", "|---|---|"]
+    for cumulative, name in sorted(rows, reverse=True)[:10]:
+        out.append(f"| {name} | {cumulative / 1000:.1f} |")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--skip-cli", action="store_true", help="no real cluster (not root)")
+    args = parser.parse_args()
+    command = "tox -e bench" + (f" -- --runs {args.runs}" if args.runs != 60 else "")
+    lines = ["# Benchmarks", "", f"Made by `{command}` (bench/run.py) on {time.strftime('%Y-%m-%d')}, "
+             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+             "Slurm 22.05.8 (Debian 12). Figures from a noisy shared machine: compare within a table.", "",
+             "## Codec (per call, best of 7 runs of 2000)", "", *codec_section(), ""]
+    if not args.skip_cli:
+        lines += ["## Whole process: slurm-callerid vs scontrol callerid", "", *cli_section(args.runs), ""]
+    lines += ["## What the CLI imports", "", *import_section(), ""]
+    Path(args.output).write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""A callerid responder and simulated compute node for tests."""

@@ -1,0 +1,290 @@
+"""The slurmstepd unix-socket protocol: the calls used to find and adopt into a job's steps.
+
+Each step has a socket `<SlurmdSpoolDir>/<NodeName>_<job>.<step>[.<het_comp>]`. The protocol has no
+framing: raw native-endian C ints (little-endian on x86-64 and aarch64), one request after another on
+one connection. The client announces a protocol version; the stepd accepts any value at or above its
+SLURM_MIN_PROTOCOL_VERSION and answers with its own version (or -1 and a close).
+
+Per release: request 1 is REQUEST_SLUID and 28 REQUEST_GET_NS_FDS from 25.11 on (GET_NS_FD, 26, is
+what older clients use). From 25.11, refused calls (ADD_EXTERN_PID from a non-root peer; X11 and
+namespace calls from anyone but the owner or root) close the connection with no answer, as does
+ADD_EXTERN_PID on an ending step from 24.11.6.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from construct import Construct, Flag, Int32sn, Int32un, Int64un, StreamError, Struct
+
+from slurmproto.constants import NO_VAL
+from slurmproto.errors import SlurmError
+from slurmproto.versions import NEWEST, STEPD_SLUID
+
+
+class StepRequest(IntEnum):
+    """step_msg_t values (the int that starts every request)."""
+
+    REQUEST_CONNECT = 0
+    REQUEST_SLUID = 1  # 25.11+ (a defunct value before)
+    REQUEST_STATE = 5
+    REQUEST_PID_IN_CONTAINER = 8
+    REQUEST_DAEMON_PID = 9
+    REQUEST_STEP_UID = 20
+    REQUEST_ADD_EXTERN_PID = 22
+    REQUEST_X11_DISPLAY = 23
+    REQUEST_GET_NS_FD = 26
+    REQUEST_GET_NS_FDS = 28  # 25.11+
+
+
+# --- schemas ---------------------------------------------------------------------------------------
+# Requests carry `req` and their arguments; replies are read with the sizes these give.
+
+HANDSHAKE = Int32sn
+"""Client: its protocol version. Stepd: its own version, or -1 (then it closes)."""
+REQUEST = Struct("req" / Int32sn)
+"""A request without arguments: STATE, DAEMON_PID, STEP_UID, X11_DISPLAY, GET_NS_FD(S), SLUID."""
+PID_REQUEST = Struct("req" / Int32sn, "pid" / Int32sn)
+"""ADD_EXTERN_PID and PID_IN_CONTAINER."""
+STEP_UID_REPLY = Int32un  # uid_t
+ADD_EXTERN_PID_REPLY = Int32sn  # 0 success, -1 failure
+PID_IN_CONTAINER_REPLY = Flag  # bool, 1 byte
+DAEMON_PID_REPLY = Int32sn  # pid_t
+STATE_REPLY = Int32sn  # slurmstepd_state_t
+SLUID_REPLY = Int64un  # sluid_t
+X11_DISPLAY_REPLY = Struct("display" / Int32sn, "xauthority_len" / Int32sn)
+"""Then xauthority_len bytes: the xauthority path with its NUL (0: none)."""
+NS_FD_REPLY = Int32sn
+"""GET_NS_FD: fd > 0 is followed by one byte carrying the fd as SCM_RIGHTS; 0: no namespace."""
+NS_FDS_REPLY = Int32sn
+"""GET_NS_FDS: a count, then per namespace an int CLONE_NEW* type and one SCM_RIGHTS byte."""
+
+MAX_XAUTHORITY = 4096
+MAX_NAMESPACES = 16
+CLONE_NEWNS = 0x00020000
+
+
+class StepdError(SlurmError):
+    """A slurmstepd call failed."""
+
+
+class StepdRefused(StepdError):
+    """The stepd refused the handshake (answered -1)."""
+
+
+class StepdClosed(StepdError):
+    """The stepd closed the connection without answering (how 25.11+ refuses a call)."""
+
+
+# --- finding steps -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepLoc:
+    """A step socket found in the spool dir."""
+
+    path: str
+    nodename: str
+    job_id: int
+    step_id: int
+    het_comp: int = NO_VAL
+    ctime: float = 0.0
+    """The socket's st_ctime: when the step started (26.05 sorts "newest" by it)."""
+
+
+def parse_step_name(name: str, nodename: str) -> tuple[int, int, int] | None:
+    """(job, step, het_comp) from `<nodename>_<job>.<step>[.<het>]`, or None if it is not one."""
+    prefix = nodename + "_"
+    if not name.startswith(prefix):
+        return None
+    parts = name[len(prefix):].split(".")
+    if len(parts) not in (2, 3) or not all(p.isdigit() and p.isascii() for p in parts):
+        return None
+    numbers = [int(p) for p in parts]
+    if any(n > 0xFFFFFFFF for n in numbers):
+        return None
+    return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else NO_VAL
+
+
+def stepd_available(spool_dir: str, nodename: str) -> list[StepLoc]:
+    """Every step socket of `nodename` in the spool dir (an unreadable dir gives an empty list).
+
+    Slurm pastes the node name into a regular expression unescaped; this matches it literally.
+    """
+    try:
+        entries = list(os.scandir(spool_dir))
+    except OSError:
+        return []
+    steps = []
+    for entry in entries:
+        ids = parse_step_name(entry.name, nodename)
+        if ids is None:
+            continue
+        try:
+            ctime = entry.stat(follow_symlinks=False).st_ctime
+        except OSError:
+            ctime = 0.0
+        steps.append(StepLoc(entry.path, nodename, *ids, ctime=ctime))
+    return steps
+
+
+def step_socket(spool_dir: str, nodename: str, job_id: int, step_id: int, het_comp: int = NO_VAL) -> str:
+    name = f"{nodename}_{job_id}.{step_id}" + (f".{het_comp}" if het_comp != NO_VAL else "")
+    return os.path.join(spool_dir, name)
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+def _recv_exact(sock: socket.socket, size: int, what: str) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        try:
+            chunk = sock.recv(size - len(data))
+        except TimeoutError:
+            raise StepdError(f"{what}: slurmstepd did not answer in time") from None
+        except ConnectionResetError:  # closed with our request unread
+            raise StepdClosed(f"{what}: slurmstepd closed the connection without answering") from None
+        except OSError as exc:
+            raise StepdError(f"{what}: {exc.strerror or exc}") from None
+        if not chunk:
+            raise StepdClosed(f"{what}: slurmstepd closed the connection without answering")
+        data += chunk
+    return bytes(data)
+
+
+def _read(sock: socket.socket, schema: Construct, what: str) -> Any:
+    try:
+        return schema.parse(_recv_exact(sock, schema.sizeof(), what))
+    except StreamError as exc:  # pragma: no cover - sizes come from the schema
+        raise StepdError(f"{what}: {exc}") from None
+
+
+def _send(sock: socket.socket, data: bytes, what: str) -> None:
+    try:
+        sock.sendall(data)
+    except OSError as exc:
+        raise StepdClosed(f"{what}: cannot send to slurmstepd: {exc.strerror or exc}") from None
+
+
+def handshake(sock: socket.socket, version: int = NEWEST.protocol_version) -> int:
+    """Announce `version`; return the stepd's own protocol version."""
+    _send(sock, HANDSHAKE.build(version), "handshake")
+    answer = int(_read(sock, HANDSHAKE, "handshake"))
+    if answer < 0:
+        raise StepdRefused(f"slurmstepd refused protocol version 0x{version:04x} "
+                           "(or could not read our credentials)")
+    return answer
+
+
+class StepdClient:
+    """One connection to a slurmstepd: `with StepdClient(path) as stepd: stepd.step_uid()`."""
+
+    def __init__(self, path: str, *, timeout: float = 2.0, version: int = NEWEST.protocol_version) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+            self.protocol_version = handshake(self.sock, version)
+        except OSError as exc:
+            self.sock.close()
+            raise StepdError(f"cannot connect to slurmstepd at {path}: {exc.strerror or exc}") from None
+        except StepdError:
+            self.sock.close()
+            raise
+
+    def _call(self, request: bytes, reply: Construct, what: str) -> Any:
+        _send(self.sock, request, what)
+        return _read(self.sock, reply, what)
+
+    def step_uid(self) -> int:
+        """The uid the step runs as. Anyone may ask."""
+        return int(self._call(REQUEST.build({"req": StepRequest.REQUEST_STEP_UID}),
+                              STEP_UID_REPLY, "REQUEST_STEP_UID"))
+
+    def add_extern_pid(self, pid: int) -> int:
+        """Put `pid` into the step (extern steps only; the peer must be root or SlurmUser). 0 = success."""
+        request = PID_REQUEST.build({"req": StepRequest.REQUEST_ADD_EXTERN_PID, "pid": pid})
+        return int(self._call(request, ADD_EXTERN_PID_REPLY, "REQUEST_ADD_EXTERN_PID"))
+
+    def pid_in_container(self, pid: int) -> bool:
+        request = PID_REQUEST.build({"req": StepRequest.REQUEST_PID_IN_CONTAINER, "pid": pid})
+        return bool(self._call(request, PID_IN_CONTAINER_REPLY, "REQUEST_PID_IN_CONTAINER"))
+
+    def daemon_pid(self) -> int:
+        """The slurmstepd's own pid."""
+        return int(self._call(REQUEST.build({"req": StepRequest.REQUEST_DAEMON_PID}),
+                              DAEMON_PID_REPLY, "REQUEST_DAEMON_PID"))
+
+    def state(self) -> int:
+        return int(self._call(REQUEST.build({"req": StepRequest.REQUEST_STATE}),
+                              STATE_REPLY, "REQUEST_STATE"))
+
+    def sluid(self) -> int:
+        """The step's sluid (25.11+)."""
+        if self.protocol_version < STEPD_SLUID:
+            raise StepdError(f"REQUEST_SLUID needs slurmstepd 25.11 or newer (this one speaks "
+                             f"0x{self.protocol_version:04x})")
+        return int(self._call(REQUEST.build({"req": StepRequest.REQUEST_SLUID}),
+                              SLUID_REPLY, "REQUEST_SLUID"))
+
+    def x11_display(self) -> tuple[int, str | None]:
+        """(display number, xauthority path); display 0 means no X11 forwarding."""
+        what = "REQUEST_X11_DISPLAY"
+        reply = self._call(REQUEST.build({"req": StepRequest.REQUEST_X11_DISPLAY}), X11_DISPLAY_REPLY, what)
+        length = reply.xauthority_len
+        if not 0 <= length <= MAX_XAUTHORITY:
+            raise StepdError(f"{what}: xauthority length {length} out of range")
+        xauthority = None
+        if length:
+            xauthority = _recv_exact(self.sock, length, what).rstrip(b"\0").decode(errors="replace")
+        return reply.display, xauthority
+
+    def namespace_fds(self) -> list[tuple[int, int]]:
+        """The job container's namespaces as (CLONE_NEW* type, fd); the caller closes the fds.
+
+        25.11+ stepds answer GET_NS_FDS; older ones GET_NS_FD (one mount namespace, or none).
+        """
+        if self.protocol_version >= STEPD_SLUID:
+            what = "REQUEST_GET_NS_FDS"
+            count = int(self._call(REQUEST.build({"req": StepRequest.REQUEST_GET_NS_FDS}),
+                                   NS_FDS_REPLY, what))
+            if not 0 <= count <= MAX_NAMESPACES:
+                raise StepdError(f"{what}: namespace count {count} out of range")
+            result = []
+            for _ in range(count):
+                kind = int(_read(self.sock, Int32sn, what))
+                result.append((kind, self._recv_fd(what)))
+            return result
+        what = "REQUEST_GET_NS_FD"
+        fd = int(self._call(REQUEST.build({"req": StepRequest.REQUEST_GET_NS_FD}), NS_FD_REPLY, what))
+        if fd < 0:
+            raise StepdError(f"{what}: slurmstepd could not get the namespace")
+        return [(CLONE_NEWNS, self._recv_fd(what))] if fd > 0 else []
+
+    def _recv_fd(self, what: str) -> int:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1, 1)
+        except OSError as exc:
+            raise StepdError(f"{what}: {exc.strerror or exc}") from None
+        if not data:
+            raise StepdClosed(f"{what}: slurmstepd closed the connection without sending the fd")
+        if not fds:
+            raise StepdError(f"{what}: slurmstepd sent no file descriptor")
+        for extra in fds[1:]:
+            os.close(extra)
+        return fds[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> StepdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

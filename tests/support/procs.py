@@ -1,0 +1,92 @@
+"""Starting and stopping the daemons the tests own: only by the pid we started, never by name."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def need_root(what: str) -> str | None:
+    """A skip reason when not root, else None."""
+    return None if os.geteuid() == 0 else f"{what} needs root (CI runs as root)"
+
+
+def need_programs(*names: str) -> str | None:
+    """A skip reason naming the missing programs and their Debian packages, else None."""
+    missing = [n for n in names if shutil.which(n, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
+    if missing:
+        return f"needs {', '.join(missing)} (apt-get install munge slurmctld slurmd slurm-client openssh-server)"
+    return None
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll `check` until true; fail with `what` if it times out or `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process {proc.pid} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not ready after {timeout} s")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process we started, then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def chown_tree(path: Path, user: str) -> None:
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
+            os.chown(name, entry.pw_uid, entry.pw_gid)
+
+
+def ensure_user(name: str) -> pwd.struct_passwd:
+    """An ordinary local user for tests, created (as root) when missing."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    return pwd.getpwnam(name)
+
+
+def installed_script(name: str) -> str | None:
+    """The project's console script next to the running interpreter (the tox env), or None."""
+    import sys
+
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.access(path, os.X_OK) else None
+
+
+def runnable_by_others(path: str) -> bool:
+    """Whether every directory up to `path` and the interpreter it runs can be used by other users."""
+    import sys
+
+    for target in (path, os.path.realpath(sys.executable)):
+        current = os.path.realpath(target)
+        while True:
+            mode = os.stat(current).st_mode
+            if not mode & 0o001:
+                return False
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+    return True
