@@ -114,3 +114,21 @@ def test_refused_connection_fails_fast(slurm_cluster: SlurmCluster, connected_jo
         callerid("127.0.0.1", connected_job.client[1], "127.0.0.1", connected_job.server[1], port=free_port(),
                  munge_socket=conf.munge_socket, timeout=5)
     assert time.monotonic() - started < 1
+
+
+def test_batch_answers_in_order(slurm_cluster: SlurmCluster, connected_job: ConnectedJob, cli: str) -> None:
+    queries = slurm_cluster.out_dir / "queries"  # readable by alice
+    queries.write_text("\n".join([
+        " ".join(_tuple(connected_job)),
+        "# a comment, then a blank line",
+        "",
+        " ".join(_tuple(connected_job, free_port())),
+        "127.0.0.1 1 ::1 2",
+        " ".join(_tuple(connected_job)) + " 4",
+    ]) + "\n")
+    queries.chmod(0o644)
+    proc = slurm_cluster.run([cli, "batch", str(queries)], user="alice", check=False)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == lines[3] == f"{connected_job.job_id} {slurm_cluster.node_name}", proc.stderr
+    assert lines[1] == "indeterminate" and lines[2].startswith("error: addresses of different families")
+    assert len(lines) == 4 and proc.returncode == 1

@@ -73,6 +73,14 @@ def test_answer_is_verified_and_typed(munged: Munged) -> None:
     assert (request.message.port_src, request.message.port_dst, request.message.af) == (40000, 22, 2)  # type: ignore
 
 
+def test_ipv6_source(munged: Munged) -> None:
+    with ScriptedPeer(answer(munged, "24.11"), host="::1") as peer:
+        result = callerid("::1", 40000, "::1", 22, port=peer.port, munge_socket=str(munged.socket))
+    [request] = decode_stream(peer.received[0])
+    assert result.job_id == 77 and result.slurmd == ("::1", peer.port)  # type: ignore[attr-defined]
+    assert request.message.af == 10 and request.message.ip_src == bytes(15) + b"\1"  # type: ignore[attr-defined]
+
+
 def test_not_found_is_indeterminate(munged: Munged) -> None:
     with ScriptedPeer(answer(munged, "24.11", job_id=NO_VAL)) as peer:
         result = ask(peer, munged, version=SLURM_24_11)

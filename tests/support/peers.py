@@ -13,11 +13,12 @@ Behaviour = Callable[[socket.socket, bytes], None]
 
 
 class ScriptedPeer:
-    """A listener on 127.0.0.1 that runs `behaviours[i]` for its i-th connection (the last one repeats)."""
+    """A listener on `host` (127.0.0.1) that runs `behaviours[i]` for its i-th connection (the last one repeats)."""
 
-    def __init__(self, *behaviours: Behaviour) -> None:
+    def __init__(self, *behaviours: Behaviour, host: str = "127.0.0.1") -> None:
         self.behaviours = list(behaviours)
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, 0), family=family)
         self.port: int = self.listener.getsockname()[1]
         self.received: list[bytes] = []
         self._stop = threading.Event()

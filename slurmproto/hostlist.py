@@ -1,0 +1,73 @@
+"""Slurm hostlist expressions: ``node[01-04,7]`` and friends, as in NodeName, NodeAddr and Port."""
+
+from __future__ import annotations
+
+MAX_HOSTLIST = 1 << 20
+"""Our own guard: a hostlist expanding to more names than this is refused (a typo, not a cluster)."""
+
+
+def expand_hostlist(expr: str) -> list[str]:
+    """Expand a Slurm hostlist: ``node[01-04,7],gpu[1-2]-ib`` -> node01 .. node04, node7, gpu1-ib, gpu2-ib.
+
+    Commas (or whitespace) outside brackets separate names; a bracket holds comma-separated numbers or
+    ``lo-hi`` ranges, zero-padded to the width of ``lo``; several bracket groups multiply out, the first
+    one varying slowest. ValueError if malformed.
+    """
+    if "[" not in expr and "]" not in expr:
+        return expr.replace(",", " ").split()
+    out: list[str] = []
+    depth = 0
+    start = 0
+    items = []
+    for i, ch in enumerate(expr):
+        if ch == "[":
+            if depth:
+                raise ValueError("nested '['")
+            depth = 1
+        elif ch == "]":
+            if not depth:
+                raise ValueError("']' without '['")
+            depth = 0
+        elif not depth and (ch == "," or ch.isspace()):
+            items.append(expr[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError("'[' without ']'")
+    items.append(expr[start:])
+    for item in items:
+        if item:
+            out.extend(_expand_item(item))
+            if len(out) > MAX_HOSTLIST:
+                raise ValueError(f"more than {MAX_HOSTLIST} names")
+    return out
+
+
+def _expand_item(item: str) -> list[str]:
+    """Expand one name with bracket groups (brackets already checked to be balanced and flat)."""
+    open_at = item.find("[")
+    if open_at < 0:
+        return [item]
+    close_at = item.index("]", open_at)
+    prefix = item[:open_at]
+    numbers = _expand_ranges(item[open_at + 1:close_at])
+    suffixes = _expand_item(item[close_at + 1:])
+    if len(numbers) * len(suffixes) > MAX_HOSTLIST:
+        raise ValueError(f"more than {MAX_HOSTLIST} names")
+    return [prefix + number + suffix for number in numbers for suffix in suffixes]
+
+
+def _expand_ranges(body: str) -> list[str]:
+    numbers: list[str] = []
+    for part in body.split(","):
+        lo, _, hi = part.partition("-")
+        if not (lo.isascii() and lo.isdigit()) or (hi and not (hi.isascii() and hi.isdigit())):
+            raise ValueError(f"bad range {part!r}")
+        first = int(lo)
+        last = int(hi) if hi else first  # "5-" is 5, as in Slurm
+        if last < first:
+            raise ValueError(f"range {part!r} runs backwards")
+        if last - first >= MAX_HOSTLIST:
+            raise ValueError(f"range {part!r} has more than {MAX_HOSTLIST} names")
+        width = len(lo)
+        numbers.extend(str(k).zfill(width) for k in range(first, last + 1))
+    return numbers
