@@ -97,37 +97,60 @@ def sign_and_encode(message: Message, version: int, sign: Callable[[bytes], byte
     return encode_frame(message, version, credential=credential, body=body, **options)  # type: ignore[arg-type]
 
 
-def decode_frame(data: bytes, options: FrameOptions | None = None) -> Frame:
-    """Decode one frame given WITHOUT its length prefix."""
-    options = options or FrameOptions()
+def read_header(data: bytes, options: FrameOptions) -> tuple[Header, int]:
+    """The header (parsed in its own version) and where it ends. Frames are given WITHOUT the prefix."""
     if len(data) < 2:
         raise TruncatedFrame(f"frame of {len(data)} bytes has no header")
-    version = int.from_bytes(data[:2], "big")
-    params = {"version": version, "nul_check": options.nul_check}
     stream = io.BytesIO(data)
     try:
-        header: Header = HEADER.parse_stream(stream, **params)
-        header_end = stream.tell()
-        auth = AUTH.parse_stream(stream, **params) if header.has_auth else None
+        header: Header = HEADER.parse_stream(stream, version=int.from_bytes(data[:2], "big"),
+                                             nul_check=options.nul_check)
     except ProtocolError:
         raise
     except ConstructError as exc:
-        raise MalformedMessage(f"header or auth section: {exc}") from None
-    body_start = stream.tell()
-    remaining = len(data) - body_start
+        raise MalformedMessage(f"header: {exc}") from None
+    return header, stream.tell()
+
+
+def read_auth(data: bytes, offset: int, header: Header, options: FrameOptions) -> tuple[Credential | None, int]:
+    """The auth section after the header (none when the header says SLURM_NO_AUTH_CRED), and its end."""
+    if not header.has_auth:
+        return None, offset
+    stream = io.BytesIO(data)
+    stream.seek(offset)
+    try:
+        auth: Credential = AUTH.parse_stream(stream, version=header.version, nul_check=options.nul_check)
+    except ProtocolError:
+        raise
+    except ConstructError as exc:
+        raise MalformedMessage(f"auth section: {exc}") from None
+    return auth, stream.tell()
+
+
+def read_body(data: bytes, offset: int, header: Header, options: FrameOptions) -> bytes:
+    """The body_length bytes after the auth section, checked against what the frame holds."""
+    remaining = len(data) - offset
     if header.body_length > remaining:
         raise MalformedMessage(
             f"body_length {header.body_length} is longer than the {remaining} bytes after the header")
     if header.body_length < remaining and options.exact_body_length:
         raise TrailingBytes(
             f"{remaining - header.body_length} bytes after the body (body_length {header.body_length})")
-    body = data[body_start:body_start + header.body_length]
+    return data[offset:offset + header.body_length]
+
+
+def decode_frame(data: bytes, options: FrameOptions | None = None) -> Frame:
+    """Decode one frame given WITHOUT its length prefix: header, auth section, body, typed message."""
+    options = options or FrameOptions()
+    header, header_end = read_header(data, options)
+    auth, body_start = read_auth(data, header_end, header, options)
+    body = read_body(data, body_start, header, options)
     try:
         cls = message_class(header.msg_type)
     except UnknownMessageType as exc:
         exc.header = header  # type: ignore[attr-defined]
         raise
-    message = cls.decode(body, version, nul_check=options.nul_check)
+    message = cls.decode(body, header.version, nul_check=options.nul_check)
     return Frame(header, auth, body, message, body_start - header_end, PREFIX + len(data))
 
 
@@ -180,20 +203,28 @@ class Decoder:
         line = bytes(self._buffer[: end if end >= 0 else MAX_HTTP_LINE])
         raise HttpReply(line.decode("ascii", "replace").strip())
 
-    def next_frame(self) -> Frame | None:
-        """A whole frame, or None until more bytes arrive. At EOF inside a frame: TruncatedFrame."""
+    def next_payload(self) -> bytes | None:
+        """The bytes of the next whole frame after its length prefix, not decoded; None until they arrive.
+
+        At EOF inside a frame: TruncatedFrame.
+        """
         try:
             if len(self._buffer) >= PREFIX:
                 length = self._length()
                 if len(self._buffer) >= PREFIX + length:
                     data = bytes(self._buffer[PREFIX:PREFIX + length])
                     del self._buffer[:PREFIX + length]
-                    return decode_frame(data, self.options)
+                    return data
         except _NeedMore:
             return None
         if self._eof and self._buffer:
             raise TruncatedFrame(f"stream ended inside a frame ({len(self._buffer)} bytes of it received)")
         return None
+
+    def next_frame(self) -> Frame | None:
+        """A whole decoded frame, or None until more bytes arrive."""
+        data = self.next_payload()
+        return None if data is None else decode_frame(data, self.options)
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.next_frame()) is not None:

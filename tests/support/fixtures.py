@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
@@ -10,6 +15,9 @@ from tests.support.munged import MUNGED, Munged
 from tests.support.procs import need_programs, need_root
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
+from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
+from tests.support.sshd import Sshd
+from tests.support.syslog import DevLogCatcher, DevLogUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +47,57 @@ def connected_job(slurm_cluster: SlurmCluster) -> Iterator[ConnectedJob]:
     """A batch job of alice's holding a TCP connection to a listener of ours on 127.0.0.1."""
     with slurm_cluster.connected_job("alice") as job:
         yield job
+
+
+@pytest.fixture(scope="session")
+def devlog() -> Iterator[DevLogCatcher]:
+    """Our own /dev/log for the session: what PAM modules (and anything else) send to syslog(3)."""
+    reason = need_root("serving /dev/log")
+    if reason:
+        pytest.skip(reason)
+    catcher = DevLogCatcher()
+    try:
+        catcher.start()
+    except (DevLogUnavailable, OSError) as e:
+        pytest.skip(f"cannot catch syslog messages: {e}")
+    try:
+        yield catcher
+    finally:
+        catcher.stop()
+
+
+class SshdFactory(Protocol):
+    """`sshd_factory(account_lines, **Sshd keyword arguments)`: a started `Sshd`."""
+
+    def __call__(self, account_lines: Sequence[str], **kwargs: Any) -> Sshd: ...
+
+
+@pytest.fixture
+def sshd_factory() -> Iterator[SshdFactory]:
+    """Starts real sshds on loopback, each with its own PAM service; all are stopped (pam.d files gone) after."""
+    reason = need_root("running sshd with its own /etc/pam.d service") or need_programs(*SSHD_PROGRAMS)
+    if reason:
+        pytest.skip(reason)
+    with contextlib.ExitStack() as stack:
+
+        def make(account_lines: Sequence[str], **kwargs: Any) -> Sshd:
+            sshd = Sshd(account_lines, **kwargs)
+            stack.callback(sshd.stop)  # before start(): a failed start is cleaned up as well
+            return sshd.start()
+
+        yield make
+
+
+@pytest.fixture(scope="session")
+def fake_slurmd_munge_socket(munged: Munged) -> str:
+    """The fake_slurmd plugin's munged is the session's (one private munged for everything)."""
+    return str(munged.socket)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Iterator[Path]:
+    """A temp dir every test user can read (test users run Slurm clients with files from here)."""
+    path = Path(tempfile.mkdtemp(prefix="sat-shared-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,290 @@
+"""FakeSlurmd: a simulated compute node (or several) running in a background thread.
+
+    with FakeSlurmd(Scenario.load("node.toml")) as fake:
+        with fake.connect_from_job(42, "127.0.0.1", 22) as conn:   # a process of job 42 holding a connection
+            ...                                                    # real clients ask fake.port about it
+
+The same object backs the `fake-slurmd` command and the `fake_slurmd` pytest fixture. It owns an asyncio
+loop in a thread: the callerid responder on every node's address and one simulated slurmstepd socket per
+step of every job, named like real ones in the spool dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from fake_slurmd.membership import job_contains
+from fake_slurmd.scenario import Job, NodeSpec, Scenario, job_from_dict
+from fake_slurmd.server import CalleridServer
+from fake_slurmd.stepd import FakeStepd
+from slurmproto.stepd import step_socket
+from slurmproto.versions import BY_NAME
+
+T = TypeVar("T")
+LOGGER = logging.getLogger("fake_slurmd")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+# A child that connects, reports its end of the connection, and holds it until its stdin closes.
+_HOLDER = ("import socket, sys; source = (sys.argv[3], 0) if sys.argv[3] else None; "
+           "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), source_address=source); "
+           "print(*s.getsockname()[:2], *s.getpeername()[:2], flush=True); sys.stdin.read()")
+
+
+def log_event(event: str, level: str = "info", **fields: Any) -> None:
+    """A structured log record: the event name as the message, the fields in `record.fields`."""
+    LOGGER.log(LEVELS.get(level, logging.INFO), event, extra={"fields": fields})
+
+
+@dataclass
+class JobConnection:
+    """A process of a simulated job holding a TCP connection (its end: `local`; the other: `remote`)."""
+
+    job_id: int
+    proc: subprocess.Popen[str]
+    local: tuple[str, int]
+    remote: tuple[str, int]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> JobConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FakeSlurmd:
+    def __init__(self, scenario: Scenario | None = None, *, release: str | None = None,
+                 munge_socket: str | None = None, spool_dir: str | None = None, client_timeout: float | None = None,
+                 max_connections: int = 20000) -> None:
+        self.scenario = scenario or Scenario([NodeSpec("node1", port=0)])
+        name = release or self.scenario.release
+        self.release = BY_NAME[name] if name else None
+        self.munge_socket = munge_socket or self.scenario.munge_socket
+        self._own_spool = not (spool_dir or self.scenario.spool_dir)
+        self.spool_dir = spool_dir or self.scenario.spool_dir or tempfile.mkdtemp(prefix="fake-slurmd-spool-")
+        self.client_timeout = client_timeout or self.scenario.client_timeout
+        self.max_connections = max_connections
+        self.jobs: dict[int, Job] = dict(self.scenario.jobs)
+        self.nodes: list[NodeSpec] = []
+        self.server: CalleridServer | None = None
+        self._stepds: dict[str, FakeStepd] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._children: list[JobConnection] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> FakeSlurmd:
+        os.makedirs(self.spool_dir, exist_ok=True)
+        os.chmod(self.spool_dir, 0o755)
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="fake-slurmd", daemon=True)
+        self._thread.start()
+        ready.wait()
+        try:
+            self._call(self._start())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(ready.set)
+        self._loop.run_forever()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _start(self) -> None:
+        self.server = CalleridServer(self.jobs, release=self.release, munge_socket=self.munge_socket,
+                                     slurm_uid=self.scenario.slurm_user, client_timeout=self.client_timeout,
+                                     max_connections=self.max_connections, log=log_event)
+        shared_port = 0
+        for node in self.scenario.nodes:
+            # Real clients use one SlurmdPort for every node: nodes asking for port 0 share one.
+            port = await self.server.serve(replace(node, port=node.port or shared_port))
+            shared_port = shared_port or (port if node.port == 0 else 0)
+            self.nodes.append(replace(node, port=port))
+        for job in sorted(self.jobs.values(), key=lambda j: (j.start_time, j.job_id)):
+            await self._start_stepds(job)
+
+    async def _start_stepds(self, job: Job) -> None:
+        # One after the other, in start order: the kernel stamps each socket's ctime as it is created.
+        for node in self.scenario.nodes:
+            if not job.runs_on(node.name):
+                continue
+            for step in job.steps:
+                path = step_socket(self.spool_dir, node.name, job.job_id, step)
+                stepd = FakeStepd(path, job, step, release=self.release, slurm_uid=self.scenario.slurm_user,
+                                  contains=functools.partial(job_contains, job), log=log_event)
+                await stepd.start()
+                self._stepds[path] = stepd
+
+    async def _stop_stepds(self, job_id: int) -> None:
+        for path, stepd in list(self._stepds.items()):
+            if stepd.job.job_id == job_id:
+                await stepd.close()
+                del self._stepds[path]
+
+    async def _stop(self) -> None:
+        for stepd in self._stepds.values():
+            await stepd.close()
+        self._stepds.clear()
+        if self.server is not None:
+            await self.server.close()
+
+    def stop(self) -> None:
+        for child in self._children:
+            child.close()
+        self._children.clear()
+        if self._loop is not None and self._thread is not None:
+            with contextlib.suppress(Exception):
+                self._call(self._stop(), timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+        self._loop = self._thread = None
+        if self._own_spool:
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+    def __enter__(self) -> FakeSlurmd:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- the simulated node ----------------------------------------------------------------------------
+
+    def node(self, name: str | None = None) -> NodeSpec:
+        """A node as it listens (the first one by default)."""
+        for node in self.nodes:
+            if name is None or node.name == name:
+                return node
+        raise KeyError(f"no node {name!r}")
+
+    @property
+    def port(self) -> int:
+        return self.node().port
+
+    def add_job(self, job: Job | dict[str, Any]) -> Job:
+        """Add a job (a Job, or a dict with the keys of a scenario's [[jobs]] table); its stepds start now."""
+        job = job if isinstance(job, Job) else job_from_dict(job)
+        if job.job_id in self.jobs:
+            raise ValueError(f"job {job.job_id} exists")
+        self._set_jobs({**self.jobs, job.job_id: job})
+        self._call(self._start_stepds(job))
+        return job
+
+    def remove_job(self, job_id: int) -> None:
+        self._call(self._stop_stepds(job_id))
+        self._set_jobs({k: v for k, v in self.jobs.items() if k != job_id})
+
+    def reload(self, scenario: Scenario) -> None:
+        """Replace the jobs with the scenario's (SIGHUP): changed or removed jobs lose their stepds."""
+        for job_id in list(self.jobs):
+            if self.jobs[job_id] != scenario.jobs.get(job_id):
+                self.remove_job(job_id)
+        for job in sorted(scenario.jobs.values(), key=lambda j: (j.start_time, j.job_id)):
+            if job.job_id not in self.jobs:
+                self.add_job(job)
+        log_event("reloaded", jobs=sorted(self.jobs))
+
+    def _set_jobs(self, jobs: dict[int, Job]) -> None:
+        # Copy on write: worker threads read the mapping without locks.
+        self.jobs = jobs
+        if self.server is not None:
+            self.server.jobs = jobs
+
+    def spawn_in_job(self, job_id: int, argv: Sequence[str], *, user: str | int | None = None,
+                     **popen: Any) -> subprocess.Popen[Any]:
+        """Start a process that belongs to the job (as `user` when given)."""
+        job = self.jobs[job_id]
+        proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), user=user, **popen)
+        job.pids.add(proc.pid)
+        return proc
+
+    def connect_from_job(self, job_id: int, host: str, port: int, *, user: str | int | None = None,
+                         source: str | None = None, timeout: float = 10) -> JobConnection:
+        """A process of the job (as `user`) opens a TCP connection to host:port (from `source`, e.g. the
+        node's own address) and holds it until closed."""
+        proc = self.spawn_in_job(job_id, [sys.executable, "-c", _HOLDER, host, str(port), source or ""], user=user,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 cwd="/")
+        assert proc.stdout is not None
+        line = _readline(proc, timeout)
+        if not line:
+            proc.kill()
+            raise RuntimeError(f"job {job_id}'s process could not connect to {host}:{port}: {proc.stderr.read()}")  # type: ignore[union-attr]
+        local_host, local_port, remote_host, remote_port = line.split()
+        connection = JobConnection(job_id, proc, (local_host, int(local_port)), (remote_host, int(remote_port)))
+        self._children.append(connection)
+        return connection
+
+    def adopted(self, job_id: int) -> list[int]:
+        """The pids REQUEST_ADD_EXTERN_PID put into the job's extern step."""
+        return list(self.jobs[job_id].adopted)
+
+    def slurm_conf(self, path: str | Path, extra: Sequence[str] = ()) -> Path:
+        """Write a slurm.conf that points real Slurm clients (scontrol, pam_slurm_adopt) at this fake."""
+        path = Path(path)
+        # pam_slurm_adopt up to 25.11 finds the step it adopts into on "this" node by guessing the node
+        # name from the host name, so the first node claims this host's name.
+        host = os.uname().nodename.split(".")[0]
+        lines = [
+            "ClusterName=fake",
+            "SlurmctldHost=localhost(127.0.0.1)",
+            f"SlurmdPort={self.port}",
+            f"SlurmdSpoolDir={self.spool_dir}",
+            "AuthType=auth/munge",
+            *([f"AuthInfo=socket={self.munge_socket}"] if self.munge_socket else []),
+            "CredType=cred/munge",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SlurmUser=root",
+            *(f"NodeName={n.name} NodeAddr={n.address} NodeHostname={host if i == 0 else n.name}"
+              for i, n in enumerate(self.nodes)),
+            *extra,
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        os.chmod(path, 0o644)
+        return path
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """First line of the child's stdout, or "" if it exits or stays silent for `timeout`."""
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    return result[0].strip() if result else ""

@@ -1,0 +1,376 @@
+"""The callerid responder: slurmd's REQUEST_NETWORK_CALLERID (and REQUEST_JOB_ID) handling, on asyncio.
+
+Per connection, in slurmd's order: read one frame (bounded in size and time), check the header version,
+unpack and verify the MUNGE credential with munged, check the body hash, unpack the body, answer, close.
+Each refusal is the emulated release's (behaviour.py). Blocking work (munge calls, /proc and netlink
+lookups) runs in worker threads; a node inside a network namespace gets a thread that lives there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import resource
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from fake_slurmd.accept import accept_forever
+from fake_slurmd.behaviour import BEHAVIOURS, Behaviour, Refusal, release_for
+from fake_slurmd.membership import candidate_pids, job_of, step_of
+from fake_slurmd.scenario import Job, NodeSpec
+from slurmproto.auth import check_payload, payload_hash
+from slurmproto.codec import Decoder, FrameOptions, encode_frame, read_auth, read_body, read_header
+from slurmproto.constants import AF_INET, AF_INET6, NO_VAL, SLURM_AUTH_NOBODY, AuthPlugin, HeaderFlags, MsgType
+from slurmproto.errors import HashMismatch, InsaneMessageLength, ProtocolError, UnknownAuthPlugin
+from slurmproto.header import Header
+from slurmproto.messages import (
+    JobIdRequest,
+    JobIdResponse,
+    Message,
+    NetworkCallerIdRequest,
+    NetworkCallerIdResponse,
+    ReturnCode,
+    message_class,
+)
+from slurmproto.munge import MungeContext, MungeError
+from slurmproto.primitives import SlurmAddr
+from slurmproto.sockets import InodeIndex, find_tcp
+from slurmproto.versions import Release
+
+MAX_REQUEST = 64 * 1024
+"""A callerid request is about 270 bytes; a larger length prefix is closed on (slurmd's own cap is 1 GiB)."""
+EINVAL = 22
+ESLURM_INVALID_JOB_ID = 2017
+ESLURM_PROTOCOL_INCOMPLETE_PACKET = 5003
+SLURM_PROTOCOL_AUTHENTICATION_ERROR = 1007
+HTTP_405 = (b"HTTP/1.1 405 NOT ALLOWED\r\nConnection: Close\r\nContent-Length: 38\r\n"
+            b"Content-Type: text/plain\r\n\r\nRequested method not allowed by slurmd")
+
+Log = Callable[..., None]
+
+
+class Close(Exception):
+    """Close the connection without answering."""
+
+
+@dataclass
+class Answer:
+    data: bytes
+    verdict: str
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling thread into /run/netns/<name> (setns affects only this thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(name if name.startswith("/") else f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
+    finally:
+        os.close(fd)
+
+
+class _Lookups:
+    """Threads living in one network namespace (for its kernel lookups), and its inode cache."""
+
+    def __init__(self, netns: str | None, workers: int) -> None:
+        self.netns = netns
+        self.index = InodeIndex()
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"lookup-{netns or 'host'}",
+                                           initializer=(lambda: _enter_netns(netns)) if netns else None)
+
+    def listen(self, address: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(4096)
+        sock.setblocking(False)
+        return sock
+
+
+class CalleridServer:
+    """Answers the callerid RPC for simulated nodes; one instance serves any number of nodes."""
+
+    def __init__(self, jobs: Mapping[int, Job], *, release: Release | None = None, munge_socket: str | None = None,
+                 slurm_uid: int = 0, client_timeout: float = 10.0, max_connections: int = 20000,
+                 workers: int = 8, log: Log | None = None) -> None:
+        self.jobs = jobs
+        self.release = release
+        self.munge_socket = munge_socket
+        self.slurm_uid = slurm_uid
+        self.client_timeout = client_timeout
+        # Refuse before the process runs out of descriptors (each connection holds one).
+        self.max_connections = min(max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 256)
+        self.workers = workers
+        self.log: Log = log or (lambda *a, **k: None)
+        self.connections = 0
+        self.requests = 0
+        self._listeners: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
+        self._lookups: dict[str | None, _Lookups] = {}
+        self._munge_local = threading.local()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def _lookups_for(self, netns: str | None) -> _Lookups:
+        if netns not in self._lookups:
+            self._lookups[netns] = _Lookups(netns, self.workers)
+        return self._lookups[netns]
+
+    async def serve(self, node: NodeSpec) -> int:
+        """Listen for `node`; returns the port (useful when the scenario said 0)."""
+        lookups = self._lookups_for(node.netns)
+        loop = asyncio.get_running_loop()
+        sock = await loop.run_in_executor(lookups.executor, lookups.listen, node.address, node.port)
+        port = int(sock.getsockname()[1])
+        bound = NodeSpec(node.name, node.address, port, node.netns)
+        self._listeners.append(sock)
+        self._acceptors.append(loop.create_task(accept_forever(
+            sock, lambda conn: self._accept(conn, bound), self._tasks,
+            lambda exc: self.log("accept_error", level="warning", node=node.name, error=str(exc)))))
+        self.log("listen", node=node.name, address=node.address, port=port, netns=node.netns)
+        return port
+
+    async def close(self) -> None:
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        for sock in self._listeners:
+            sock.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._acceptors, *self._tasks, return_exceptions=True)
+        self._acceptors.clear()
+        self._listeners.clear()
+        for lookups in self._lookups.values():
+            lookups.executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- one connection ------------------------------------------------------------------------------
+
+    async def _accept(self, sock: socket.socket, node: NodeSpec) -> None:
+        peer = sock.getpeername() if sock.family != socket.AF_UNIX else ("?", 0)
+        where = f"{peer[0]}:{peer[1]}"
+        self.connections += 1
+        started = time.monotonic()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            if self.connections > self.max_connections:
+                self.log("refused", level="warning", node=node.name, peer=where,
+                         reason=f"more than {self.max_connections} connections")
+                return
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_REQUEST)
+            answer = await self._serve_one(reader, node, peer)
+            if answer.data:
+                writer.write(answer.data)
+                await asyncio.wait_for(writer.drain(), self.client_timeout)
+            self.log("request", node=node.name, peer=where, verdict=answer.verdict,
+                     ms=round((time.monotonic() - started) * 1000, 3))
+        except Close as why:
+            self.log("closed", node=node.name, peer=where, reason=str(why),
+                     ms=round((time.monotonic() - started) * 1000, 3))
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            self.log("dropped", node=node.name, peer=where, reason=type(exc).__name__)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # never let one client take the server down
+            self.log("error", level="error", node=node.name, peer=where, reason=repr(exc))
+        finally:
+            self.connections -= 1
+            if writer is not None:
+                writer.close()
+            else:
+                sock.close()
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes:
+        decoder = Decoder(FrameOptions(max_length=MAX_REQUEST))
+        deadline = time.monotonic() + self.client_timeout
+        while True:
+            try:
+                data = decoder.next_payload()
+            except InsaneMessageLength as exc:
+                raise Close(str(exc)) from None
+            except ProtocolError as exc:
+                raise Close(str(exc)) from None
+            if data is not None:
+                return data
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Close(f"no whole request within {self.client_timeout:g} s")
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), remaining)
+            except TimeoutError:
+                raise Close(f"no whole request within {self.client_timeout:g} s") from None
+            if not chunk:
+                decoder.feed_eof()
+                if not decoder.pending:
+                    raise Close("client closed before sending a request")
+            decoder.feed(chunk)
+
+    async def _serve_one(self, reader: asyncio.StreamReader, node: NodeSpec, peer: tuple[Any, ...]) -> Answer:
+        data = await self._read_frame(reader)
+        self.requests += 1
+        loop = asyncio.get_running_loop()
+        version = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+        release = self.release or release_for(version)
+        if release is None:
+            raise Close(f"protocol version 0x{version:04x} not supported")
+        rules = BEHAVIOURS[release.name]
+        options = FrameOptions(max_length=MAX_REQUEST, nul_check=rules.nul_check,
+                               exact_body_length=rules.exact_body_length)
+        # 1. the header and its version
+        try:
+            header, offset = read_header(data, options)
+        except ProtocolError as exc:
+            raise Close(f"header: {exc}") from None
+        if not release.accepts(header.version):
+            return await self._refuse(rules, rules.bad_version, f"protocol version 0x{header.version:04x}", peer)
+        # 2. the credential
+        if not header.has_auth and rules.release.name != "22.05":
+            return await self._refuse(rules, rules.bad_cred_verify, "message without a credential", peer)
+        try:
+            auth, offset = read_auth(data, offset, header, options)
+        except (UnknownAuthPlugin, ProtocolError) as exc:
+            return await self._refuse(rules, rules.bad_cred_unpack, f"credential: {exc}", peer)
+        if auth is None or auth.plugin_id != AuthPlugin.AUTH_MUNGE or auth.credential is None:
+            return await self._refuse(rules, rules.bad_cred_unpack, "no MUNGE credential", peer)
+        try:
+            decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._munge_decode,
+                                                 auth.credential)
+        except MungeError as exc:
+            return await self._refuse(rules, rules.bad_cred_verify, f"munge: {exc}", peer)
+        if rules.rejects_nobody and SLURM_AUTH_NOBODY in (decoded.uid, decoded.gid):
+            return await self._refuse(rules, rules.bad_cred_verify, "credential of uid/gid 99", peer)
+        uid = decoded.uid
+        # 3. the body: its length, its hash, its fields
+        try:
+            body = read_body(data, offset, header, options)
+            check_payload(decoded.payload, body, header.msg_type)
+            message = message_class(header.msg_type).decode(body, header.version, nul_check=rules.nul_check)
+        except (HashMismatch, ProtocolError) as exc:
+            reply = await self._rc(rules, header, ESLURM_PROTOCOL_INCOMPLETE_PACKET, uid, peer)
+            return Answer(reply, f"rc 5003 from uid {uid}: {exc}")
+        # 4. the answer
+        if isinstance(message, NetworkCallerIdRequest):
+            return await self._callerid(rules, header, message, uid, node)
+        if isinstance(message, JobIdRequest):
+            return await self._job_id(rules, header, message, uid, node, peer)
+        return Answer(await self._rc(rules, header, EINVAL, uid, peer), f"rc 22: {MsgType(header.msg_type).name}")
+
+    async def _refuse(self, rules: Behaviour, how: Refusal, why: str, peer: tuple[Any, ...]) -> Answer:
+        if how is Refusal.CLOSE:
+            await asyncio.sleep(rules.refusal_delay)
+            raise Close(why)
+        if how is Refusal.HTTP_405:
+            return Answer(HTTP_405, f"http 405: {why}")
+        own = rules.release.protocol_version  # replies sent before the request's version is known
+        frame = encode_frame(ReturnCode(SLURM_PROTOCOL_AUTHENTICATION_ERROR), own, flags=rules.bad_auth_flags,
+                             orig_addr=_addr(peer))
+        return Answer(frame, f"rc 1007: {why}")
+
+    async def _rc(self, rules: Behaviour, request: Header, rc: int, uid: int, peer: tuple[Any, ...]) -> bytes:
+        """RESPONSE_SLURM_RC in the request's version, carrying the asker's address like slurmd's."""
+        message = ReturnCode(rc)
+        if not rules.rc_with_credential:
+            flags = (request.flags | HeaderFlags.SLURM_NO_AUTH_CRED) & ~HeaderFlags.SLURMDBD_CONNECTION
+            return encode_frame(message, request.version, flags=flags, orig_addr=_addr(peer))
+        # 22.05 signs it for the asker, or for anyone when the asker is root or SlurmUser.
+        r_uid = 0xFFFFFFFF if uid in (0, self.slurm_uid) else uid
+        return await self._signed(message, request.version, r_uid, request.flags, _addr(peer))
+
+    async def _signed(self, message: Message, version: int, r_uid: int, flags: int = 0,
+                      orig_addr: SlurmAddr | None = None) -> bytes:
+        body = message.encode(version)
+        credential = await asyncio.get_running_loop().run_in_executor(
+            self._lookups_for(None).executor, self._munge_encode, payload_hash(body, message.MSG_TYPE), r_uid)
+        return encode_frame(message, version, credential=credential, body=body, flags=flags, orig_addr=orig_addr)
+
+    async def _callerid(self, rules: Behaviour, header: Header, request: NetworkCallerIdRequest, uid: int,
+                        node: NodeSpec) -> Answer:
+        lookups = self._lookups_for(node.netns)
+        found = await asyncio.get_running_loop().run_in_executor(lookups.executor, self._find_job, lookups,
+                                                                 node, request)
+        job, step, why = found
+        tuple_text = (f"{_text(request.ip_src, request.af)}:{request.port_src} -> "
+                      f"{_text(request.ip_dst, request.af)}:{request.port_dst}")
+        if job is not None and uid not in (0, self.slurm_uid) and uid != job.uid:
+            self.log("security violation", level="error",
+                     message=f"Security violation, REQUEST_NETWORK_CALLERID from uid={uid}")
+            why = f"job {job.job_id} is not uid {uid}'s"
+            job = None
+        if job is None:
+            reply = NetworkCallerIdResponse(NO_VAL, 0, node.name, 0, NO_VAL, NO_VAL)
+        else:
+            reply = NetworkCallerIdResponse(job.job_id, 0, node.name, 0,
+                                            step if rules.callerid_step else NO_VAL, NO_VAL)
+        data = await self._signed(reply, header.version, uid)
+        verdict = f"job {job.job_id}" if job is not None else f"NO_VAL ({why})"
+        self.log("callerid", level="debug", node=node.name, uid=uid, connection=tuple_text, verdict=verdict)
+        return Answer(data, f"callerid {tuple_text} for uid {uid}: {verdict}")
+
+    async def _job_id(self, rules: Behaviour, header: Header, request: JobIdRequest, uid: int, node: NodeSpec,
+                      peer: tuple[Any, ...]) -> Answer:
+        job = job_of(self.jobs, node.name, request.job_pid)
+        if job is None:
+            return Answer(await self._rc(rules, header, ESLURM_INVALID_JOB_ID, uid, peer),
+                          f"job id of pid {request.job_pid}: none")
+        step = step_of(job, request.job_pid) if rules.callerid_step else NO_VAL
+        reply = JobIdResponse(job.job_id, 0, 0, step, NO_VAL)
+        return Answer(await self._signed(reply, header.version, uid), f"job id of pid {request.job_pid}: {job.job_id}")
+
+    # --- blocking work (worker threads) ----------------------------------------------------------------
+
+    def _munge(self) -> MungeContext:
+        context = getattr(self._munge_local, "context", None)
+        if context is None:
+            context = self._munge_local.context = MungeContext(self.munge_socket)
+        return context
+
+    def _munge_decode(self, credential: str) -> Any:
+        return self._munge().decode(credential)
+
+    def _munge_encode(self, payload: bytes, r_uid: int) -> str:
+        with MungeContext(self.munge_socket, uid_restriction=r_uid) as context:
+            return context.encode(payload).decode("ascii")
+
+    def _find_job(self, lookups: _Lookups, node: NodeSpec,
+                  request: NetworkCallerIdRequest) -> tuple[Job | None, int, str]:
+        """The job (and step) holding the connection, seen from this node: its local end is the request's
+        source, its peer the request's destination."""
+        local = (_text(request.ip_src, request.af), request.port_src)
+        remote = (_text(request.ip_dst, request.af), request.port_dst)
+        try:
+            found = find_tcp(local, remote)  # on a thread inside the node's network namespace
+        except (OSError, ValueError) as exc:
+            return None, NO_VAL, f"lookup failed: {exc}"
+        if found is None:
+            return None, NO_VAL, "no such connection"
+        pid = lookups.index.lookup(found.inode, lambda: candidate_pids(self.jobs, node.name, found.uid))
+        if pid is None:
+            return None, NO_VAL, f"socket {found.inode} is held by no job's process"
+        job = job_of(self.jobs, node.name, pid)
+        if job is None:
+            return None, NO_VAL, f"pid {pid} is in no job"
+        return job, step_of(job, pid), f"pid {pid}"
+
+
+def _text(raw: bytes, af: int) -> str:
+    if af == AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4].ljust(4, b"\0"))
+    if af == AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[:16].ljust(16, b"\0"))
+    raise ValueError(f"address family {af}")
+
+
+def _addr(peer: tuple[Any, ...]) -> SlurmAddr:
+    host, port = str(peer[0]), int(peer[1])
+    if ":" in host:
+        return SlurmAddr(AF_INET6, socket.inet_pton(socket.AF_INET6, host.split("%")[0]), port)
+    return SlurmAddr(AF_INET, socket.inet_pton(socket.AF_INET, host), port)
+

@@ -1,0 +1,500 @@
+"""A real sshd on loopback with a PAM service of its own, for logging in through real PAM account stacks.
+
+    with Sshd(["required pam_exec.so stdout /srv/hook"], users=["alice"]) as sshd:
+        result = sshd.ssh("alice", "id -un")
+
+Every instance gets a fresh PAM service name (`sat-<8 hex>`): sshd names its PAM service after the basename
+of its argv[0], so running /usr/sbin/sshd through a symlink of that name in our temp dir makes it use
+/etc/pam.d/<service>, a file we write and remove. Real services (/etc/pam.d/sshd) are never read or touched.
+sshd gets its own config, host key, authorized keys and pid file in a temp dir, listens on loopback only,
+and accepts public keys only. No pytest here: the demo script uses this too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import ipaddress
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from tests.support.procs import ensure_user, stop
+
+SSHD = "/usr/sbin/sshd"
+SSH = "/usr/bin/ssh"
+SSH_KEYGEN = "/usr/bin/ssh-keygen"
+RUNUSER = "/usr/sbin/runuser"
+PROGRAMS = (SSHD, SSH, SSH_KEYGEN, RUNUSER)
+PAM_DIR = Path("/etc/pam.d")
+# Compiled into sshd (_PATH_PRIVSEP_CHROOT_DIR); the pre-auth child chroots there. Debian's init scripts
+# create it; without an init system nobody does, so we create it and remove it again when we did.
+PRIVSEP_DIR = Path("/run/sshd")
+SERVICE_PREFIX = "sat-"
+_CLIENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_LOG_LEVELS = ("VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
+
+
+def _check_loopback(host: str) -> None:
+    """Refuse anything but a loopback address: tests never talk to the network."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{host!r} is not a loopback address (tests talk to 127.0.0.1 and ::1 only)")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bindable(host: str) -> bool:
+    """Whether this machine has that address at all (IPv6 may be off)."""
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+    except OSError as e:
+        if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            return False
+        raise
+    return True
+
+
+def _free_port(hosts: Sequence[str], tries: int = 50) -> int:
+    """A TCP port free on all `hosts` a moment ago (the kernel picks it on the first one)."""
+    for _ in range(tries):
+        with contextlib.ExitStack() as stack:
+            first = stack.enter_context(socket.socket(_family(hosts[0]), socket.SOCK_STREAM))
+            first.bind((hosts[0], 0))
+            port = int(first.getsockname()[1])
+            try:
+                for host in hosts[1:]:
+                    other = stack.enter_context(socket.socket(_family(host), socket.SOCK_STREAM))
+                    other.bind((host, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            return port
+    raise RuntimeError(f"no TCP port free on all of {', '.join(hosts)}")
+
+
+def _new_service() -> str:
+    """An unused PAM service name; at most 15 characters, so it is also the whole of /proc/PID/comm."""
+    while True:
+        name = SERVICE_PREFIX + secrets.token_hex(4)
+        if not (PAM_DIR / name).exists():
+            return name
+
+
+# -- /run/sshd and cleanup at exit, shared by all instances of this process ---------------------------------
+
+_lock = threading.RLock()
+_live: set[Sshd] = set()
+_services: set[str] = set()  # of every sshd this process started: their sessions may outlive the listener
+_privsep_created = False
+
+
+def _ensure_privsep_dir() -> None:
+    global _privsep_created
+    with _lock:
+        try:
+            PRIVSEP_DIR.mkdir(mode=0o755)
+        except FileExistsError:
+            return
+        os.chmod(PRIVSEP_DIR, 0o755)  # whatever the umask
+        _privsep_created = True
+
+
+def _sshd_processes() -> list[tuple[int, str]]:
+    """(pid, comm) of every running sshd on the machine, whatever it is called (read-only look at /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/exe") != SSHD:
+                continue
+            comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+        except OSError:
+            continue
+        found.append((int(entry.name), comm))
+    return found
+
+
+def _release_privsep_dir(wait: float = 3.0) -> None:
+    """Remove /run/sshd if this process created it and no sshd needs it any more.
+
+    Sessions of our own sshds may outlive their listener for a moment (the client got its answer before the
+    per-connection sshd finished); wait for those. Any other sshd, another test run's or a real one, keeps
+    the directory: rmdir under it would break its next login (its own run removes it later, if it made it).
+    """
+    global _privsep_created
+    with _lock:
+        if not _privsep_created or _live:
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            running = _sshd_processes()
+            if not running:
+                break
+            if any(comm not in _services for _, comm in running) or time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            PRIVSEP_DIR.rmdir()
+        _privsep_created = False
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Last resort when a caller forgot stop(): no pam.d file or sshd may outlive the process."""
+    for sshd in list(_live):
+        with contextlib.suppress(Exception):
+            sshd.stop()
+    with contextlib.suppress(Exception):
+        _release_privsep_dir()
+
+
+class Sshd:
+    """Context manager: a started sshd on `listen` (loopback) whose PAM account stack is `account_lines`.
+
+    `account_lines` are the control and module of each account line ("required pam_permit.so"); `{service}`
+    in a line becomes the service name. `env` is merged into sshd's environment, which PAM modules loaded
+    by sshd see (pam_slurm_adopt reads SLURM_CONF there; pam_exec passes only the PAM environment on to its
+    command). `users` get a client key each (root always has one). Addresses in `listen` that this machine
+    lacks (IPv6 off) are dropped from `self.listen`.
+    """
+
+    def __init__(
+        self,
+        account_lines: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        users: Sequence[str] = (),
+        base: Path | None = None,
+        listen: Sequence[str] = ("127.0.0.1", "::1"),
+        log_level: str = "VERBOSE",
+        extra_config: Sequence[str] = (),
+        start_timeout: float = 10.0,
+    ) -> None:
+        if isinstance(account_lines, str):
+            raise TypeError("account_lines is a sequence of lines, not one string")
+        if not account_lines:
+            raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
+        for host in listen:
+            _check_loopback(host)
+        if log_level.upper() not in _LOG_LEVELS:
+            # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
+            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        self.service = _new_service()
+        self.account_lines = [self._account_line(line) for line in account_lines]
+        self.env = dict(env or {})
+        self.users = list(dict.fromkeys(["root", *users]))
+        self.listen = list(listen)
+        self.log_level = log_level.upper()
+        self.extra_config = list(extra_config)
+        self.start_timeout = start_timeout
+        self._check_slurm_conf()
+        self._own_base = base is None
+        self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix=f"sshd-{self.service}-"))
+        self.config = self.base / "sshd_config"
+        self.host_key = self.base / "ssh_host_ed25519_key"
+        self.pid_file = self.base / "sshd.pid"
+        self.log = self.base / "sshd.log"
+        self.program = self.base / "bin" / self.service  # symlink to sshd: its name is the PAM service
+        self.authorized_keys = self.base / "authorized_keys"
+        self.pam_file = PAM_DIR / self.service
+        self.port = 0
+        self.pid: int | None = None
+        self.start_seconds = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pam_written = False
+        with _lock:
+            _live.add(self)
+
+    def _account_line(self, line: str) -> str:
+        if "\n" in line or "\r" in line:
+            raise ValueError(f"one PAM line per entry: {line!r}")
+        words = line.split(None, 1)
+        if words and words[0] == "account":  # tolerate a full line
+            line = words[1] if len(words) > 1 else ""
+        return line.replace("{service}", self.service).strip()
+
+    def _check_slurm_conf(self) -> None:
+        """pam_slurm_adopt without SLURM_CONF would read /etc/slurm or ask DNS (configless): never."""
+        if not any("pam_slurm_adopt" in line for line in self.account_lines):
+            return
+        conf = self.env.get("SLURM_CONF", "")
+        if not conf or not os.path.isfile(conf):
+            raise ValueError("pam_slurm_adopt in the account stack needs env={'SLURM_CONF': <existing file>}, "
+                             f"got {conf!r}")
+
+    def __repr__(self) -> str:
+        return f"<Sshd {self.service} pid={self.pid} port={self.port} listen={self.listen}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Write keys, config and /etc/pam.d/<service>; start sshd and wait until it listens."""
+        began = time.monotonic()
+        try:
+            self._prepare()
+            self._write_pam()
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def _prepare(self) -> None:
+        self.listen = [host for host in self.listen if _bindable(host)]
+        if not self.listen:
+            raise RuntimeError("none of the listen addresses exists on this machine")
+        # World-traversable: sshd reads authorized keys as the user logging in, clients run as their user.
+        self.base.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base, 0o755)
+        (self.base / "bin").mkdir(mode=0o755, exist_ok=True)
+        self.authorized_keys.mkdir(mode=0o755, exist_ok=True)
+        (self.base / "users").mkdir(mode=0o755, exist_ok=True)
+        self.program.symlink_to(SSHD)
+        self._keygen(self.host_key, f"{self.service} host key")
+        for user in self.users:
+            self._make_client_key(user)
+        _ensure_privsep_dir()
+
+    @staticmethod
+    def _keygen(path: Path, comment: str) -> None:
+        subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                       check=True, stdin=subprocess.DEVNULL, capture_output=True)
+
+    def _make_client_key(self, user: str) -> None:
+        entry = pwd.getpwnam(user) if user == "root" else ensure_user(user)
+        home = self.base / "users" / user
+        home.mkdir(mode=0o700)
+        key = home / "id_ed25519"
+        self._keygen(key, f"{user}@{self.service}")
+        # ssh runs as the user: it must own its key, and refuses a key others may read.
+        for path in (home, key, key.with_suffix(".pub")):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        os.chmod(home, 0o700)
+        os.chmod(key, 0o600)
+        keys = self.authorized_keys / user
+        keys.write_text(key.with_suffix(".pub").read_text())
+        os.chmod(keys, 0o644)
+
+    def _write_pam(self) -> None:
+        text = "\n".join([
+            f"# PAM service of a test sshd (tests/support/sshd.py, test process {os.getpid()}, dir {self.base}).",
+            "# Written when that sshd starts and removed when it stops.",
+            "#",
+            "# auth: pam_permit is acceptable only because that sshd accepts nothing but public keys",
+            "# (AuthenticationMethods publickey, PasswordAuthentication no, KbdInteractiveAuthentication no):",
+            "# sshd checks the key itself and never runs this stack. Never use it where passwords are taken.",
+            "auth     required pam_permit.so",
+            *(f"account  {line}" for line in self.account_lines),
+            "session  required pam_permit.so",
+            "password required pam_deny.so",
+            "",
+        ])
+        # "x": never overwrite a file we did not write (a name clash would be a bug, not a reason to clobber).
+        with open(self.pam_file, "x") as f:
+            self._pam_written = True
+            f.write(text)
+        os.chmod(self.pam_file, 0o644)
+
+    def _write_config(self) -> None:
+        def q(path: Path) -> str:
+            return '"' + str(path) + '"'
+
+        lines = [
+            f"# sshd of tests/support/sshd.py; PAM service {self.service} (/etc/pam.d/{self.service}).",
+            f"Port {self.port}",
+            *(f"ListenAddress {host}" for host in self.listen),
+            f"HostKey {q(self.host_key)}",
+            f"PidFile {q(self.pid_file)}",
+            "UsePAM yes",
+            "# Public keys only: the auth stack (pam_permit) must never be the thing that lets anyone in.",
+            "AuthenticationMethods publickey",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "HostbasedAuthentication no",
+            "GSSAPIAuthentication no",
+            f"AuthorizedKeysFile {q(self.authorized_keys / '%u')}",
+            "# The key files belong to root's temp dir, not to the users logging in.",
+            "StrictModes no",
+            "PermitRootLogin prohibit-password",
+            "UseDNS no",
+            f"LogLevel {self.log_level}",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "X11Forwarding no",
+            "AllowAgentForwarding no",
+            "AllowTcpForwarding no",
+            "PermitTunnel no",
+            "# Parallel test logins must not be dropped as a flood.",
+            "MaxStartups 64:30:128",
+            "LoginGraceTime 30",
+            *self.extra_config,
+            "",
+        ]
+        self.config.write_text("\n".join(lines))
+
+    def _launch(self) -> None:
+        environ = {**os.environ, **self.env}
+        for attempt in range(5):
+            self.port = _free_port(self.listen)
+            self._write_config()
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            # Errors before sshd opens -E (bad config, missing /run/sshd) go to stderr: into the log as well.
+            with open(self.log, "ab") as log:
+                self._proc = subprocess.Popen(
+                    [str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
+                    env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                )
+            self.pid = self._proc.pid
+            with _lock:
+                _services.add(self.service)
+            outcome = self._wait_listening(offset)
+            if outcome == "ready":
+                return
+            stop(self._proc)
+            self._proc = None
+            self.pid = None
+            if outcome == "retry" and attempt < 4:
+                _ensure_privsep_dir()  # another process may have removed it just now
+                continue
+            break
+        raise RuntimeError(f"sshd {self.service} did not start:\n{self._log_since(offset)}")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _wait_listening(self, offset: int) -> str:
+        """'ready' when sshd listens on every address; 'retry' for a lost port race or /run/sshd; else 'failed'."""
+        assert self._proc is not None
+        wanted = [f"Server listening on {host} port {self.port}." for host in self.listen]
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            text = self._log_since(offset)
+            # sshd carries on when only some ListenAddress fail: a half-bound sshd is a failed start.
+            if "Address already in use" in text or "Missing privilege separation directory" in text:
+                return "retry"
+            if all(line in text for line in wanted):
+                return "ready"
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                return "failed"
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        """Stop sshd (by its pid), remove /etc/pam.d/<service> and our temp dir. Safe to call twice."""
+        try:
+            if self._proc is not None:
+                stop(self._proc)
+                self._proc = None
+        finally:
+            if self._pam_written:
+                with contextlib.suppress(FileNotFoundError):
+                    self.pam_file.unlink()
+                self._pam_written = False
+            if self._own_base:
+                shutil.rmtree(self.base, ignore_errors=True)
+            with _lock:
+                _live.discard(self)
+            _release_privsep_dir()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- clients -----------------------------------------------------------------------------------------
+
+    def client_key(self, user: str) -> Path:
+        """The private key `user` logs in with (owned by that user, mode 0600)."""
+        if user not in self.users:
+            raise ValueError(f"no client key for {user!r}: pass users=[...] to Sshd (has {self.users})")
+        return self.base / "users" / user / "id_ed25519"
+
+    def ssh_argv(self, user: str, command: str | Sequence[str], *, host: str = "127.0.0.1",
+                 log_level: str = "INFO", options: Sequence[str] = ()) -> list[str]:
+        """The ssh command line logging `user` in to run `command`; to be run AS `user` (its key is theirs).
+
+        A `command` sequence is quoted for the remote shell. At LogLevel INFO ssh prints the banners that
+        carry PAM account messages ("Access denied by ..."); at ERROR it hides them.
+        """
+        _check_loopback(host)
+        remote = command if isinstance(command, str) else shlex.join(command)
+        return [
+            SSH, "-F", "/dev/null",  # no user or system config: same behaviour everywhere, no ~/.ssh created
+            "-i", str(self.client_key(user)), "-p", str(self.port),
+            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+            "-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+            "-o", "ControlPath=none", "-o", f"LogLevel={log_level}", "-T",
+            *options,
+            f"{user}@{host}", remote,
+        ]
+
+    def ssh(self, user: str, command: str | Sequence[str], *, host: str = "127.0.0.1", timeout: float = 30,
+            log_level: str = "INFO", input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Log `user` in and run `command`, as that user (runuser, unless root); the client's result.
+
+        On timeout the client is terminated (runuser passes SIGTERM on to ssh) and TimeoutExpired raised.
+        """
+        argv = self.ssh_argv(user, command, host=host, log_level=log_level)
+        if user != "root":
+            argv = [RUNUSER, "-u", user, "--", *argv]
+        env = {"PATH": _CLIENT_PATH, "LANG": "C.UTF-8", "HOME": pwd.getpwnam(user).pw_dir}
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    # -- logs --------------------------------------------------------------------------------------------
+
+    def log_text(self) -> str:
+        """sshd's log so far (-E: sshd's own messages; PAM modules log to syslog instead)."""
+        return self._log_since(0)
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The log once it contains `text`. The per-connection sshd may still be writing when ssh returns."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()
+            if text in log:
+                return log
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not in sshd log {self.log} after {timeout} s:\n{log}")
+            time.sleep(0.02)

@@ -1,0 +1,147 @@
+"""fake_slurmd's pure parts: scenario files, the per-release behaviour table, job membership."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_slurmd.behaviour import BEHAVIOURS, Refusal, release_for
+from fake_slurmd.membership import ancestors, cgroup_relative, descendants, job_contains, job_of, step_of
+from fake_slurmd.scenario import Job, Scenario, ScenarioError
+from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
+
+TOML = """
+release = "24.11"
+slurm_user = 0
+client_timeout = 2.5
+
+[[nodes]]
+name = "node1"
+address = "127.0.0.2"
+port = 0
+
+[[nodes]]
+name = "node2"
+
+[[jobs]]
+job_id = 42
+user = "root"
+start_time = 2026-11-29T10:00:00Z
+nodes = ["node1"]
+steps = ["extern", "batch", 0]
+pids = [1]
+environ = true
+
+[[jobs]]
+job_id = 43
+user = 0
+"""
+
+
+def test_toml_and_json_scenarios(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(TOML)
+    scenario = Scenario.load(path)
+    assert scenario.release == "24.11" and scenario.client_timeout == 2.5
+    assert [(n.name, n.address, n.port) for n in scenario.nodes] == [("node1", "127.0.0.2", 0),
+                                                                     ("node2", "127.0.0.1", 6818)]
+    job = scenario.jobs[42]
+    assert job.steps == (SLURM_EXTERN_CONT, SLURM_BATCH_SCRIPT, 0) and job.nodes == ("node1",)
+    assert job.start_time == 1795946400.0 and job.pids == {1} and job.environ
+    assert scenario.jobs[43].steps == (SLURM_EXTERN_CONT, SLURM_BATCH_SCRIPT)
+    assert scenario.jobs[43].start_time == pytest.approx(time.time(), abs=60)
+    as_json = tmp_path / "node.json"
+    as_json.write_text('{"nodes": [{"name": "n"}], "jobs": [{"job_id": 5, "user": "root", "start_time": 10}]}')
+    assert Scenario.load(as_json).jobs[5].start_time == 10.0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('release = "21.08"', "release '21.08'"),
+    ("bogus = 1", "unknown key 'bogus'"),
+    ("[[jobs]]\njob_id = 0\nuser = 'root'", "job_id 0"),
+    ("[[jobs]]\njob_id = 5", "user is missing"),
+    ("[[jobs]]\njob_id = 5\nuser = 'no-such-user-here'", "no such user"),
+    ("[[jobs]]\njob_id = 5\nuser = 'root'\nsteps = ['nope']", "step 'nope'"),
+    ("[[jobs]]\njob_id = 5\nuser = 'root'\npids = ['x']", "list of pids"),
+    ("[[jobs]]\njob_id = 5\nuser = 'root'\n[[jobs]]\njob_id = 5\nuser = 'root'", "appears twice"),
+    ("[[nodes]]\nname = 'a'\nport = 70000", "port 70000"),
+    ("[[nodes]]\nname = 'a'\n[[nodes]]\nname = 'a'", "node names repeat"),
+    ("[[nodes]]\nname = 'a'\nport = true", "is not a int"),
+    ("not toml [", "node.toml"),
+])
+def test_bad_scenarios(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        Scenario.load(path)
+
+
+def test_missing_scenario(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="No such file"):
+        Scenario.load(tmp_path / "none.toml")
+
+
+@pytest.mark.parametrize(("release", "version", "unpack", "verify", "rc_cred", "exact", "step"), [
+    ("22.05", Refusal.CLOSE, Refusal.CLOSE, Refusal.CLOSE, True, False, False),
+    ("23.02", Refusal.CLOSE, Refusal.CLOSE, Refusal.CLOSE, False, True, False),
+    ("24.11", Refusal.CLOSE, Refusal.CLOSE, Refusal.CLOSE, False, True, False),
+    ("25.05", Refusal.RC_1007, Refusal.RC_1007, Refusal.RC_1007, False, True, False),
+    ("25.11", Refusal.HTTP_405, Refusal.RC_1007, Refusal.RC_1007, False, True, False),
+    ("26.05", Refusal.HTTP_405, Refusal.CLOSE, Refusal.RC_1007, False, True, True),
+])
+def test_behaviour_table(release: str, version: Refusal, unpack: Refusal, verify: Refusal, rc_cred: bool,
+                         exact: bool, step: bool) -> None:
+    rules = BEHAVIOURS[release]
+    assert (rules.bad_version, rules.bad_cred_unpack, rules.bad_cred_verify) == (version, unpack, verify)
+    assert (rules.rc_with_credential, rules.exact_body_length, rules.callerid_step) == (rc_cred, exact, step)
+    assert rules.bad_auth_flags == (0x44 if release == "26.05" else 0x40)
+
+
+def test_release_for() -> None:
+    assert release_for(0x2600).name == "22.05"  # type: ignore[union-attr]
+    assert release_for(0x2400).name == "22.05"  # type: ignore[union-attr]
+    assert release_for(0x2A80).name == "24.11"  # type: ignore[union-attr]
+    assert release_for(0x2D00).name == "26.05"  # type: ignore[union-attr]
+    assert release_for(0x2300) is None and release_for(0x2E00) is None
+
+
+def test_membership_kinds(tmp_path: Path) -> None:
+    env = {**os.environ, "SLURM_JOB_ID": "77"}
+    code = ("import subprocess, sys, time; c = subprocess.Popen(['sleep', '30']); print(c.pid, flush=True); "
+            "time.sleep(30)")
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        try:
+            assert descendants(parent.pid) >= {parent.pid, child}
+            assert ancestors(child)[:2] == [child, parent.pid]
+            by_tree = Job(1, 0, trees={parent.pid})
+            by_pid = Job(2, 0, pids={child})
+            by_environ = Job(77, 0, environ=True)
+            by_cgroup = Job(4, 0, cgroups=("/sys/fs/cgroup/freezer/",))
+            assert job_contains(by_tree, child) and job_contains(by_pid, child)
+            assert job_contains(by_environ, parent.pid) and job_contains(by_environ, child)
+            assert job_contains(by_cgroup, child)  # everything is in the root cgroup
+            assert not job_contains(Job(5, 0, pids={1}), child)
+            assert not job_contains(Job(6, 0, environ=True), child)
+            assert job_of({2: by_pid, 1: by_tree}, "node1", child) is by_tree  # lowest job id first
+            assert job_of({5: Job(5, 0, nodes=("other",), pids={child})}, "node1", child) is None
+        finally:
+            parent.kill()
+
+
+def test_steps() -> None:
+    job = Job(1, 0, pids={10}, adopted=[11])
+    assert step_of(job, 11) == SLURM_EXTERN_CONT and step_of(job, 10) == SLURM_BATCH_SCRIPT
+    assert step_of(Job(1, 0, steps=(SLURM_EXTERN_CONT, 0)), 10) == 0
+    assert step_of(Job(1, 0, steps=(SLURM_EXTERN_CONT,)), 10) == SLURM_EXTERN_CONT
+
+
+def test_cgroup_paths() -> None:
+    assert cgroup_relative("/sys/fs/cgroup/freezer/slurm/uid_1/job_2") == "/slurm/uid_1/job_2"
+    assert cgroup_relative("/slurm/uid_1/job_2/") == "/slurm/uid_1/job_2"
