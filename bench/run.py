@@ -144,11 +144,26 @@ def import_section() -> list[str]:
     return out
 
 
+def fake_sections(runs: int, rss_requests: int) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fake_node
+
+    from fake_slurmd.munged import Munged
+
+    with Munged() as munged:
+        return ["## fake_slurmd vs the real slurmd 22.05", "", "### Lookup on a loaded node", "",
+                *fake_node.lookup_section(munged, runs), "", "### Login storm", "",
+                *fake_node.storm_section(munged), "", "### Memory over many requests", "",
+                *fake_node.rss_section(munged, rss_requests), ""]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--skip-cli", action="store_true", help="no real cluster (not root)")
+    parser.add_argument("--skip-fake", action="store_true", help="leave out the fake_slurmd benchmarks")
+    parser.add_argument("--rss-requests", type=int, default=100_000)
     args = parser.parse_args()
     command = "tox -e bench" + (f" -- --runs {args.runs}" if args.runs != 60 else "")
     lines = ["# Benchmarks", "", f"Made by `{command}` (bench/run.py) on {time.strftime('%Y-%m-%d')}, "
@@ -158,6 +173,8 @@ def main() -> int:
     if not args.skip_cli:
         lines += ["## Whole process: slurm-callerid vs scontrol callerid", "", *cli_section(args.runs), ""]
     lines += ["## What the CLI imports", "", *import_section(), ""]
+    if not args.skip_fake:
+        lines += fake_sections(args.runs, args.rss_requests)
     Path(args.output).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -98,6 +98,7 @@ class FakeSlurmd:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._children: list[JobConnection] = []
+        self._ctime_floor = 0  # ns: the newest step socket's ctime so far
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -140,7 +141,9 @@ class FakeSlurmd:
             await self._start_stepds(job)
 
     async def _start_stepds(self, job: Job) -> None:
-        # One after the other, in start order: the kernel stamps each socket's ctime as it is created.
+        # One after the other, in start order: the kernel stamps each socket's ctime as it is created, but
+        # only to the clock tick, so a job's sockets are re-stamped until they are newer than earlier jobs'.
+        floor = self._ctime_floor
         for node in self.scenario.nodes:
             if not job.runs_on(node.name):
                 continue
@@ -150,6 +153,7 @@ class FakeSlurmd:
                                   contains=functools.partial(job_contains, job), log=log_event)
                 await stepd.start()
                 self._stepds[path] = stepd
+                self._ctime_floor = max(self._ctime_floor, await _stamp_after(path, floor))
 
     async def _stop_stepds(self, job_id: int) -> None:
         for path, stepd in list(self._stepds.items()):
@@ -232,6 +236,7 @@ class FakeSlurmd:
         job = self.jobs[job_id]
         proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), user=user, **popen)
         job.pids.add(proc.pid)
+        job.trees.add(proc.pid)  # and its children, as in a real job's container
         return proc
 
     def connect_from_job(self, job_id: int, host: str, port: int, *, user: str | int | None = None,
@@ -279,6 +284,18 @@ class FakeSlurmd:
         path.write_text("\n".join(lines) + "\n")
         os.chmod(path, 0o644)
         return path
+
+
+async def _stamp_after(path: str, floor: int) -> int:
+    """Re-stamp a socket's ctime (chmod sets it to now) until it is later than `floor` (ns); returns it."""
+    ctime = os.stat(path).st_ctime_ns
+    for _ in range(2000):  # a few clock ticks; bounded in case the clock was set back
+        if ctime > floor:
+            break
+        await asyncio.sleep(0.001)
+        os.chmod(path, 0o777)
+        ctime = os.stat(path).st_ctime_ns
+    return ctime
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
