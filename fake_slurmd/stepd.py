@@ -61,20 +61,21 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn
 
-from construct import Int32sn, Int32un, Int64un
-
 from fake_slurmd.accept import accept_forever
 from fake_slurmd.scenario import Job
 from slurmproto.constants import NO_VAL, SLURM_EXTERN_CONT, step_name
 from slurmproto.stepd import (
     ADD_EXTERN_PID_REPLY,
     DAEMON_PID_REPLY,
+    INT,
     NS_FD_REPLY,
     NS_FDS_REPLY,
     PID_IN_CONTAINER_REPLY,
     SLUID_REPLY,
     STATE_REPLY,
     STEP_UID_REPLY,
+    U64,
+    UINT,
     X11_DISPLAY_REPLY,
     StepRequest,
 )
@@ -82,8 +83,6 @@ from slurmproto.versions import OLDEST, RELEASES, SLURM_24_05, SLURM_24_11, SLUR
 
 _logger = logging.getLogger(__name__)
 
-INT = Int32sn
-"""A C int on the stepd socket (native order)."""
 INT_SIZE = INT.sizeof()
 
 SLURMSTEPD_STEP_RUNNING = 2
@@ -567,17 +566,17 @@ class FakeStepd:
         # u64 job_mem then u64 step_mem (MB, 0 = no limit); 26.05 sends job_mem only.
         count = 1 if conn.rel.protocol_version >= SLURM_26_05 else 2
         self._answered(conn, OtherRequest.REQUEST_STEP_MEM_LIMITS, limits=count)
-        await self._write(conn, Int64un.build(0) * count)
+        await self._write(conn, U64.build(0) * count)
         return True
 
     async def _h_nodeid(self, conn: _Conn) -> bool:
         self._answered(conn, OtherRequest.REQUEST_STEP_NODEID, node_id=self.node_id)
-        await self._write(conn, Int32un.build(self.node_id))
+        await self._write(conn, UINT.build(self.node_id))
         return True
 
     async def _h_task_info(self, conn: _Conn) -> bool:
         self._answered(conn, OtherRequest.REQUEST_STEP_TASK_INFO, tasks=0)
-        await self._write(conn, Int32un.build(0))  # simulated steps run no tasks
+        await self._write(conn, UINT.build(0))  # simulated steps run no tasks
         return True
 
     async def _h_list_pids(self, conn: _Conn) -> bool:
@@ -586,7 +585,7 @@ class FakeStepd:
         if self.step_id == SLURM_EXTERN_CONT:
             pids = [p for p in dict.fromkeys(self.job.adopted) if os.path.exists(f"/proc/{p}")]
         self._answered(conn, OtherRequest.REQUEST_STEP_LIST_PIDS, pids=pids)
-        await self._write(conn, Int32un.build(len(pids)) + b"".join(Int32un.build(p) for p in pids))
+        await self._write(conn, UINT.build(len(pids)) + b"".join(UINT.build(p) for p in pids))
         return True
 
 

@@ -180,8 +180,11 @@ def _exchange(frame: bytes, host: str, port: int, family: int, clock: _Clock, co
 def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DEFAULT_SLURMD_PORT,
              version: int | None = None, start_version: int | None = None, munge_socket: str | None = None,
              munge_ttl: int | None = None, connect_timeout: float = 2.0, message_timeout: float = 10.0,
-             timeout: float | None = None) -> CallerIdResult:
+             timeout: float | None = None, slurmd: str | None = None) -> CallerIdResult:
     """Ask the slurmd on `src` which job holds the TCP connection src:port_src -> dst:port_dst.
+
+    `slurmd` sends the request to another address of the source node (default: `src` itself), e.g. its
+    IPv4 NodeAddr when the connection came over IPv6 and slurmd listens on IPv4 only.
 
     `version` pins the header version (one attempt). Otherwise versions are chosen automatically,
     starting from `start_version` (e.g. the local Slurm's) when given. `timeout` bounds the whole call
@@ -192,6 +195,7 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
     clock = _Clock(timeout if timeout is not None else connect_timeout + message_timeout)
     source, destination = Endpoint.parse(src), Endpoint.parse(dst)
     request = callerid_request(source, port_src, destination, port_dst)
+    target = Endpoint.parse(slurmd) if slurmd else source
     timings: dict[str, float] = {}
     attempts: list[Attempt] = []
     rejected: list[int] = []
@@ -210,7 +214,7 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
             frame = sign_and_encode(request, attempt_version, munge.encode)  # a fresh credential each time
             timings["munge_encode"] = timings.get("munge_encode", 0.0) + time.perf_counter() - t0
             try:
-                reply, raw = _exchange(frame, source.host, port, source.af, clock, connect_timeout,
+                reply, raw = _exchange(frame, target.host, port, target.af, clock, connect_timeout,
                                        message_timeout, timings)
             except (PeerClosed, HttpReply) as exc:
                 attempts.append(Attempt(attempt_version, str(exc), time.monotonic() - started))
@@ -229,7 +233,7 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
                 continue
             attempts.append(Attempt(attempt_version, f"answered {MsgType(message.MSG_TYPE).name}",
                                     time.monotonic() - started))
-            result = _result(reply, raw, munge, (source.host, port), timings)
+            result = _result(reply, raw, munge, (target.host, port), timings)
             result.sent, result.attempts = frame, attempts
             timings["total"] = time.monotonic() - clock.start
             return result

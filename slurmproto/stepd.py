@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from types import SimpleNamespace
 from typing import Any
-
-from construct import Construct, Flag, Int32sn, Int32un, Int64un, StreamError, Struct
 
 from slurmproto.constants import NO_VAL
 from slurmproto.errors import SlurmError
@@ -42,25 +42,54 @@ class StepRequest(IntEnum):
 
 
 # --- schemas ---------------------------------------------------------------------------------------
-# Requests carry `req` and their arguments; replies are read with the sizes these give.
+# Requests carry `req` and their arguments; replies are read with the sizes these give. These are fixed
+# C structs in native byte order, so the stdlib's struct describes them (not construct: this module is
+# on the per-login path of the PAM hook, where importing construct would cost ~25 ms for a few ints).
 
-HANDSHAKE = Int32sn
+
+class Schema:
+    """A native-endian C struct with construct's build/parse/sizeof: one value, or named fields."""
+
+    def __init__(self, fmt: str, *names: str) -> None:
+        self.struct = struct.Struct("=" + fmt)
+        self.names = names
+
+    def sizeof(self) -> int:
+        return self.struct.size
+
+    def build(self, value: Any) -> bytes:
+        if len(self.names) > 1:
+            return self.struct.pack(*(value[name] for name in self.names))
+        return self.struct.pack(value[self.names[0]] if self.names else value)
+
+    def parse(self, data: bytes) -> Any:
+        values = self.struct.unpack(data)
+        if len(self.names) > 1:
+            return SimpleNamespace(**dict(zip(self.names, values, strict=True)))
+        return values[0]
+
+
+INT = Schema("i")
+"""A C int (handshake versions, request numbers, pid_t, return codes)."""
+UINT = Schema("I")
+U64 = Schema("Q")
+HANDSHAKE = INT
 """Client: its protocol version. Stepd: its own version, or -1 (then it closes)."""
-REQUEST = Struct("req" / Int32sn)
+REQUEST = Schema("i", "req")
 """A request without arguments: STATE, DAEMON_PID, STEP_UID, X11_DISPLAY, GET_NS_FD(S), SLUID."""
-PID_REQUEST = Struct("req" / Int32sn, "pid" / Int32sn)
+PID_REQUEST = Schema("ii", "req", "pid")
 """ADD_EXTERN_PID and PID_IN_CONTAINER."""
-STEP_UID_REPLY = Int32un  # uid_t
-ADD_EXTERN_PID_REPLY = Int32sn  # 0 success, -1 failure
-PID_IN_CONTAINER_REPLY = Flag  # bool, 1 byte
-DAEMON_PID_REPLY = Int32sn  # pid_t
-STATE_REPLY = Int32sn  # slurmstepd_state_t
-SLUID_REPLY = Int64un  # sluid_t
-X11_DISPLAY_REPLY = Struct("display" / Int32sn, "xauthority_len" / Int32sn)
+STEP_UID_REPLY = UINT  # uid_t
+ADD_EXTERN_PID_REPLY = INT  # 0 success, -1 failure
+PID_IN_CONTAINER_REPLY = Schema("?")  # bool, 1 byte
+DAEMON_PID_REPLY = INT  # pid_t
+STATE_REPLY = INT  # slurmstepd_state_t
+SLUID_REPLY = U64  # sluid_t
+X11_DISPLAY_REPLY = Schema("ii", "display", "xauthority_len")
 """Then xauthority_len bytes: the xauthority path with its NUL (0: none)."""
-NS_FD_REPLY = Int32sn
+NS_FD_REPLY = INT
 """GET_NS_FD: fd > 0 is followed by one byte carrying the fd as SCM_RIGHTS; 0: no namespace."""
-NS_FDS_REPLY = Int32sn
+NS_FDS_REPLY = INT
 """GET_NS_FDS: a count, then per namespace an int CLONE_NEW* type and one SCM_RIGHTS byte."""
 
 MAX_XAUTHORITY = 4096
@@ -157,11 +186,8 @@ def _recv_exact(sock: socket.socket, size: int, what: str) -> bytes:
     return bytes(data)
 
 
-def _read(sock: socket.socket, schema: Construct, what: str) -> Any:
-    try:
-        return schema.parse(_recv_exact(sock, schema.sizeof(), what))
-    except StreamError as exc:  # pragma: no cover - sizes come from the schema
-        raise StepdError(f"{what}: {exc}") from None
+def _read(sock: socket.socket, schema: Schema, what: str) -> Any:
+    return schema.parse(_recv_exact(sock, schema.sizeof(), what))
 
 
 def _send(sock: socket.socket, data: bytes, what: str) -> None:
@@ -198,7 +224,7 @@ class StepdClient:
             self.sock.close()
             raise
 
-    def _call(self, request: bytes, reply: Construct, what: str) -> Any:
+    def _call(self, request: bytes, reply: Schema, what: str) -> Any:
         _send(self.sock, request, what)
         return _read(self.sock, reply, what)
 
@@ -258,7 +284,7 @@ class StepdClient:
                 raise StepdError(f"{what}: namespace count {count} out of range")
             result = []
             for _ in range(count):
-                kind = int(_read(self.sock, Int32sn, what))
+                kind = int(_read(self.sock, INT, what))
                 result.append((kind, self._recv_fd(what)))
             return result
         what = "REQUEST_GET_NS_FD"
