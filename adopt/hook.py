@@ -7,10 +7,12 @@
 
 OPTIONS are the module's (action_no_jobs=, action_unknown=, action_adopt_failure=, action_generic_failure=,
 ignore_root=, single_job_skip_rpc=, log_level=, nodename=, service=, disable_x11=, join_container=) and
-this hook's (deadline=SECONDS, conf=PATH, munge_socket=PATH, protocol_version=auto|RELEASE).
+this hook's (deadline=SECONDS, conf=PATH, munge_socket=PATH, protocol_version=auto|RELEASE,
+ignore_as=success|failure).
 
-Exit status: 0 lets the login through (PAM_SUCCESS, and PAM_IGNORE, which pam_exec cannot return),
-1 refuses it (pam_exec turns it into PAM_SYSTEM_ERR). The only output is the refusal message.
+Exit status: 0 lets the login through (PAM_SUCCESS; PAM_IGNORE, which pam_exec cannot return, unless
+ignore_as=failure), 1 refuses it (pam_exec turns it into PAM_SYSTEM_ERR). The only output is the refusal
+message.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ SYSLOG_PRIORITY = {"quiet": 2, "fatal": 2, "error": 3, "info": 6, "verbose": 6} 
 LOG_AUTHPRIV = 10 << 3
 
 
-def exit_status(outcome: Outcome) -> int:
-    return ALLOW if outcome in (Outcome.SUCCESS, Outcome.IGNORE) else DENY
+def exit_status(outcome: Outcome, opts: Options) -> int:
+    if outcome == Outcome.IGNORE:
+        return ALLOW if opts.ignore_as == "success" else DENY
+    return ALLOW if outcome == Outcome.SUCCESS else DENY
 
 
 def syslog_logger(level: int, ident: str = "slurm-adopt") -> Log:
@@ -91,7 +95,7 @@ def hook(args: list[str], env: Mapping[str, str]) -> int:
     if env.get("PAM_TYPE", "account") != "account":
         log("error", f"only the account stack is supported, not {env.get('PAM_TYPE')!r}: letting it pass")
         return ALLOW
-    _watchdog(opts.deadline, exit_status(generic_failure(opts)), log)
+    _watchdog(opts.deadline, exit_status(generic_failure(opts), opts), log)
     user = env.get("PAM_USER")
     # root is uid 0 without asking NSS (LDAP or SSSD may hang): root's login never waits on them.
     uid = 0 if user == "root" else Gatherer.uid_of(user) if user else None
@@ -101,7 +105,7 @@ def hook(args: list[str], env: Mapping[str, str]) -> int:
     log("debug", f"{verdict.outcome.value}: {verdict.reason}")
     if verdict.message:
         print(verdict.message, flush=True)
-    return exit_status(verdict.outcome)
+    return exit_status(verdict.outcome, opts)
 
 
 def explain(argv: list[str]) -> int:
@@ -132,12 +136,12 @@ def explain(argv: list[str]) -> int:
     gather = Gatherer(opts, {"SSH_CONNECTION": args.connection}, log, adopt_pid=holder or 0,
                       deadline=time.monotonic() + opts.deadline, dry_run=True)
     verdict = run(opts, Facts(service, args.user, uid), gather, log)
-    allowed = exit_status(verdict.outcome) == ALLOW
+    allowed = exit_status(verdict.outcome, opts) == ALLOW
     print(f"verdict: {verdict.outcome.value} ({'login allowed' if allowed else 'login refused'})")
     print(f"because: {verdict.reason}")
     if verdict.message:
         print(f"the user would read: {verdict.message}")
-    return exit_status(verdict.outcome)
+    return exit_status(verdict.outcome, opts)
 
 
 def _holder(connection: str) -> int | None:
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
         opts, _ = parse_options(argv)
         syslog_logger(opts.log_level)("error", f"internal error: {exc!r}: {traceback.format_exc()}")
-        return exit_status(generic_failure(opts))
+        return exit_status(generic_failure(opts), opts)
 
 
 if __name__ == "__main__":

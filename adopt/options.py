@@ -44,6 +44,9 @@ class Options:
         """slurm.conf (pam_exec hands the hook only the PAM environment, not sshd's SLURM_CONF)."""
         self.munge_socket: str | None = None
         self.protocol_version: str = "auto"
+        self.ignore_as = "success"
+        """The exit status for the module's PAM_IGNORE, which pam_exec cannot return: success (0) suits
+        `required` lines, failure (1) `[success=done default=ignore]` ("sufficient") lines."""
 
     def __repr__(self) -> str:
         return "Options(" + ", ".join(f"{k}={v!r}" for k, v in vars(self).items()) + ")"
@@ -108,6 +111,11 @@ def parse_options(args: list[str]) -> tuple[Options, list[str]]:
                 except ValueError as exc:
                     problems.append(f"{exc}, keeping 'auto'")
                     opts.protocol_version = "auto"
+        elif key == "ignore_as":
+            if value.lower() in ("success", "failure"):
+                opts.ignore_as = value.lower()
+            else:
+                problems.append(f"unrecognized ignore_as={value} (expected success or failure), keeping 'success'")
         elif key == "deadline":
             try:
                 seconds = float(value)

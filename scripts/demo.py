@@ -1,51 +1,107 @@
-"""Demo of the callerid lookup on a real single-node Slurm 22.05 cluster on loopback (run as root).
+"""Demo of the whole adoption flow on a simulated compute node (run as root, on loopback only).
 
-It starts a private munged and a Slurm cluster (slurmctld + slurmd, all state in a temp dir), submits a
-job as the user alice whose batch script opens a TCP connection to a listener here, then asks which job
-holds that connection, with `slurm-callerid` and with Slurm's own `scontrol callerid`, as root, as alice
-and as bob (who must not be told), and stops everything it started.
+It starts a private munged, a simulated node (fake_slurmd) where the user alice has two jobs, and a real
+sshd on a loopback port whose PAM account stack runs slurm-adopt through pam_exec. Then:
+  1. alice logs in over ssh from a process of her job 2: the hook asks the callerid RPC which job the
+     connection comes from, and puts sshd's process into job 2's extern step;
+  2. bob, who has no job on the node, is refused with pam_slurm_adopt's message;
+  3. `slurm-adopt --explain` shows, step by step, the decision for a connection from alice's job 1.
+Everything it started is stopped at the end.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import pwd
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.slurm_cluster import SlurmCluster  # noqa: E402
+from fake_slurmd import FakeSlurmd, NodeSpec, Scenario  # noqa: E402
+from fake_slurmd.munged import Munged  # noqa: E402
+from tests.support.procs import ensure_user  # noqa: E402
+from tests.support.sshd import Sshd  # noqa: E402
+from tests.support.syslog import DevLogCatcher, DevLogUnavailable  # noqa: E402
 
 
-def show(cluster: SlurmCluster, argv: list[str], user: str | None) -> None:
-    proc = cluster.run(argv, user=user, check=False)
-    who = user or "root"
-    print(f"  {who}$ {' '.join(argv)}")
-    for line in (proc.stdout + proc.stderr).strip().splitlines():
-        print(f"      {line}")
-    print(f"      (exit {proc.returncode})")
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def login(fake: FakeSlurmd, sshd: Sshd, user: str, job: int | None) -> subprocess.CompletedProcess[str]:
+    argv = sshd.ssh_argv(user, "echo logged in as $(id -un) on $(hostname)")
+    options = {"user": user, "stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
+               "text": True, "env": {"HOME": pwd.getpwnam(user).pw_dir, "PATH": "/usr/bin:/bin"}, "cwd": "/"}
+    proc = fake.spawn_in_job(job, argv, **options) if job else subprocess.Popen(argv, **options)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def main() -> int:
     if os.geteuid() != 0:
-        print("the demo starts munged and Slurm daemons: run it as root", file=sys.stderr)
+        say("the demo starts munged and sshd and writes a PAM service file: run it as root")
         return 1
-    cli = str(Path(sys.executable).parent / "slurm-callerid")
-    print("Starting munged and a Slurm 22.05 cluster on 127.0.0.1 ...")
-    with SlurmCluster() as cluster, cluster.connected_job("alice") as job:
-        (host, port), client = job.server, job.client
-        print(f"Job {job.job_id} of alice connected from {client[0]}:{client[1]} to {host}:{port}.\n")
-        args = [client[0], str(client[1]), host, str(port)]
-        for user in (None, "alice", "bob"):
-            show(cluster, [cli, *args], user)
-            show(cluster, ["scontrol", "callerid", *args], user)
-            print()
-        result = cluster.run([cli, "--json", *args], check=False)
-        print("slurm-callerid --json (as root):")
-        print(json.dumps(json.loads(result.stdout), indent=2))
-    print("\nStopped everything the demo started.")
+    hook = str(Path(sys.executable).parent / "slurm-adopt")
+    for user in ("alice", "bob"):
+        ensure_user(user)
+    shared = Path(tempfile.mkdtemp(prefix="slurm-adopt-demo-"))
+    shared.chmod(0o755)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, shared, ignore_errors=True)
+        munged = stack.enter_context(Munged())
+        say(f"munged: private key and socket in {munged.base}")
+        fake = stack.enter_context(FakeSlurmd(Scenario([NodeSpec("node1", port=0)]), munge_socket=str(munged.socket)))
+        fake.add_job({"job_id": 1, "user": "alice", "start_time": 1_700_000_000})
+        fake.add_job({"job_id": 2, "user": "alice", "start_time": 1_700_000_100})
+        conf = fake.slurm_conf(shared / "slurm.conf")
+        say(f"simulated node1: slurmd port {fake.port}, jobs 1 and 2 of alice, step sockets in {fake.spool_dir}")
+        options = f"conf={conf} nodename=node1 service={{service}} log_level=debug"
+        line = f"required pam_exec.so stdout quiet {hook} {options}"
+        sshd = stack.enter_context(Sshd(["required pam_unix.so", line], users=["alice", "bob"]))
+        say(f"sshd on 127.0.0.1:{sshd.port}, PAM service {sshd.service}:")
+        say(f"    account required pam_unix.so\n    account {line.replace('{service}', sshd.service)}")
+        try:
+            devlog: DevLogCatcher | None = stack.enter_context(DevLogCatcher())
+        except DevLogUnavailable:
+            devlog = None
+        say()
+
+        say("1. alice logs in from a process of her job 2")
+        mark = devlog.mark() if devlog else 0
+        result = login(fake, sshd, "alice", 2)
+        say(f"   ssh exit {result.returncode}: {result.stdout.strip()}")
+        say(f"   job 2's extern step received REQUEST_ADD_EXTERN_PID of {fake.adopted(2)} (sshd's process); "
+            f"job 1's: {fake.adopted(1)}")
+        if devlog:
+            for record in devlog.messages(ident="slurm-adopt", since=mark):
+                if not record.message.startswith("debug"):
+                    say(f"   syslog: {record.message}")
+        say()
+
+        say("2. bob, who has no job on node1, tries to log in")
+        result = sshd.ssh("bob", "true")
+        shown = [line for line in result.stderr.splitlines() if "Access denied" in line]
+        say(f"   ssh exit {result.returncode}; bob reads: {shown[0] if shown else result.stderr.strip()}")
+        say()
+
+        say("3. an admin asks why a connection from alice's job 1 would be let in (nothing is adopted)")
+        listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        conn = stack.enter_context(fake.connect_from_job(1, *listener.getsockname(), user="alice"))
+        stack.enter_context(listener.accept()[0])
+        connection = f"{conn.local[0]} {conn.local[1]} {conn.remote[0]} {conn.remote[1]}"
+        argv = [hook, "--explain", "--user", "alice", "--connection", connection, f"conf={conf}", "nodename=node1",
+                f"munge_socket={munged.socket}"]
+        say(f"   $ slurm-adopt --explain --user alice --connection '{connection}' conf=... nodename=node1")
+        explain = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        say("\n".join("   " + line for line in explain.stdout.splitlines()))
+    say("\nStopped everything the demo started.")
     return 0
 
 

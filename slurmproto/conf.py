@@ -13,8 +13,8 @@ Written from the behaviour of Slurm's read_config.c and parse_config.c (22.05 to
   line Slurm accepts means the same here).
 * A ``NodeName=`` / ``PartitionName=`` / ... key starts a record that owns the rest of its line.
 
-This module is imported on the per-login path of pam_slurm_adopt, so it imports only os, dataclasses and
-collections.abc (already loaded by dataclasses); pathlib, glob and pwd are imported when first needed.
+This module is imported on the per-login path of pam_slurm_adopt, so it imports only os, typing and
+collections.abc; pathlib, glob and pwd are imported when first needed.
 Unknown keys are kept (not rejected as Slurm would): a newer slurm.conf must not break logins.
 """
 
@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from slurmproto.errors import SlurmError
 from slurmproto.hostlist import expand_hostlist
 
-# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (mypy and ruff know the name).
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
@@ -119,8 +117,7 @@ class Options(Mapping[str, str]):
         return f"Options({dict(self._items.values())!r})"
 
 
-@dataclass(slots=True)
-class NodeConf:
+class NodeConf(NamedTuple):
     """One node of slurm.conf after hostlist expansion and NodeName=DEFAULT merging."""
 
     name: str

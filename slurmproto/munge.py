@@ -4,7 +4,7 @@ Written from munge.h and munge(3)/munge_ctx(3) (MUNGE 0.5.x).  libmunge talks to
 Unix socket; this module only wraps the library calls and turns munge_err_t codes into exceptions.
 
 It sits on the per-login path of pam_slurm_adopt, so importing it is cheap: libmunge is loaded on first
-use (not at import), and only ctypes/os/dataclasses/_thread are imported.
+use (not at import), and only ctypes/os/typing/_thread are imported.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import os
 
 # `_thread`, not `threading`: that import would cost more than this whole module.
 from _thread import allocate_lock
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from slurmproto.errors import AuthError
 
-# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (mypy and ruff know the name).
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Self
 
@@ -280,8 +278,7 @@ def _local_error(lib: _Lib, code: int, why: str) -> MungeError:
 # --- the API --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
     """What a valid credential says: its payload and who encoded it."""
 
     payload: bytes

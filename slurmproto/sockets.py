@@ -14,7 +14,7 @@ the one the addresses are written in first.
 
 The kernel ABI structs are packed with `struct`, not construct: this module is on a per-login fast path
 (the PAM hook runs in a fresh interpreter), so it imports only socket, struct, os and what the
-standard library already loaded (dataclasses, for `TcpSocket`).
+standard library already loaded (typing, for `TcpSocket`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "TCP_ESTABLISHED",
@@ -72,8 +72,7 @@ _V4MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 _REPLY_TIMEOUT = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class TcpSocket:
+class TcpSocket(NamedTuple):
     """One TCP socket as the kernel reports it (inode 0 and uid 0 for TIME_WAIT and SYN_RECV entries)."""
 
     inode: int

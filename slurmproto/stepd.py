@@ -16,10 +16,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from slurmproto.constants import NO_VAL
 from slurmproto.errors import SlurmError
@@ -112,8 +111,7 @@ class StepdClosed(StepdError):
 # --- finding steps -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StepLoc:
+class StepLoc(NamedTuple):
     """A step socket found in the spool dir."""
 
     path: str

@@ -6,11 +6,10 @@ A daemon accepts its own version and two older ones; from 24.11 on, three older 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(NamedTuple):
     """One Slurm release series as it behaves on the wire."""
 
     name: str

@@ -147,3 +147,19 @@ def test_other_service_is_ignored(fake_slurmd: FakeSlurmd, sshd_factory: SshdFac
     conf = fake_slurmd.slurm_conf(shared_dir / "adopt-service.conf")
     sshd = sshd_factory([f"required pam_exec.so stdout quiet {hook} conf={conf} nodename=node1"], users=["bob"])
     assert sshd.ssh("bob", "true").returncode == 0
+
+
+def test_sufficient_style_stanza(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path,
+                                 hook: str) -> None:
+    """`account sufficient pam_slurm_adopt.so` + a later module: with ignore_as=failure and
+    [success=done default=ignore], PAM_IGNORE and denials fall through to the next module, as they do
+    for the C module; an adoption ends the stack."""
+    fake_slurmd.add_job({"job_id": 480, "user": "alice"})
+    conf = fake_slurmd.slurm_conf(shared_dir / "adopt-sufficient.conf")
+    line = (f"[success=done default=ignore] pam_exec.so stdout quiet {hook} conf={conf} nodename=node1 "
+            "service={service} action_no_jobs=ignore ignore_as=failure")
+    sshd = sshd_factory([line, "required pam_deny.so"], users=["alice", "bob"])
+    assert sshd.ssh("alice", "true").returncode == 0  # adopted: done, pam_deny never runs
+    assert len(fake_slurmd.adopted(480)) == 1
+    refused = sshd.ssh("bob", "true")  # no jobs, ignored: the next module (pam_deny) decides
+    assert refused.returncode == 255 and "Access denied by pam_slurm_adopt" not in refused.stderr

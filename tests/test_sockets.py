@@ -329,7 +329,7 @@ def test_find_tcp_falls_back_to_proc() -> None:
 def test_import_is_cheap() -> None:
     root = str(Path(__file__).resolve().parent.parent)
     code = (f"import sys; sys.path.insert(0, {root!r}); import slurmproto.sockets; "
-            "print(' '.join(m for m in ('construct', 'psutil', 'ipaddress', 'typing') if m in sys.modules))")
+            "print(' '.join(m for m in ('construct', 'psutil', 'ipaddress', 'dataclasses') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []
 
