@@ -157,12 +157,40 @@ def fake_sections(runs: int, rss_requests: int) -> list[str]:
                 *fake_node.rss_section(munged, rss_requests), ""]
 
 
+def login_sections(logins: int) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import login_latency
+
+    from fake_slurmd.munged import Munged
+
+    with Munged() as munged:
+        return ["## Login latency: slurm-adopt vs pam_slurm_adopt.so", "", *login_latency.login_section(munged, logins),
+                "", *_hook_imports(), ""]
+
+
+def _hook_imports() -> list[str]:
+    """What the hook's no-RPC and RPC paths import, in wall time (python -c 'import ...')."""
+    candidates = {"python -c pass": "pass", "the hook (no-RPC path)": "import adopt.hook",
+                  "+ the RPC path (client, codec, munge)": "import adopt.hook, slurmproto.client, slurmproto.munge"}
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(20):
+        for name, code in candidates.items():
+            elapsed, _proc = _run([sys.executable, "-c", code], dict(os.environ))
+            times[name].append(elapsed)
+    rows = ["Interpreter start and imports of the hook (20 interleaved runs, median ms):", "",
+            "| what | median (ms) |", "|---|---|"]
+    rows += [f"| {name} | {statistics.median(t) * 1000:.1f} |" for name, t in times.items()]
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--skip-cli", action="store_true", help="no real cluster (not root)")
     parser.add_argument("--skip-fake", action="store_true", help="leave out the fake_slurmd benchmarks")
+    parser.add_argument("--skip-login", action="store_true", help="leave out the login latency benchmark")
+    parser.add_argument("--logins", type=int, default=30, help="logins per stack and job count")
     parser.add_argument("--rss-requests", type=int, default=100_000)
     args = parser.parse_args()
     command = "tox -e bench" + (f" -- --runs {args.runs}" if args.runs != 60 else "")
@@ -175,6 +203,8 @@ def main() -> int:
     lines += ["## What the CLI imports", "", *import_section(), ""]
     if not args.skip_fake:
         lines += fake_sections(args.runs, args.rss_requests)
+    if not args.skip_login:
+        lines += login_sections(args.logins)
     Path(args.output).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

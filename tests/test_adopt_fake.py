@@ -13,7 +13,7 @@ import pytest
 from fake_slurmd.controller import FakeSlurmd
 from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
-from tests.support.procs import installed_script
+from tests.support.procs import installed_or_skip
 from tests.support.slurm_cluster import free_port
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
@@ -23,10 +23,7 @@ NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this nod
 
 @pytest.fixture(scope="module")
 def hook() -> str:
-    path = installed_script("slurm-adopt")
-    if path is None:
-        pytest.skip("slurm-adopt is not installed next to this interpreter (run the tests through tox)")
-    return path
+    return installed_or_skip("slurm-adopt")
 
 
 @pytest.fixture

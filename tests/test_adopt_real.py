@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from slurmproto.messages import NetworkCallerIdRequest
 from slurmproto.munge import MungeContext
 from slurmproto.versions import SLURM_22_05
 from tests.support.fixtures import SshdFactory
-from tests.support.procs import installed_script
+from tests.support.peers import DroppingHost
+from tests.support.procs import installed_or_skip
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
@@ -41,10 +43,7 @@ def jobs(slurm_cluster: SlurmCluster) -> Iterator[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def hook() -> str:
-    path = installed_script("slurm-adopt")
-    if path is None:
-        pytest.skip("slurm-adopt is not installed next to this interpreter (run the tests through tox)")
-    return path
+    return installed_or_skip("slurm-adopt")
 
 
 @pytest.fixture
@@ -62,6 +61,12 @@ def sshds(slurm_cluster: SlurmCluster, sshd_factory: SshdFactory, hook: str) -> 
         "module": sshd_factory(["required pam_unix.so", f"required {PAM_SLURM_ADOPT} {common}"],
                                env={"SLURM_CONF": str(conf)}, users=["alice", "bob"]),
     }
+
+
+def newest_job(cluster: SlurmCluster, user: str) -> int:
+    """The user's latest running job (the session's other tests may have started some too)."""
+    running = cluster.run(["squeue", "-h", "-u", user, "-t", "R", "-o", "%i"]).stdout.split()
+    return max(map(int, running))
 
 
 def login(cluster: SlurmCluster, sshd: Sshd, user: str, job: int | None,
@@ -105,7 +110,7 @@ def test_login_from_outside_lands_in_the_newest_job(slurm_cluster: SlurmCluster,
     """The RPC finds no job: 26.05's rule (what the hook follows) picks the latest started job. (22.05's C
     module orders by cgroup mtimes instead, which other steps can bump: not compared here.)"""
     status, landed, err = login(slurm_cluster, sshds["hook"], "alice", None)
-    assert (status, landed) == (0, jobs[1]), err
+    assert (status, landed) == (0, newest_job(slurm_cluster, "alice")), err
     status, landed, _ = login(slurm_cluster, sshds["module"], "alice", None)
     assert status == 0 and landed in jobs
 
@@ -154,3 +159,37 @@ def test_ipv4_mapped_connection(slurm_cluster: SlurmCluster, connected_job: Conn
                            f"conf={slurm_cluster.conf}", f"nodename={slurm_cluster.node_name}",
                            "single_job_skip_rpc=0"], capture_output=True, text=True, timeout=60)
     assert f"member of job {connected_job.job_id}" in proc.stdout, proc.stdout + proc.stderr
+
+
+def _hook_sshd(cluster: SlurmCluster, sshd_factory: SshdFactory, hook: str, shared_dir: Path, *options: str,
+               slurmd_port: int | None = None) -> Sshd:
+    conf = cluster.conf
+    if slurmd_port is not None:  # the same node, but its slurmd port is somewhere else
+        conf = shared_dir / f"real-{slurmd_port}.conf"
+        text = re.sub(r"(?m)^SlurmdPort=\d+$", f"SlurmdPort={slurmd_port}", cluster.conf.read_text())
+        conf.write_text(text)
+        conf.chmod(0o644)
+    line = (f"required pam_exec.so stdout quiet {hook} conf={conf} service={{service}} "
+            f"nodename={cluster.node_name} {' '.join(options)}")
+    return sshd_factory(["required pam_unix.so", line], users=["alice"])
+
+
+def test_dropping_source_host_real(slurm_cluster: SlurmCluster, jobs: tuple[int, int], sshd_factory: SshdFactory,
+                                   hook: str, shared_dir: Path) -> None:
+    """The source's slurmd drops the RPC: within the deadline the hook falls back to the newest job."""
+    with DroppingHost() as dropping:
+        sshd = _hook_sshd(slurm_cluster, sshd_factory, hook, shared_dir, "deadline=1.5",
+                          slurmd_port=dropping.port)
+        started = time.monotonic()
+        status, landed, err = login(slurm_cluster, sshd, "alice", jobs[0])
+        elapsed = time.monotonic() - started
+    assert (status, landed) == (0, newest_job(slurm_cluster, "alice")), err  # the RPC could not tell
+    assert elapsed < 1.5 + 2.0  # the deadline, plus srun's and ssh's own start-up
+
+
+def test_munged_down_real(slurm_cluster: SlurmCluster, jobs: tuple[int, int], sshd_factory: SshdFactory,
+                          hook: str, shared_dir: Path) -> None:
+    sshd = _hook_sshd(slurm_cluster, sshd_factory, hook, shared_dir, f"munge_socket={shared_dir}/no-munged",
+                      "action_generic_failure=deny")
+    status, landed, _ = login(slurm_cluster, sshd, "alice", jobs[0])
+    assert status == 255 and landed is None

@@ -11,7 +11,7 @@ from slurmproto.client import callerid
 from slurmproto.conf import parse_file
 from slurmproto.errors import ConnectError, Refused
 from slurmproto.versions import SLURM_22_05, SLURM_24_05, SLURM_24_11, SLURM_26_05
-from tests.support.procs import installed_script, runnable_by_others
+from tests.support.procs import installed_or_skip
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster, free_port
 
 INDETERMINATE = "remote job id indeterminate"
@@ -19,12 +19,7 @@ INDETERMINATE = "remote job id indeterminate"
 
 @pytest.fixture(scope="module")
 def cli() -> str:
-    path = installed_script("slurm-callerid")
-    if path is None:
-        pytest.skip("slurm-callerid is not installed next to this interpreter (run the tests through tox)")
-    if not runnable_by_others(path):
-        pytest.skip(f"{path} cannot be run by other users (tox's work_dir must be world-traversable)")
-    return path
+    return installed_or_skip("slurm-callerid", for_other_users=True)
 
 
 def _both(cluster: SlurmCluster, cli: str, args: list[str], user: str | None) -> tuple[tuple[int, str], ...]:

@@ -26,7 +26,7 @@ from slurmproto.messages import JobIdRequest, JobIdResponse, ReturnCode
 from slurmproto.munge import MungeContext
 from slurmproto.versions import BY_NAME
 from tests.support.munged import Munged
-from tests.support.procs import installed_script
+from tests.support.procs import installed_or_skip
 
 
 def _request(version: int) -> tuple[bytes, object]:
@@ -145,9 +145,7 @@ def test_ten_thousand_held_connections(munged: Munged, tmp_path: Path) -> None:
 
     The server runs as the fake-slurmd command, so it and this test each hold 10,000 descriptors.
     """
-    script = installed_script("fake-slurmd")
-    if script is None:
-        pytest.skip("fake-slurmd is not installed next to this interpreter (run the tests through tox)")
+    script = installed_or_skip("fake-slurmd")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 10_500:
         pytest.skip(f"needs RLIMIT_NOFILE of 10,500 for the client ends (hard limit {hard})")
@@ -208,9 +206,7 @@ def _rss(pid: int) -> int:
 
 
 def test_cli_reload_and_json_logs(munged: Munged, tmp_path: Path) -> None:
-    script = installed_script("fake-slurmd")
-    if script is None:
-        pytest.skip("fake-slurmd is not installed next to this interpreter (run the tests through tox)")
+    script = installed_or_skip("fake-slurmd")
     scenario = tmp_path / "node.toml"
     scenario.write_text('[[nodes]]\nname = "node1"\nport = 0\n[[jobs]]\njob_id = 5\nuser = "root"\n'
                         f'pids = [{os.getpid()}]\n')
@@ -248,9 +244,7 @@ def test_cli_reload_and_json_logs(munged: Munged, tmp_path: Path) -> None:
 
 
 def test_bad_scenario_cli(tmp_path: Path) -> None:
-    script = installed_script("fake-slurmd")
-    if script is None:
-        pytest.skip("fake-slurmd is not installed next to this interpreter (run the tests through tox)")
+    script = installed_or_skip("fake-slurmd")
     bad = tmp_path / "bad.toml"
     bad.write_text("[[jobs]]\njob_id = 'x'\n")
     proc = subprocess.run([script, "--scenario", str(bad)], capture_output=True, text=True, timeout=30)

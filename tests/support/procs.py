@@ -90,3 +90,15 @@ def runnable_by_others(path: str) -> bool:
                 break
             current = parent
     return True
+
+
+def installed_or_skip(name: str, *, for_other_users: bool = False) -> str:
+    """The console script `name` of this environment, or a pytest skip saying how to get it."""
+    import pytest
+
+    path = installed_script(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed next to this interpreter (run the tests through tox)")
+    if for_other_users and not runnable_by_others(path):
+        pytest.skip(f"{path} cannot be run by other users (tox's work_dir must be world-traversable)")
+    return path
