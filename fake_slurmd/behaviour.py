@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from slurmproto.versions import BY_NAME, RELEASES, Release
+from slurmproto.versions import BY_NAME, NEWEST, RELEASES, Release, release_at_or_below
 
 
 class Refusal(Enum):
@@ -75,8 +75,5 @@ BEHAVIOURS = {r.name: behaviour_of(r) for r in RELEASES}
 
 def release_for(version: int) -> Release | None:
     """In "answer any client" mode: the release whose own version the request uses, or the newest one
-    below it; None below 22.05's window or above 26.05's."""
-    if not RELEASES[0].min_version <= version <= RELEASES[-1].protocol_version:
-        return None
-    return max((r for r in RELEASES if r.protocol_version <= version), key=lambda r: r.protocol_version,
-               default=RELEASES[0])
+    below it; None below 22.05's window or above 26.05's (no slurmd speaks those)."""
+    return None if version > NEWEST.protocol_version else release_at_or_below(version)

@@ -79,7 +79,14 @@ from slurmproto.stepd import (
     X11_DISPLAY_REPLY,
     StepRequest,
 )
-from slurmproto.versions import OLDEST, RELEASES, SLURM_24_05, SLURM_24_11, SLURM_26_05, STEPD_SLUID, Release
+from slurmproto.versions import (
+    SLURM_24_05,
+    SLURM_24_11,
+    SLURM_26_05,
+    STEPD_SLUID,
+    Release,
+    release_at_or_below,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -183,18 +190,6 @@ def request_name(number: int, release: Release) -> str:
     return f"request {number}"
 
 
-def release_for_client(version: int) -> Release | None:
-    """The release a stepd answering "in the client's own version" behaves as, or None to refuse.
-
-    The release whose protocol version the client announced; between releases or above the newest,
-    the newest release at or below it; 20.11/21.08 clients, which 22.05 still accepts, get 22.05.
-    """
-    if version < OLDEST.min_version:
-        return None
-    at_or_below = [r for r in RELEASES if r.protocol_version <= version]
-    return at_or_below[-1] if at_or_below else OLDEST
-
-
 class _Close(Exception):
     """End the connection (EOF, short read, timeout, or what the real one does after a handler error)."""
 
@@ -230,7 +225,7 @@ class FakeStepd:
                  contains: Callable[[int], bool], log: Callable[..., None] | None = None,
                  het_comp: int = NO_VAL, sluid: int = 0, read_timeout: float = DEFAULT_READ_TIMEOUT,
                  node_id: int = 0) -> None:
-        """`release=None` answers every client as the release of its own version (see release_for_client).
+        """`release=None` answers every client as the release of its own version (release_at_or_below).
 
         `contains(pid)` says whether a pid belongs to the job; `log(event, **fields)` gets structured
         events; `read_timeout` bounds every read from a client; `node_id` is the node's index in the job.
@@ -360,7 +355,7 @@ class FakeStepd:
             peercred_error = None
         except (OSError, AttributeError, struct.error) as exc:
             peercred_error = f"SO_PEERCRED failed: {exc}"
-        release = self.release if self.release is not None else release_for_client(version)
+        release = self.release if self.release is not None else release_at_or_below(version)
         if release is None or version < release.min_version:
             await self._refuse(conn, version, "protocol version too old")
         if peercred_error is not None:

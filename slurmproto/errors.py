@@ -111,12 +111,6 @@ class UnknownAuthPlugin(ProtocolError):
         self.plugin_id = plugin_id
 
 
-class UnsupportedVersion(ProtocolError):
-    """A header version outside what the receiver accepts."""
-
-    rc = 1005
-
-
 # --- authentication ----------------------------------------------------------------------------------
 
 

@@ -68,17 +68,21 @@ FORWARD_TREE_DEPTH = SLURM_24_11  # forward block ends with tree_depth
 STEP_ID_REPLIES = SLURM_25_11  # RESPONSE_NETWORK_CALLERID / RESPONSE_JOB_ID carry a full step id
 STEPD_SLUID = SLURM_25_11  # slurmstepd: REQUEST_SLUID and REQUEST_GET_NS_FDS exist
 
-# One header version per group of daemons that accept it; together they reach every release.
-# 0x2600: 22.05-23.11; 0x2900: 24.05-25.11; 0x2D00: 26.05 (0x2C00: 25.11 and 26.05).
-PROBE_VERSIONS: tuple[int, ...] = (SLURM_22_05, SLURM_24_05, SLURM_26_05)
-
-
 def release_of(version: int) -> Release | None:
     """The release whose own protocol version this is, if any."""
     for release in RELEASES:
         if release.protocol_version == version:
             return release
     return None
+
+
+def release_at_or_below(version: int) -> Release | None:
+    """The newest release whose own version is at or below `version` (22.05 for the older versions its
+    window accepts), or None below every window: how a server "of the client's own release" picks one."""
+    if version < OLDEST.min_version:
+        return None
+    return max((r for r in RELEASES if r.protocol_version <= version), key=lambda r: r.protocol_version,
+               default=OLDEST)
 
 
 def name_of(version: int) -> str:

@@ -23,10 +23,10 @@ import pytest
 
 import slurmproto
 from fake_slurmd.scenario import Job
-from fake_slurmd.stepd import FakeStepd, OtherRequest, known_requests, release_for_client
+from fake_slurmd.stepd import FakeStepd, OtherRequest, known_requests
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
 from slurmproto.stepd import StepdClient, StepdError, StepdRefused, StepRequest, handshake
-from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release
+from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release, release_at_or_below
 from tests.support.procs import need_programs, need_root
 
 T = TypeVar("T")
@@ -305,11 +305,11 @@ def test_any_release_answers_in_the_clients_version(harness: Harness) -> None:
         assert closed_by_peer(sock)
 
 
-def test_release_for_client() -> None:
-    assert release_for_client(0x2300) is None
-    assert release_for_client(-1) is None
-    assert release_for_client(R24_11.protocol_version) is R24_11
-    assert release_for_client(R24_11.protocol_version + 1) is R24_11
+def test_release_at_or_below() -> None:
+    assert release_at_or_below(0x2300) is None
+    assert release_at_or_below(-1) is None
+    assert release_at_or_below(R24_11.protocol_version) is R24_11
+    assert release_at_or_below(R24_11.protocol_version + 1) is R24_11
 
 
 @pytest.mark.parametrize(("release", "client"), [(R22, 0x2300), (R25_11, 0x2600), (R26, 0x2900), (R26, -5)],
