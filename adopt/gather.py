@@ -22,6 +22,14 @@ Log = Callable[[str, str], None]
 """log(level, message): level is one of adopt.options.LOG_LEVELS."""
 
 
+def parse_connection(text: str) -> tuple[str, int, str, int] | None:
+    """SSH_CONNECTION's "RIP RPORT LIP LPORT" as (remote ip, port, local ip, port), or None if malformed."""
+    fields = text.split()
+    if len(fields) != 4 or not fields[1].isdigit() or not fields[3].isdigit():
+        return None
+    return fields[0], int(fields[1]), fields[2], int(fields[3])
+
+
 class FactError(Exception):
     """A fact cannot be had (no slurm.conf, no usable connection, ...): a generic failure."""
 
@@ -109,10 +117,10 @@ class Gatherer:
         """SSH_CONNECTION's 4-tuple, once the process to adopt is seen to hold that very connection."""
         if self.connection is None:
             text = self.env.get("SSH_CONNECTION", "")
-            fields = text.split()
-            if len(fields) != 4 or not fields[1].isdigit() or not fields[3].isdigit():
+            parsed = parse_connection(text)
+            if parsed is None:
                 raise FactError(f"no usable SSH_CONNECTION in the PAM environment ({text!r})")
-            rip, rport, lip, lport = fields[0], int(fields[1]), fields[2], int(fields[3])
+            rip, rport, lip, lport = parsed
             from slurmproto.sockets import find_tcp, socket_inodes
 
             try:

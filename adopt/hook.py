@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 
 from adopt.decision import Facts, NeedAdopt, NeedRpc, NeedSteps, Outcome, Verdict, decide, generic_failure
-from adopt.gather import FactError, Gatherer, Log
+from adopt.gather import FactError, Gatherer, Log, parse_connection
 from adopt.options import LOG_LEVELS, Options, parse_options
 
 ALLOW, DENY = 0, 1
@@ -146,12 +146,16 @@ def explain(argv: list[str]) -> int:
 
 def _holder(connection: str) -> int | None:
     """The first process holding the connection's local end (sshd's), to stand in for the parent."""
-    fields = connection.split()
-    if len(fields) != 4:
-        return None
+    parsed = parse_connection(connection)
+    if parsed is None:
+        return None  # the decision reports it
     from slurmproto.sockets import find_tcp, pids_holding
 
-    found = find_tcp((fields[2], int(fields[3])), (fields[0], int(fields[1])))
+    rip, rport, lip, lport = parsed
+    try:
+        found = find_tcp((lip, lport), (rip, rport))
+    except (OSError, ValueError):  # the decision reports it
+        return None
     holders = pids_holding(found.inode) if found else []
     return holders[0] if holders else None
 

@@ -67,3 +67,14 @@ def test_no_rpc_path_imports_no_codec() -> None:
             "or m in ('slurmproto.munge', 'slurmproto.client', 'slurmproto.codec')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert proc.stdout.strip() == ""
+
+
+def test_explain_reports_a_malformed_connection(fake_slurmd: FakeSlurmd, capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:
+    fake_slurmd.add_job({"job_id": 511, "user": "nobody", "start_time": 1})
+    fake_slurmd.add_job({"job_id": 512, "user": "nobody", "start_time": 2})
+    conf = fake_slurmd.slurm_conf(tmp_path / "slurm.conf")
+    for connection in ("10.0.0.1 port 10.0.0.2 22", "nonsense 1 10.0.0.2 22"):
+        status, out = _explain(capsys, "--user", "nobody", "--connection", connection, f"conf={conf}",
+                               "nodename=node1", "action_generic_failure=deny")
+        assert status == 1 and "PAM_PERM_DENIED" in out, out

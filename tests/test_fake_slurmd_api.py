@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.munged import terminate
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.client import CallerIdResult, callerid
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
@@ -31,7 +32,7 @@ from slurmproto.errors import Refused
 from slurmproto.stepd import StepdClient, step_socket, stepd_available
 from slurmproto.versions import BY_NAME, SLURM_24_11
 from tests.support.munged import Munged
-from tests.support.procs import need_root, stop
+from tests.support.procs import need_root
 
 EXTERN, BATCH = SLURM_EXTERN_CONT, SLURM_BATCH_SCRIPT
 FREEZER = "/sys/fs/cgroup/freezer"
@@ -377,7 +378,7 @@ def test_node_in_a_network_namespace(netns: str, munged: Munged, listener: socke
         assert fake.node("nsnode").port == fake.node("hostnode").port == fake.port
         server = subprocess.Popen([*in_ns, sys.executable, "-c", _LISTEN], stdout=subprocess.PIPE, text=True,
                                   cwd="/", env=_env())
-        stack.callback(stop, server)
+        stack.callback(terminate, server)
         server_port = int(_first_line(server))
         # `ip netns exec` execs the command: the pid spawn_in_job registered is the holder's own.
         held = stack.enter_context(_holding(_in_job(fake, 51), ("127.0.0.1", server_port), prefix=in_ns))

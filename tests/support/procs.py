@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -36,18 +35,6 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subproc
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not ready after {timeout} s")
         time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM the process we started, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def chown_tree(path: Path, user: str) -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from fake_slurmd.munged import terminate
 from tests.support.munged import Munged
-from tests.support.procs import ensure_user, stop, wait_for
+from tests.support.procs import ensure_user, wait_for
 
 SLURMCTLD = "/usr/sbin/slurmctld"
 SLURMD = "/usr/sbin/slurmd"
@@ -149,7 +150,7 @@ class SlurmCluster:
             # slurmd first: stopping slurmctld first would make slurmd log connection errors for nothing.
             for proc in (self.slurmd, self.slurmctld):
                 if proc is not None:
-                    stop(proc)
+                    terminate(proc)
             self.slurmd = self.slurmctld = None
             if self._own_munged and self._munged is not None:
                 self._munged.cleanup()

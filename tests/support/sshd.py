@@ -31,7 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.support.procs import ensure_user, stop
+from fake_slurmd.munged import terminate
+from tests.support.procs import ensure_user
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
@@ -373,7 +374,7 @@ class Sshd:
             outcome = self._wait_listening(offset)
             if outcome == "ready":
                 return
-            stop(self._proc)
+            terminate(self._proc)
             self._proc = None
             self.pid = None
             if outcome == "retry" and attempt < 4:
@@ -410,7 +411,7 @@ class Sshd:
         """Stop sshd (by its pid), remove /etc/pam.d/<service> and our temp dir. Safe to call twice."""
         try:
             if self._proc is not None:
-                stop(self._proc)
+                terminate(self._proc)
                 self._proc = None
         finally:
             if self._pam_written:
