@@ -7,7 +7,9 @@ Every instance gets a fresh PAM service name (`sat-<8 hex>`): sshd names its PAM
 of its argv[0], so running /usr/sbin/sshd through a symlink of that name in our temp dir makes it use
 /etc/pam.d/<service>, a file we write and remove. Real services (/etc/pam.d/sshd) are never read or touched.
 sshd gets its own config, host key, authorized keys and pid file in a temp dir, listens on loopback only,
-and accepts public keys only. No pytest here: the demo script uses this too.
+and accepts public keys only; with `keyboard_interactive=True` a login needs the key and then a
+keyboard-interactive round, which is where sshd runs the PAM auth stack (`auth_lines`). No pytest here:
+the demo script uses this too.
 """
 
 from __future__ import annotations
@@ -178,12 +180,19 @@ class Sshd:
     by sshd see (pam_slurm_adopt reads SLURM_CONF there; pam_exec passes only the PAM environment on to its
     command). `users` get a client key each (root always has one). Addresses in `listen` that this machine
     lacks (IPv6 off) are dropped from `self.listen`.
+
+    The auth stack is `auth_lines` (default: pam_permit). sshd runs it only with `keyboard_interactive`,
+    and then only after the public key was accepted (AuthenticationMethods publickey,keyboard-interactive):
+    the key stays what lets anyone in, and the auth stack is a place to run modules before the account
+    stack (sshd hands the PAM environment they set on to it).
     """
 
     def __init__(
         self,
         account_lines: Sequence[str],
         *,
+        auth_lines: Sequence[str] = ("required pam_permit.so",),
+        keyboard_interactive: bool = False,
         env: Mapping[str, str] | None = None,
         users: Sequence[str] = (),
         base: Path | None = None,
@@ -202,7 +211,11 @@ class Sshd:
             # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
             raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         self.service = _new_service()
-        self.account_lines = [self._account_line(line) for line in account_lines]
+        self.account_lines = [self._stack_line("account", line) for line in account_lines]
+        if isinstance(auth_lines, str) or not auth_lines:
+            raise ValueError("auth_lines is a non-empty sequence of lines")
+        self.auth_lines = [self._stack_line("auth", line) for line in auth_lines]
+        self.keyboard_interactive = keyboard_interactive
         self.env = dict(env or {})
         self.users = list(dict.fromkeys(["root", *users]))
         self.listen = list(listen)
@@ -227,11 +240,11 @@ class Sshd:
         with _lock:
             _live.add(self)
 
-    def _account_line(self, line: str) -> str:
+    def _stack_line(self, stack: str, line: str) -> str:
         if "\n" in line or "\r" in line:
             raise ValueError(f"one PAM line per entry: {line!r}")
         words = line.split(None, 1)
-        if words and words[0] == "account":  # tolerate a full line
+        if words and words[0] == stack:  # tolerate a full line
             line = words[1] if len(words) > 1 else ""
         return line.replace("{service}", self.service).strip()
 
@@ -303,10 +316,10 @@ class Sshd:
             f"# PAM service of a test sshd (tests/support/sshd.py, test process {os.getpid()}, dir {self.base}).",
             "# Written when that sshd starts and removed when it stops.",
             "#",
-            "# auth: pam_permit is acceptable only because that sshd accepts nothing but public keys",
-            "# (AuthenticationMethods publickey, PasswordAuthentication no, KbdInteractiveAuthentication no):",
-            "# sshd checks the key itself and never runs this stack. Never use it where passwords are taken.",
-            "auth     required pam_permit.so",
+            "# auth: sshd checks the public key itself and runs this stack only for keyboard-interactive,",
+            "# which that sshd asks for (if at all) after the key (AuthenticationMethods). pam_permit here",
+            "# is acceptable only for that reason. Never use it where passwords are taken.",
+            *(f"auth     {line}" for line in self.auth_lines),
             *(f"account  {line}" for line in self.account_lines),
             "session  required pam_permit.so",
             "password required pam_deny.so",
@@ -329,11 +342,11 @@ class Sshd:
             f"HostKey {q(self.host_key)}",
             f"PidFile {q(self.pid_file)}",
             "UsePAM yes",
-            "# Public keys only: the auth stack (pam_permit) must never be the thing that lets anyone in.",
-            "AuthenticationMethods publickey",
+            "# The public key first: the auth stack must never be the thing that lets anyone in.",
+            f"AuthenticationMethods {self._methods()}",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
+            f"KbdInteractiveAuthentication {'yes' if self.keyboard_interactive else 'no'}",
             "HostbasedAuthentication no",
             "GSSAPIAuthentication no",
             f"AuthorizedKeysFile {q(self.authorized_keys / '%u')}",
@@ -355,6 +368,9 @@ class Sshd:
             "",
         ]
         self.config.write_text("\n".join(lines))
+
+    def _methods(self) -> str:
+        return "publickey,keyboard-interactive" if self.keyboard_interactive else "publickey"
 
     def _launch(self) -> None:
         environ = {**os.environ, **self.env}
@@ -443,15 +459,18 @@ class Sshd:
         """The ssh command line logging `user` in to run `command`; to be run AS `user` (its key is theirs).
 
         A `command` sequence is quoted for the remote shell. At LogLevel INFO ssh prints the banners that
-        carry PAM account messages ("Access denied by ..."); at ERROR it hides them.
+        carry PAM account messages ("Access denied by ..."); at ERROR it hides them. For a
+        keyboard-interactive sshd, BatchMode is off (it would skip that method); the auth stack asks
+        nothing, so the client is never prompted.
         """
         _check_loopback(host)
         remote = command if isinstance(command, str) else shlex.join(command)
+        batch = "no" if self.keyboard_interactive else "yes"
         return [
             SSH, "-F", "/dev/null",  # no user or system config: same behaviour everywhere, no ~/.ssh created
             "-i", str(self.client_key(user)), "-p", str(self.port),
             "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-            "-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey",
+            "-o", f"BatchMode={batch}", "-o", f"PreferredAuthentications={self._methods()}",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
             "-o", "ControlPath=none", "-o", f"LogLevel={log_level}", "-T",
@@ -460,17 +479,21 @@ class Sshd:
         ]
 
     def ssh(self, user: str, command: str | Sequence[str], *, host: str = "127.0.0.1", timeout: float = 30,
-            log_level: str = "INFO", input: str | None = None) -> subprocess.CompletedProcess[str]:
+            log_level: str = "INFO", input: str | None = None, options: Sequence[str] = (),
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Log `user` in and run `command`, as that user (runuser, unless root); the client's result.
 
+        `options` go to ssh (e.g. ["-o", "SendEnv=NAME"]); `env` is added to the client's environment.
         On timeout the client is terminated (runuser passes SIGTERM on to ssh) and TimeoutExpired raised.
         """
-        argv = self.ssh_argv(user, command, host=host, log_level=log_level)
+        argv = self.ssh_argv(user, command, host=host, log_level=log_level, options=options)
         if user != "root":
             argv = [RUNUSER, "-u", user, "--", *argv]
-        env = {"PATH": _CLIENT_PATH, "LANG": "C.UTF-8", "HOME": pwd.getpwnam(user).pw_dir}
+        environ = {"PATH": _CLIENT_PATH, "LANG": "C.UTF-8", "HOME": pwd.getpwnam(user).pw_dir, **(env or {})}
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ,
+                                # What a hostile login prints must not crash the reader.
+                                encoding="utf-8", errors="backslashreplace")
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
