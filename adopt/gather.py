@@ -23,11 +23,28 @@ Log = Callable[[str, str], None]
 
 
 def parse_connection(text: str) -> tuple[str, int, str, int] | None:
-    """SSH_CONNECTION's "RIP RPORT LIP LPORT" as (remote ip, port, local ip, port), or None if malformed."""
+    """SSH_CONNECTION's "RIP RPORT LIP LPORT" as (remote ip, port, local ip, port), or None if malformed:
+    ports 1-65535 in ASCII digits, addresses IPv4 or IPv6 (a %scope allowed)."""
     fields = text.split()
-    if len(fields) != 4 or not fields[1].isdigit() or not fields[3].isdigit():
+    if len(fields) != 4 or not all(_is_port(f) for f in fields[1::2]) or not all(map(_is_ip, fields[::2])):
         return None
     return fields[0], int(fields[1]), fields[2], int(fields[3])
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536
+
+
+def _is_ip(text: str) -> bool:
+    import socket
+
+    for family, address in ((socket.AF_INET, text), (socket.AF_INET6, text.partition("%")[0])):
+        try:
+            socket.inet_pton(family, address)
+            return True
+        except (OSError, ValueError):  # ValueError: a character that cannot be encoded
+            continue
+    return False
 
 
 class FactError(Exception):
@@ -77,7 +94,8 @@ class Gatherer:
             from slurmproto.conf import ConfError, load
 
             try:
-                self.conf = load(self.opts.conf)
+                # Never from the PAM environment: $SLURM_CONF there is the user's to choose.
+                self.conf = load(self.opts.conf, env={})
             except ConfError as exc:
                 raise FactError(f"slurm.conf: {exc}") from None
         return self.conf
@@ -85,7 +103,7 @@ class Gatherer:
     def steps(self, uid: int) -> tuple[Step, ...] | None:
         """The uid's extern steps on this node, or None when the node name cannot be determined."""
         conf = self.load_conf()
-        self.nodename = self.opts.nodename or conf.guess_nodename()
+        self.nodename = self.opts.nodename or conf.guess_nodename(env={})  # not $SLURMD_NODENAME
         if self.nodename is None:
             self.log("error", "cannot determine this node's NodeName (set nodename=)")
             return None

@@ -1,34 +1,37 @@
-"""slurm-adopt: pam_slurm_adopt's account check, run by pam_exec in sshd's account stack.
+"""slurm-adopt's PAM entry: pam_slurm_adopt's account check, run by pam_exec in sshd's account stack.
 
-    account required pam_exec.so stdout quiet /usr/local/sbin/slurm-adopt [OPTIONS...]
-    slurm-adopt --check-config [OPTIONS...]
-    slurm-adopt --explain --user USER [--connection "RIP RPORT LIP LPORT"] [--pid PID] [--service S] [OPTIONS...]
-    slurm-adopt --session-env
+    account required pam_exec.so stdout quiet /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]
 
 OPTIONS are the module's (action_no_jobs=, action_unknown=, action_adopt_failure=, action_generic_failure=,
 ignore_root=, single_job_skip_rpc=, log_level=, nodename=, service=, disable_x11=, join_container=) and
 this hook's (deadline=SECONDS, conf=PATH, munge_socket=PATH, protocol_version=auto|RELEASE,
-ignore_as=success|failure).
+ignore_as=success|failure). Run without PAM_TYPE in its environment, it acts as the admin command
+(adopt.admin: --explain, --check-config, --session-env, --help, --version) and adopts nothing.
 
-Exit status: 0 lets the login through (PAM_SUCCESS; PAM_IGNORE, which pam_exec cannot return, unless
-ignore_as=failure), 1 refuses it (pam_exec turns it into PAM_SYSTEM_ERR). The only output is the refusal
-message.
+What it reads from its environment: PAM_TYPE, PAM_SERVICE, PAM_USER and SSH_CONNECTION (pam_exec's and
+sshd's); nothing else (no $SLURM_CONF, no $SLURMD_NODENAME). Exit status: 0 lets the login through
+(PAM_SUCCESS; PAM_IGNORE, which pam_exec cannot return, unless ignore_as=failure), 1 refuses it (pam_exec
+turns it into PAM_SYSTEM_ERR). Whatever fails, within the deadline: root passes, anyone else gets
+action_generic_failure. The only output is the refusal message; nothing ever goes to stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Mapping
 
 from adopt.decision import Facts, NeedAdopt, NeedRpc, NeedSteps, Outcome, Verdict, decide, generic_failure
-from adopt.gather import FactError, Gatherer, Log, parse_connection
+from adopt.gather import FactError, Gatherer, Log
 from adopt.options import LOG_LEVELS, Options, parse_options
 
 ALLOW, DENY = 0, 1
 SYSLOG_PRIORITY = {"quiet": 2, "fatal": 2, "error": 3, "info": 6, "verbose": 6}  # debug*: 7 (LOG_DEBUG)
 LOG_AUTHPRIV = 10 << 3
+LOG_PID = 0x01
+IDENT = "slurm-adopt"
 
 
 def exit_status(outcome: Outcome, opts: Options) -> int:
@@ -37,17 +40,32 @@ def exit_status(outcome: Outcome, opts: Options) -> int:
     return ALLOW if outcome == Outcome.SUCCESS else DENY
 
 
-def syslog_logger(level: int, ident: str = "slurm-adopt") -> Log:
-    """log(level, message) to syslog (LOG_AUTHPRIV) when the level is at or under `level`, with Slurm's
-    prefixes ("error: ", "debug2: ")."""
+def failure_status(opts: Options, user: str | None) -> int:
+    """The exit status when the hook itself fails: root passes (ignore_root is always on), anyone else
+    gets action_generic_failure."""
+    return ALLOW if user == "root" else exit_status(generic_failure(opts), opts)
+
+
+def printable(text: str) -> str:
+    """`text` safe for a log line or a terminal: no control characters (a forged line break), no
+    undecodable bytes (os.environ and argv carry them as surrogates, which no codec can write)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def syslog_logger(level: int) -> Log:
+    """log(level, message) to syslog (LOG_AUTHPRIV, ident slurm-adopt[pid]) when the level is at or under
+    `level`, with Slurm's prefixes ("error: ", "debug2: "). A failing syslog never changes a verdict."""
     import syslog
 
-    syslog.openlog(ident, 0, LOG_AUTHPRIV)
+    syslog.openlog(IDENT, LOG_PID, LOG_AUTHPRIV)
 
     def log(name: str, message: str) -> None:
         if LOG_LEVELS.index(name) <= level:
             prefix = "" if name in ("info", "verbose") else f"{name}: "
-            syslog.syslog(SYSLOG_PRIORITY.get(name, 7), prefix + message)
+            with contextlib.suppress(Exception):  # nothing left to tell it to
+                syslog.syslog(SYSLOG_PRIORITY.get(name, 7), printable(prefix + message))
     return log
 
 
@@ -74,135 +92,114 @@ def run(opts: Options, facts: Facts, gather: Gatherer, log: Log) -> Verdict:
 
 def _watchdog(seconds: float, status: int, log: Log) -> None:
     """pam_exec has no timeout: end the hook after `seconds` whatever it is waiting for (a blocked NSS or
-    munge call included), with the generic-failure status."""
+    munge call included), with the failure status. A C call that holds the GIL would keep this thread
+    from running: half a second later SIGALRM, left at its default action, ends the process anyway
+    (pam_exec then says PAM_SYSTEM_ERR; root never gets that far, it passes before any I/O)."""
     import _thread
+    import signal
 
     def expire() -> None:
         time.sleep(seconds)
         log("error", f"deadline of {seconds:g} s passed: giving the action_generic_failure verdict")
         os._exit(status)
 
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, seconds + 0.5)
     _thread.start_new_thread(expire, ())
 
 
-def hook(args: list[str], env: Mapping[str, str]) -> int:
-    """The pam_exec entry: PAM_SERVICE, PAM_USER, PAM_TYPE and SSH_CONNECTION come from the environment."""
+def _say(message: str) -> None:
+    """The refusal message, as bytes: no locale or PYTHONIOENCODING can make writing it fail. A closed
+    stdout loses the message, never the verdict."""
+    with contextlib.suppress(OSError):
+        os.write(1, printable(message).encode("utf-8", "replace") + b"\n")
+
+
+def account(opts: Options, env: Mapping[str, str], log: Log) -> int:
+    """The account check proper: gather, decide, adopt; log every refusal and failure at info."""
     started = time.monotonic()
-    opts, problems = parse_options(args)
-    log = syslog_logger(opts.log_level)
-    for problem in problems:
-        log("error", problem)
-    if env.get("PAM_TYPE", "account") != "account":
-        log("error", f"only the account stack is supported, not {env.get('PAM_TYPE')!r}: letting it pass")
-        return ALLOW
-    _watchdog(opts.deadline, exit_status(generic_failure(opts), opts), log)
     user = env.get("PAM_USER")
+    _watchdog(opts.deadline, failure_status(opts, user), log)
     # root is uid 0 without asking NSS (LDAP or SSSD may hang): root's login never waits on them.
     uid = 0 if user == "root" else Gatherer.uid_of(user) if user else None
     facts = Facts(env.get("PAM_SERVICE"), user, uid)
     gather = Gatherer(opts, env, log, adopt_pid=os.getppid(), deadline=started + opts.deadline)
     verdict = run(opts, facts, gather, log)
-    log("debug", f"{verdict.outcome.value}: {verdict.reason}")
+    status = exit_status(verdict.outcome, opts)
     if verdict.message:
-        print(verdict.message, flush=True)
-    return exit_status(verdict.outcome, opts)
+        log("info", f"send_user_msg: {verdict.message}")
+        _say(verdict.message)
+    if status != ALLOW:  # every refusal, at the default level (generic failures also logged their error)
+        log("info", f"{user or '(no user)'}: {verdict.outcome.value}, refused: {verdict.reason}")
+    else:
+        log("debug", f"{verdict.outcome.value}: {verdict.reason}")
+    return status
 
 
-def explain(argv: list[str]) -> int:
-    """--explain: the whole decision for a user and a connection, step by step, adopting nothing."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="slurm-adopt --explain", description="Explain a login decision.")
-    parser.add_argument("--explain", action="store_true")
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--connection", default="", metavar='"RIP RPORT LIP LPORT"',
-                        help="the SSH connection (as SSH_CONNECTION); needed when the RPC is asked")
-    parser.add_argument("--pid", type=int, help="the process that should hold the connection (default: any)")
-    parser.add_argument("--service", help="the PAM service (default: the one the options allow)")
-    parser.add_argument("options", nargs="*", help="the hook's options, as in pam.d")
-    args = parser.parse_intermixed_args(argv)
-    opts, problems = parse_options(args.options)
-
-    def log(level: str, message: str) -> None:
-        if LOG_LEVELS.index(level) <= max(opts.log_level, LOG_LEVELS.index("debug4")):
-            print(f"  {level:>7}: {message}")
-
-    for problem in problems:
-        log("error", problem)
-    service = args.service or ("sshd" if opts.service == "*" else opts.service)
-    uid = Gatherer.uid_of(args.user)
-    print(f"user {args.user} (uid {uid}), service {service}, connection {args.connection or '(none given)'}")
-    holder = args.pid if args.pid is not None else _holder(args.connection)
-    gather = Gatherer(opts, {"SSH_CONNECTION": args.connection}, log, adopt_pid=holder or 0,
-                      deadline=time.monotonic() + opts.deadline, dry_run=True)
-    verdict = run(opts, Facts(service, args.user, uid), gather, log)
-    allowed = exit_status(verdict.outcome, opts) == ALLOW
-    print(f"verdict: {verdict.outcome.value} ({'login allowed' if allowed else 'login refused'})")
-    print(f"because: {verdict.reason}")
-    if verdict.message:
-        print(f"the user would read: {verdict.message}")
-    return exit_status(verdict.outcome, opts)
-
-
-def _holder(connection: str) -> int | None:
-    """The first process holding the connection's local end (sshd's), to stand in for the parent."""
-    parsed = parse_connection(connection)
-    if parsed is None:
-        return None  # the decision reports it
-    from slurmproto.sockets import find_tcp, pids_holding
-
-    rip, rport, lip, lport = parsed
+def pam_main(args: list[str], env: Mapping[str, str]) -> int:
+    """The pam_exec entry. Never raises: any failure of the hook itself becomes failure_status()."""
+    user = env.get("PAM_USER")
+    opts = Options()
+    log: Log = _no_log
     try:
-        found = find_tcp((lip, lport), (rip, rport))
-    except (OSError, ValueError):  # the decision reports it
-        return None
-    holders = pids_holding(found.inode) if found else []
-    return holders[0] if holders else None
+        _quiet_stderr()
+        opts, problems = parse_options(args)
+        log = syslog_logger(opts.log_level)
+        for problem in problems:
+            log("error", problem)
+        stage = env.get("PAM_TYPE")
+        if stage != "account":
+            return _wrong_stage(stage, log)
+        return account(opts, env, log)
+    except BaseException as exc:  # the user must never see a traceback, nor get in by one
+        status = failure_status(opts, user)
+        _log_internal_error(log, exc, status)
+        return status
 
 
-def check_config(args: list[str]) -> int:
-    opts, problems = parse_options(args)
-    for problem in problems:
-        print(f"slurm-adopt: {problem}", file=sys.stderr)
-    for name, value in vars(opts).items():
-        shown = value.value if hasattr(value, "value") else value
-        print(f"{name}={shown}")
-    return 1 if problems else 0
+def _wrong_stage(stage: str | None, log: Log) -> int:
+    """pam_exec in another stack than account: do nothing. In auth, exit 1: success there could stand in
+    for a password (`auth sufficient`); elsewhere 0, which grants nothing."""
+    status = DENY if stage == "auth" else ALLOW
+    log("error", f"PAM_TYPE={printable(stage or '')!r}: slurm-adopt belongs in the account stack; doing nothing, "
+                 f"exit status {status}")
+    return status
 
 
-def session_env() -> int:
-    """--session-env: `export SLURM_JOB_ID=N` when this process is in a job's extern step (cgroup), for
-    /etc/profile.d: what the module puts in the PAM environment and a pam_exec hook cannot."""
+def _log_internal_error(log: Log, exc: BaseException, status: int) -> None:
     try:
-        with open("/proc/self/cgroup") as cgroups:
-            lines = cgroups.read().splitlines()
-    except OSError:
-        return 1
-    for line in lines:
-        parts = line.split(":", 2)[-1].split("/")
-        for part in parts:
-            if part.startswith("job_") and part[4:].isdigit() and "step_extern" in parts:
-                print(f"export SLURM_JOB_ID={part[4:]}")
-                return 0
-    return 1
+        import traceback
+
+        where = "".join(traceback.format_exception(exc, limit=-3)).replace("\n", " | ")
+        log("error", f"internal error, exit status {status}: {exc!r}: {where}")
+    except BaseException:  # a verdict is owed even if logging itself fails
+        pass
+
+
+def _no_log(level: str, message: str) -> None:
+    """Before syslog is set up there is nowhere to log to."""
+
+
+def _quiet_stderr() -> None:
+    """pam_exec's `stdout` shows stderr to the user too: point it at /dev/null, so no warning or
+    traceback of any thread can reach a terminal."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--check-config" in argv:
-        return check_config([a for a in argv if a != "--check-config"])
-    if "--explain" in argv:
-        return explain(argv)
-    if argv[:1] == ["--session-env"]:
-        return session_env()
-    try:
-        return hook(argv, os.environ)
-    except Exception as exc:  # the user must never see a traceback: log it, give the generic verdict
-        import traceback
+    args = sys.argv[1:] if argv is None else argv
+    if "PAM_TYPE" not in os.environ:  # not run by pam_exec: an admin at a shell, never an adoption
+        from adopt.admin import main as admin_main
 
-        opts, _ = parse_options(argv)
-        syslog_logger(opts.log_level)("error", f"internal error: {exc!r}: {traceback.format_exc()}")
-        return exit_status(generic_failure(opts), opts)
+        return admin_main(args)
+    if not sys.flags.isolated:
+        # Run as the console script, PYTHON* variables and the user site already had their say; the
+        # documented stanza runs `python3 -I -m adopt`. Start over isolated all the same.
+        with contextlib.suppress(OSError):
+            os.execv(sys.executable, [sys.executable, "-I", "-m", "adopt", *args])
+    return pam_main(args, os.environ)
 
 
 if __name__ == "__main__":

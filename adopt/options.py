@@ -117,12 +117,10 @@ def parse_options(args: list[str]) -> tuple[Options, list[str]]:
             else:
                 problems.append(f"unrecognized ignore_as={value} (expected success or failure), keeping 'success'")
         elif key == "deadline":
-            try:
-                seconds = float(value)
-                if not 0 < seconds <= 300:
-                    raise ValueError
+            seconds = float(value) if _is_decimal(value) else 0.0
+            if 0 < seconds <= 300:
                 opts.deadline = seconds
-            except ValueError:
+            else:
                 problems.append(f"unrecognized deadline={value} (seconds, above 0 and at most 300), keeping "
                                 f"'{opts.deadline:g}'")
         else:
@@ -130,10 +128,17 @@ def parse_options(args: list[str]) -> tuple[Options, list[str]]:
     return opts, problems
 
 
+def _is_decimal(text: str) -> bool:
+    """ASCII digits with at most one dot ("3", "0.5"); float() alone also takes other scripts' digits,
+    "1e3" and "inf"."""
+    whole, _, fraction = text.partition(".")
+    return all(part.isascii() and part.isdigit() for part in (whole, fraction or "0")) and len(text) <= 12
+
+
 def _log_level(value: str) -> tuple[int, str | None]:
     """A level by name or number; anything else is the highest level, as the module does."""
     top = len(LOG_LEVELS) - 1
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() alone also takes "²", which int() refuses
         number = int(value)
         return (number, None) if number <= top else (top, f"log level {number} too high, lowering to max")
     if value.lower() in LOG_LEVELS:

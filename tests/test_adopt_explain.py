@@ -64,17 +64,16 @@ def test_no_rpc_path_imports_no_codec() -> None:
     """One job: no RPC, so no construct, no MUNGE, no callerid client in the process."""
     code = ("import sys; from adopt import hook, gather, decision, options; "
             "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('construct', 'Crypto') "
-            "or m in ('slurmproto.munge', 'slurmproto.client', 'slurmproto.codec')))")
+            "or m in ('slurmproto.munge', 'slurmproto.client', 'slurmproto.codec', 'argparse', 'adopt.admin')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert proc.stdout.strip() == ""
 
 
-def test_explain_reports_a_malformed_connection(fake_slurmd: FakeSlurmd, capsys: pytest.CaptureFixture[str],
-                                               tmp_path: Path) -> None:
-    fake_slurmd.add_job({"job_id": 511, "user": "nobody", "start_time": 1})
-    fake_slurmd.add_job({"job_id": 512, "user": "nobody", "start_time": 2})
-    conf = fake_slurmd.slurm_conf(tmp_path / "slurm.conf")
-    for connection in ("10.0.0.1 port 10.0.0.2 22", "nonsense 1 10.0.0.2 22"):
-        status, out = _explain(capsys, "--user", "nobody", "--connection", connection, f"conf={conf}",
-                               "nodename=node1", "action_generic_failure=deny")
-        assert status == 1 and "PAM_PERM_DENIED" in out, out
+@pytest.mark.parametrize("connection", ["10.0.0.1 port 10.0.0.2 22", "nonsense 1 10.0.0.2 22",
+                                        "10.0.0.1 ²2 10.0.0.2 22", "10.0.0.1 70000 10.0.0.2 22", "10.0.0.1 1 10.0.0.2"])
+def test_explain_rejects_a_malformed_connection(capsys: pytest.CaptureFixture[str], connection: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--explain", "--user", "nobody", "--connection", connection, "action_generic_failure=deny"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert "is not \"REMOTE_IP REMOTE_PORT LOCAL_IP LOCAL_PORT\"" in captured.err and captured.out == ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from adopt.hook import check_config
 from adopt.options import INFO, Action, Options, parse_options
 
 
@@ -67,12 +66,3 @@ def test_bad_values_keep_the_default(arg: str, name: str | None, default: object
     assert len(problems) == 1 and problem in problems[0]
     if name:
         assert getattr(opts, name) == default
-
-
-def test_check_config(capsys: pytest.CaptureFixture[str]) -> None:
-    assert check_config(["action_unknown=deny", "nodename=n1"]) == 0
-    out = capsys.readouterr().out
-    assert "action_unknown=deny" in out and "nodename=n1" in out
-    assert check_config(["action_unknown=deny", "bogus=1", "ignore_root=maybe"]) == 1
-    err = capsys.readouterr().err
-    assert "bogus=1" in err and "ignore_root=maybe" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -12,12 +13,22 @@ from typing import Any, Protocol
 import pytest
 
 from tests.support.munged import MUNGED, Munged
-from tests.support.procs import need_programs, need_root
+from tests.support.procs import ensure_user, need_programs, need_root
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable
+
+TEST_USERS = ("alice", "bob")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def accounts() -> None:
+    """The test users exist (as root) before any test or fixture names them, whatever runs first."""
+    if os.geteuid() == 0:
+        for user in TEST_USERS:
+            ensure_user(user)
 
 
 @pytest.fixture(scope="session")
