@@ -45,6 +45,16 @@ def hook_line(env: str, options: Sequence[str] = (), *, scrubbed: bool = False) 
     return f"account required pam_exec.so stdout quiet {command}"
 
 
+DEBIAN_COMMON_ACCOUNT = [
+    "account [success=1 new_authtok_reqd=done default=ignore] pam_unix.so",
+    "account requisite pam_deny.so",
+    "account required pam_permit.so",
+]
+"""Debian 12's /etc/pam.d/common-account, which its /etc/pam.d/sshd includes before the line the stanza
+replaces. Something before the stanza must succeed: Linux-PAM does not count a jump (success=N) as a
+success, so a stack in which root jumps over everything there is ends with PAM_PERM_DENIED."""
+
+
 def lockout_safe_stanza(env: str, admin_group: str, options: Sequence[str] = (), *,
                         scrubbed: bool = False) -> list[str]:
     """root, then members of `admin_group`, skip the hook; everyone else needs its success."""
