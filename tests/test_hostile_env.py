@@ -8,12 +8,14 @@ the auth stage of a keyboard-interactive login, whose PAM environment sshd carri
 control tests below show each of these routes, and that a client's SendEnv does not reach the stack.
 
 One sshd serves the matrix. Its account stack is: the injector (reads the variables for the next login
-from a file), a probe (pam_exec, writes the environment it got), then the hook as the README runs it
-(`<ENV>/bin/python3 -I -m adopt conf=... service=...`). For every variable Python 3.11 documents, and
-the others that matter here, each of root, bob (no job) and alice (a job on the fake node) logs in once:
-the probe must show the variable, the login must end exactly as without it, and none of the traps laid
-for foreign code (sitecustomize, usercustomize, .pth files, a shadowing `adopt` package, startup files,
-fake programs on PATH, the bytecode cache, TMPDIR) may leave a marker.
+from a file), a probe (pam_exec, writes the environment it got), the hook as the README runs it
+(`<ENV>/bin/python3 -I -m adopt conf=... service=...`), then the injector again, removing the variables
+before the session (where they would trouble bash, not the hook). For every variable Python 3.11
+documents (PYTHONDUMPREFSFILE included, which `python3 --help-env` leaves out), and the others that
+matter here, each of root, bob (no job) and alice (a job on the fake node) logs in once: the probe must
+show the variable, the login must end exactly as without it, and none of the traps laid for foreign code
+(sitecustomize, usercustomize, .pth files, a shadowing `adopt` package, a venv of the caller's, startup
+files, fake programs on PATH, the bytecode cache, TMPDIR) may leave a marker.
 """
 
 from __future__ import annotations
