@@ -15,18 +15,30 @@ from typing import Any
 
 ACCEPT_RETRY_DELAY = 0.1
 
+Handler = Callable[[socket.socket, Any], Coroutine[Any, Any, None]]
 
-async def accept_forever(listener: socket.socket, handle: Callable[[socket.socket], Coroutine[Any, Any, None]],
-                         tasks: set[asyncio.Task[None]], on_error: Callable[[OSError], None]) -> None:
-    """Accept connections on a non-blocking listener and run `handle(sock)` for each as a task in `tasks`.
 
-    `on_error` hears of accept failures at most once a second while they last.
+async def accept_forever(listener: socket.socket, handle: Handler, tasks: set[asyncio.Task[None]],
+                         on_error: Callable[[OSError], None],
+                         on_crash: Callable[[BaseException], None] | None = None) -> None:
+    """Accept connections on a non-blocking listener and run `handle(sock, address)` for each as a task in
+    `tasks`. The address is accept()'s: a client that has already reset has no getpeername() any more.
+
+    `on_error` hears of accept failures at most once a second while they last; `on_crash` of an exception
+    a handler let escape (its task's exception is always retrieved, so asyncio never logs a traceback).
     """
     loop = asyncio.get_running_loop()
     last_report = -1.0
+
+    def finished(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and on_crash is not None:
+            on_crash(exc)
+
     while True:
         try:
-            sock, _ = await loop.sock_accept(listener)
+            sock, address = await loop.sock_accept(listener)
         except OSError as exc:
             if exc.errno in (errno.ECONNABORTED, errno.EINTR, errno.EAGAIN):
                 continue
@@ -35,6 +47,6 @@ async def accept_forever(listener: socket.socket, handle: Callable[[socket.socke
                 last_report = loop.time()
             await asyncio.sleep(ACCEPT_RETRY_DELAY)
             continue
-        task = loop.create_task(handle(sock))
+        task = loop.create_task(handle(sock, address))
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task.add_done_callback(finished)

@@ -1,16 +1,26 @@
 """fake-slurmd: run a simulated compute node from a scenario file until interrupted.
 
-    fake-slurmd --scenario node.toml [--release 24.11] [--munge-socket PATH] [--spool-dir DIR]
-                [--log-format text|json] [--log-level info] [--slurm-conf PATH]
+    fake-slurmd [--scenario node.toml] [--release 24.11] [--listen NAME=ADDRESS:PORT ...]
+                [--munge-socket PATH] [--spool-dir DIR] [--slurm-conf PATH]
+                [--log-format text|json] [--log-level info]
 
-SIGHUP reloads the scenario's jobs; SIGINT or SIGTERM stops.
+Once every node listens, stdout gets one line per node and nothing else, ever:
+
+    listening NAME ADDRESS PORT        (e.g. "listening node1 127.0.0.1 40321"; IPv6 without brackets)
+
+With nothing configured the node is node1 on 127.0.0.1 and a free port (never slurmd's 6818). Logs go to
+stderr, one event a line. SIGHUP reloads the scenario's jobs; SIGINT or SIGTERM stops (exit 0). Exit 1:
+it could not start (a port in use, an unusable spool dir or slurm.conf path); exit 2: a usage or
+scenario error, given as one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
+import re
 import resource
 import signal
 import sys
@@ -19,18 +29,32 @@ import time
 from typing import Any
 
 from fake_slurmd.controller import LEVELS, FakeSlurmd
-from fake_slurmd.scenario import NodeSpec, Scenario, ScenarioError
+from fake_slurmd.scenario import At, NodeSpec, Scenario, ScenarioError, ip_address, node_name
 from slurmproto.versions import BY_NAME
+
+DISTRIBUTION = "slurm-adopt-toolkit"
+LISTEN = re.compile(r"(?P<name>[^=]*)=(?P<host>.*):(?P<port>[0-9]{1,5})")
+
+
+def _fields_text(fields: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
+                    for k, v in fields.items())
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = dict(getattr(record, "fields", {}))
+    if record.exc_info and record.exc_info[1] is not None:  # one line for the exception, never a traceback
+        fields["exception"] = repr(record.exc_info[1])
+    return fields
 
 
 class TextFormatter(logging.Formatter):
-    """`time level event key=value ...`"""
+    """`time level event key=value ...`, always one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", {})
-        text = " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}" for k, v in fields.items())
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d} {record.levelname.lower()} {record.getMessage()} {text}".rstrip()
+        line = f"{stamp}.{int(record.msecs):03d} {record.levelname.lower()} {record.getMessage()} "
+        return (line + _fields_text(_fields(record))).rstrip().replace("\n", "\\n")
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,69 +63,113 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {"time": round(record.created, 6), "level": record.levelname.lower(),
                                 "event": record.getMessage()}
-        data.update(getattr(record, "fields", {}))
+        data.update(_fields(record))
         return json.dumps(data, default=str)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fake-slurmd", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", help="scenario file (TOML or JSON); default: one node, no jobs")
+    summary, _, rest = (__doc__ or "").partition("\n\n")
+    parser = argparse.ArgumentParser(prog="fake-slurmd", description=summary.split(": ", 1)[-1],
+                                     epilog=rest.partition("\n\n")[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--scenario", help="scenario file (TOML or JSON); default: one node on a free port, no jobs")
     parser.add_argument("--release", choices=list(BY_NAME), help="behave exactly like this Slurm release")
     parser.add_argument("--listen", action="append", metavar="NAME=ADDRESS:PORT",
-                        help="a node to simulate (repeatable; overrides the scenario's nodes)")
+                        help="a node to simulate (repeatable; overrides the scenario's nodes; port 0: a free one)")
     parser.add_argument("--munge-socket", help="munged socket (default: the scenario's, else munge's default)")
-    parser.add_argument("--spool-dir", help="where the step sockets go (default: the scenario's, else a temp dir)")
-    parser.add_argument("--slurm-conf", metavar="PATH", help="also write a slurm.conf for real Slurm clients here")
+    parser.add_argument("--spool-dir", help="where the step sockets go (default: the scenario's, else a private "
+                                            "temp dir); must be this user's and writable by no one else")
+    parser.add_argument("--slurm-conf", metavar="PATH", help="also write a slurm.conf for real Slurm clients here "
+                                                              "(replaced, never written through a symlink)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--log-level", choices=list(LEVELS), default="info")
     return parser
 
 
 def _node(text: str) -> NodeSpec:
-    name, sep, where = text.partition("=")
-    host, _, port = where.rpartition(":")
-    if not sep or not name or not port.isdigit():
-        raise ScenarioError(f"--listen {text!r}: expected NAME=ADDRESS:PORT")
-    return NodeSpec(name, host.strip("[]") or "127.0.0.1", int(port))
+    at = At("--listen", repr(text))
+    match = LISTEN.fullmatch(text)
+    if match is None:
+        raise at.error("expected NAME=ADDRESS:PORT")
+    port = int(match["port"])
+    if port > 65535:
+        raise at.expected("a port from 0 to 65535", port)
+    host = match["host"].removeprefix("[").removesuffix("]") or "127.0.0.1"
+    return NodeSpec(node_name(match["name"], at), ip_address(host, at), port)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _setup_logging(log_format: str, level: str) -> logging.Logger:
+    # On the root logger: asyncio's and any other library's records get the same one-line format.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if args.log_format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    logging.getLogger().addHandler(handler)
+    logging.raiseExceptions = False  # a failing log write is dropped, not reported with a traceback
     logger = logging.getLogger("fake_slurmd")
-    logger.addHandler(handler)
-    logger.setLevel(LEVELS[args.log_level])
-    # Every held client connection is a descriptor: allow as many as the hard limit does.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    logger.setLevel(LEVELS[level])
+    return logger
+
+
+def _start(args: argparse.Namespace) -> FakeSlurmd:
+    scenario = Scenario.load(args.scenario) if args.scenario else Scenario([NodeSpec("node1", port=0)])
+    if args.listen:
+        scenario.nodes = [_node(text) for text in args.listen]
+    fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket, spool_dir=args.spool_dir)
+    fake.start()
     try:
-        scenario = Scenario.load(args.scenario) if args.scenario else Scenario([NodeSpec("node1")])
-        if args.listen:
-            scenario.nodes = [_node(text) for text in args.listen]
-        fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket,
-                          spool_dir=args.spool_dir).start()
-    except (ScenarioError, OSError) as exc:
-        print(f"fake-slurmd: {exc}", file=sys.stderr)
-        return 1
-    if args.slurm_conf:
-        fake.slurm_conf(args.slurm_conf)
+        if args.slurm_conf:
+            fake.slurm_conf(args.slurm_conf)
+    except BaseException:
+        fake.stop()
+        raise
+    return fake
+
+
+def _serve(fake: FakeSlurmd, scenario_path: str | None, logger: logging.Logger) -> None:
     stop = threading.Event()
     reload = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    for node in fake.nodes:
+        print(f"listening {node.name} {node.address} {node.port}", flush=True)
     nodes = ", ".join(f"{n.name} on {n.address}:{n.port}" for n in fake.nodes)
     print(f"fake-slurmd: serving {nodes}; step sockets in {fake.spool_dir}", file=sys.stderr, flush=True)
+    while not stop.wait(0.2):
+        if reload.is_set():
+            reload.clear()
+            if scenario_path:
+                try:
+                    fake.reload(Scenario.load(scenario_path))
+                except ScenarioError as exc:  # keep serving the old jobs
+                    logger.error("reload failed", extra={"fields": {"reason": str(exc)}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logger = _setup_logging(args.log_format, args.log_level)
+    # Every held client connection is a descriptor: allow as many as the hard limit does.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
-        while not stop.wait(0.2):
-            if reload.is_set():
-                reload.clear()
-                if args.scenario:
-                    try:
-                        fake.reload(Scenario.load(args.scenario))
-                    except ScenarioError as exc:  # keep serving the old jobs
-                        logger.error("reload failed", extra={"fields": {"reason": str(exc)}})
+        fake = _start(args)
+    except ScenarioError as exc:
+        print(f"fake-slurmd: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:  # a port in use, a spool dir of someone else's, a path too long
+        print(f"fake-slurmd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    try:
+        _serve(fake, args.scenario, logger)
     finally:
         fake.stop()
     return 0

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -99,12 +102,12 @@ class FakeSlurmd:
         self._thread: threading.Thread | None = None
         self._children: list[JobConnection] = []
         self._ctime_floor = 0  # ns: the newest step socket's ctime so far
+        self._no_controller: socket.socket | None = None  # the SlurmctldPort slurm_conf() names (see there)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> FakeSlurmd:
-        os.makedirs(self.spool_dir, exist_ok=True)
-        os.chmod(self.spool_dir, 0o755)
+        private_dir(self.spool_dir)
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="fake-slurmd", daemon=True)
@@ -120,6 +123,7 @@ class FakeSlurmd:
     def _run_loop(self, ready: threading.Event) -> None:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(_loop_error)
         self._loop.call_soon(ready.set)
         self._loop.run_forever()
 
@@ -179,6 +183,9 @@ class FakeSlurmd:
             self._thread.join(10)
             self._loop.close()
         self._loop = self._thread = None
+        if self._no_controller is not None:
+            self._no_controller.close()
+            self._no_controller = None
         if self._own_spool:
             shutil.rmtree(self.spool_dir, ignore_errors=True)
 
@@ -261,14 +268,22 @@ class FakeSlurmd:
         return list(self.jobs[job_id].adopted)
 
     def slurm_conf(self, path: str | Path, extra: Sequence[str] = ()) -> Path:
-        """Write a slurm.conf that points real Slurm clients (scontrol, pam_slurm_adopt) at this fake."""
+        """Write a slurm.conf that points real Slurm clients (scontrol, pam_slurm_adopt) at this fake.
+
+        The file is replaced, never written through: a symlink at `path` is replaced, not followed, and an
+        existing file keeps its mode (a new one is 0644: clients run as any user read it).
+        """
         path = Path(path)
         # pam_slurm_adopt up to 25.11 finds the step it adopts into on "this" node by guessing the node
         # name from the host name, so the first node claims this host's name.
         host = os.uname().nodename.split(".")[0]
         lines = [
             "ClusterName=fake",
+            # No controller: a client that asks one must fail at once and reach no real slurmctld. The port
+            # is one this process holds bound and never listens on, so connecting is refused and nothing
+            # else can bind it while the fake runs (the default 6817 may be a real slurmctld's).
             "SlurmctldHost=localhost(127.0.0.1)",
+            f"SlurmctldPort={self._controller_port()}",
             f"SlurmdPort={self.port}",
             f"SlurmdSpoolDir={self.spool_dir}",
             "AuthType=auth/munge",
@@ -281,9 +296,57 @@ class FakeSlurmd:
               for i, n in enumerate(self.nodes)),
             *extra,
         ]
-        path.write_text("\n".join(lines) + "\n")
-        os.chmod(path, 0o644)
+        replace_file(path, "\n".join(lines) + "\n")
         return path
+
+    def _controller_port(self) -> int:
+        if self._no_controller is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.bind(("127.0.0.1", 0))  # no SO_REUSEADDR, no listen(): connections are refused
+            self._no_controller = sock
+        return int(self._no_controller.getsockname()[1])
+
+
+def private_dir(path: str) -> None:
+    """Make `path` (and its parents) if missing, the leaf 0700; refuse an existing one that another user
+    owns or may write to: whoever can write the spool dir can plant a slurmstepd socket for any job."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, "spool dir is not a directory", path) from None
+    st = os.stat(path)
+    if st.st_uid != os.geteuid():
+        raise PermissionError(errno.EPERM, f"spool dir is owned by uid {st.st_uid}, not by this user", path)
+    if st.st_mode & 0o022:
+        raise PermissionError(errno.EPERM, f"spool dir is writable by others (mode {st.st_mode & 0o7777:04o})",
+                              path)
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `text` to a new file beside `path` and rename it over `path`: a symlink there is replaced, not
+    followed; an existing regular file keeps its mode."""
+    try:
+        old = os.lstat(path)
+        mode = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else 0o644
+    except FileNotFoundError:
+        mode = 0o644
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # O_EXCL, 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8", "surrogateescape"))  # paths are bytes to the kernel
+            os.fchmod(handle.fileno(), mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What asyncio would log with a traceback (an exception nobody retrieved, a transport failure): one line."""
+    exc = context.get("exception")
+    log_event("loop_error", level="error", message=str(context.get("message", "")),
+              reason=repr(exc) if exc is not None else "")
 
 
 async def _stamp_after(path: str, floor: int) -> int:

@@ -2,14 +2,15 @@
 
     release = "26.05"               # optional: behave exactly like this release (default: answer any)
     slurm_user = "slurm"            # optional: besides root, who may ask about any job (default root)
-    spool_dir = "/tmp/fake/spool"   # optional: where the step sockets go (default: a temp dir)
+    spool_dir = "/srv/fake/spool"   # optional: where the step sockets go (default: a private temp dir);
+                                    # it must be this user's and writable by no one else
     munge_socket = "/run/munge/munge.socket.2"   # optional (default: munge's default)
     client_timeout = 10             # optional: seconds a client may take to send its request
 
     [[nodes]]
     name = "node1"
     address = "127.0.0.1"           # default 127.0.0.1
-    port = 6818                     # default 6818; 0 picks a free port
+    port = 6818                     # default 6818 (a real slurmd's); 0 picks a free port
     netns = "ns1"                   # optional: listen inside /run/netns/ns1
 
     [[jobs]]
@@ -24,16 +25,26 @@
     environ = true                  # ... and processes whose environment has SLURM_JOB_ID=42
     adopt_cgroup = "/sys/fs/cgroup/freezer/.../step_extern"      # ADD_EXTERN_PID also writes the pid here
 
-JSON files have the same keys. Step sockets are created in start_time order, so their ctimes (which
+Without [[nodes]] the scenario has one node, node1 on 127.0.0.1 and a free port. JSON files have the
+same keys (null means the default). Step sockets are created in start_time order, so their ctimes (which
 the kernel sets, and which 26.05's pam_slurm_adopt sorts "newest" by) keep the jobs' order.
+
+A value of the wrong kind is a ScenarioError naming the file and the field's path:
+"node.toml: jobs[1].job_id: expected a job id (an integer from 1 to 4294967279), got 'x'".
 """
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
+import math
+import os
 import pwd
+import re
+import stat
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,22 @@ from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT, SLURM_IN
 from slurmproto.versions import BY_NAME
 
 STEP_WORDS = {"extern": SLURM_EXTERN_CONT, "batch": SLURM_BATCH_SCRIPT, "interactive": SLURM_INTERACTIVE_STEP}
+MAX_SCENARIO_BYTES = 16 * 1024 * 1024
+MAX_JOB_ID = 0xFFFFFFEF
+"""The largest job id: 0xFFFFFFF0 and up are Slurm's sentinels (NO_VAL and its kin)."""
+MAX_UID = 0xFFFFFFFE
+"""(uid_t) -1 is no uid."""
+MAX_PID = 4_194_304
+"""PID_MAX_LIMIT on 64-bit Linux."""
+MAX_TIME = float(2**34)
+"""Epoch seconds: past the year 2500, where datetime still works."""
+MAX_TIMEOUT = 86_400.0
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+"""A host-name label: it names step sockets (<spool>/<node>_<job>.<step>) and slurm.conf's NodeName."""
+
+TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs"}
+NODE_KEYS = {"name", "address", "port", "netns"}
+JOB_KEYS = {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ", "adopt_cgroup"}
 
 
 class ScenarioError(ValueError):
@@ -90,137 +117,288 @@ class Scenario:
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
         path = Path(path)
+        text = _read_text(path)
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ScenarioError(f"{path}: {exc.strerror}") from None
-        try:
-            if path.suffix == ".json" or text.lstrip().startswith("{"):
-                data = json.loads(text)
-            else:
-                import tomllib
-
-                data = tomllib.loads(text)
+            parse = json.loads if path.suffix == ".json" or text.lstrip().startswith("{") else tomllib.loads
+            data = parse(text)
         except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError
             raise ScenarioError(f"{path}: {exc}") from None
+        except RecursionError:
+            raise ScenarioError(f"{path}: nested too deeply") from None
         return cls.from_dict(data, str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "scenario") -> Scenario:
-        known = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs"}
-        _no_unknown(data, known, where)
-        release = data.get("release")
-        if release is not None and release not in BY_NAME:
-            raise ScenarioError(f"{where}: release {release!r} is not one of {', '.join(BY_NAME)}")
-        nodes = [_node(n, f"{where}: nodes[{i}]") for i, n in enumerate(data.get("nodes") or [{"name": "node1"}])]
-        if len({n.name for n in nodes}) != len(nodes):
-            raise ScenarioError(f"{where}: node names repeat")
+        root = At(where)
+        table = _table(data, root, TOP_KEYS)
+        release = _optional(table, "release")
+        if release is not None and (not isinstance(release, str) or release not in BY_NAME):
+            raise root.key("release").expected(f"a release ({', '.join(BY_NAME)})", release)
+        nodes = _nodes(_optional(table, "nodes"), root.key("nodes"))
         jobs: dict[int, Job] = {}
-        for i, raw in enumerate(data.get("jobs") or []):
-            job = job_from_dict(raw, f"{where}: jobs[{i}]")
+        for i, raw in enumerate(_list(_optional(table, "jobs", []), root.key("jobs"))):
+            job = _job(raw, root.key("jobs").item(i))
             if job.job_id in jobs:
-                raise ScenarioError(f"{where}: jobs[{i}]: job {job.job_id} appears twice")
+                raise root.key("jobs").item(i).key("job_id").error(f"job {job.job_id} appears twice")
             jobs[job.job_id] = job
-        return cls(nodes, jobs, release, _uid(data.get("slurm_user", 0), f"{where}: slurm_user"),
-                   data.get("spool_dir"), data.get("munge_socket"),
-                   float(_typed(data.get("client_timeout", 10.0), (int, float), f"{where}: client_timeout")))
-
-
-def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{where}: expected a table, got {type(data).__name__}")
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-
-
-def _typed(value: Any, kinds: type | tuple[type, ...], where: str) -> Any:
-    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-        names = " or ".join(k.__name__ for k in allowed)
-        raise ScenarioError(f"{where}: {value!r} is not a {names}")
-    return value
-
-
-def _uid(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        try:
-            return pwd.getpwnam(value).pw_uid
-        except KeyError:
-            if value.isdigit():
-                return int(value)
-            raise ScenarioError(f"{where}: no such user {value!r}") from None
-    raise ScenarioError(f"{where}: {value!r} is not a user name or uid")
-
-
-def _node(data: dict[str, Any], where: str) -> NodeSpec:
-    _no_unknown(data, {"name", "address", "port", "netns"}, where)
-    name = _typed(data.get("name"), str, f"{where}: name")
-    port = _typed(data.get("port", 6818), int, f"{where}: port")
-    if not 0 <= port < 65536:
-        raise ScenarioError(f"{where}: port {port} out of range")
-    netns = data.get("netns")
-    return NodeSpec(name, _typed(data.get("address", "127.0.0.1"), str, f"{where}: address"), port,
-                    None if netns is None else _typed(netns, str, f"{where}: netns"))
-
-
-def parse_step(value: Any, where: str) -> int:
-    if isinstance(value, str) and value.lower() in STEP_WORDS:
-        return STEP_WORDS[value.lower()]
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF:
-        return value
-    raise ScenarioError(f"{where}: step {value!r} is not extern, batch, interactive or a number")
-
-
-def _time(value: Any, where: str) -> float:
-    if isinstance(value, datetime.datetime):
-        moment: datetime.datetime = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-        return moment.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            pass
-    raise ScenarioError(f"{where}: {value!r} is not a time")
-
-
-def _ints(value: Any, where: str) -> set[int]:
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                              for v in value):
-        raise ScenarioError(f"{where}: expected a list of pids")
-    return set(value)
+        timeout = _optional(table, "client_timeout", 10.0)
+        return cls(nodes, jobs, release, _uid(_optional(table, "slurm_user", 0), root.key("slurm_user")),
+                   _optional_path(table, "spool_dir", root), _optional_path(table, "munge_socket", root),
+                   _seconds(timeout, root.key("client_timeout")))
 
 
 def job_from_dict(data: dict[str, Any], where: str = "job") -> Job:
     """A Job from the keys a scenario's [[jobs]] table takes."""
-    _no_unknown(data, {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ",
-                       "adopt_cgroup"}, where)
-    job_id = data.get("job_id")
-    if not isinstance(job_id, int) or isinstance(job_id, bool) or not 0 < job_id < 0xFFFFFFF0:
-        raise ScenarioError(f"{where}: job_id {job_id!r} is not a job id")
-    if "user" not in data:
-        raise ScenarioError(f"{where}: user is missing")
-    steps = tuple(parse_step(s, f"{where}: steps") for s in data.get("steps", ["extern", "batch"]))
-    nodes = data.get("nodes")
-    if nodes is not None and not (isinstance(nodes, list) and all(isinstance(n, str) for n in nodes)):
-        raise ScenarioError(f"{where}: nodes must be a list of node names")
-    cgroups = data.get("cgroups", [])
-    if not (isinstance(cgroups, list) and all(isinstance(c, str) for c in cgroups)):
-        raise ScenarioError(f"{where}: cgroups must be a list of paths")
-    adopt = data.get("adopt_cgroup")
+    return _job(data, At(where))
+
+
+# --- where a value sits, and what was wrong with it ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class At:
+    """The file (or "scenario", "job") and the field's path in it, like jobs[1].job_id."""
+
+    where: str
+    path: str = ""
+
+    def key(self, name: object) -> At:
+        return At(self.where, f"{self.path}.{name}" if self.path else str(name))
+
+    def item(self, index: int) -> At:
+        return At(self.where, f"{self.path}[{index}]")
+
+    def error(self, text: str) -> ScenarioError:
+        return ScenarioError(f"{self.where}: {self.path}: {text}" if self.path else f"{self.where}: {text}")
+
+    def expected(self, what: str, value: Any) -> ScenarioError:
+        return self.error(f"expected {what}, got {shown(value)}")
+
+
+def shown(value: Any) -> str:
+    """A value for an error message: short, and in the file's terms."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int) and value.bit_length() > 64:  # repr() of a huge int may itself fail
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, datetime.date | datetime.time):
+        return f"a {type(value).__name__} ({value.isoformat()})"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_SCENARIO_BYTES of UTF-8 (a FIFO or /dev/zero is an
+    error, not a hang or an unbounded read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ScenarioError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:  # a NUL byte in the path
+        raise ScenarioError(f"{path!r}: {exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ScenarioError(f"{path}: not a regular file")
+        data = os.read(fd, MAX_SCENARIO_BYTES + 1)
+    except OSError as exc:
+        raise ScenarioError(f"{path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{path}: larger than {MAX_SCENARIO_BYTES // (1024 * 1024)} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+# --- checks of one value ---------------------------------------------------------------------------------
+
+
+def _table(value: Any, at: At, known: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise at.expected("a table", value)
+    for key in value:
+        if key not in known:
+            raise at.key(key).error(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+    return value
+
+
+def _optional(table: dict[str, Any], key: str, default: Any = None) -> Any:
+    """A key's value; a missing key or a JSON null is the default."""
+    value = table.get(key)
+    return default if value is None else value
+
+
+def _list(value: Any, at: At) -> list[Any]:
+    if not isinstance(value, list):
+        raise at.expected("a list", value)
+    return value
+
+
+def _int(value: Any, at: At, low: int, high: int, what: str = "an integer") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise at.expected(f"{what} from {low} to {high}" if what == "an integer"
+                          else f"{what} (an integer from {low} to {high})", value)
+    return value
+
+
+def _str(value: Any, at: At, what: str = "a string") -> str:
+    if not isinstance(value, str) or not value:
+        raise at.expected(f"{what} (not empty)" if value == "" else what, value)
+    if "\0" in value:
+        raise at.expected(f"{what} without NUL bytes", value)
+    return value
+
+
+def _path(value: Any, at: At, absolute: bool = False) -> str:
+    text = _str(value, at, "an absolute path" if absolute else "a path")
+    if absolute and not text.startswith("/"):
+        raise at.expected("an absolute path", value)
+    return text
+
+
+def _optional_path(table: dict[str, Any], key: str, at: At) -> str | None:
+    value = _optional(table, key)
+    return None if value is None else _path(value, at.key(key))
+
+
+def _bool(value: Any, at: At) -> bool:
+    if not isinstance(value, bool):
+        raise at.expected("true or false", value)
+    return value
+
+
+def _seconds(value: Any, at: At) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT:
+        raise at.expected(f"seconds (a number above 0, at most {MAX_TIMEOUT:g})", value)
+    return float(value)
+
+
+def _uid(value: Any, at: At) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int(value, at, 0, MAX_UID, "a uid")
+    if not isinstance(value, str):
+        raise at.expected("a user name or uid", value)
+    name = _str(value, at, "a user name or uid")
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        if name.isascii() and name.isdigit() and int(name) <= MAX_UID:
+            return int(name)
+        raise at.error(f"no such user {name!r}") from None
+
+
+def _time(value: Any, at: At) -> float:
+    moment: float | None = None
+    if isinstance(value, datetime.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        moment = aware.timestamp()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        moment = float(value)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value).timestamp()
+        except (ValueError, OverflowError, OSError):
+            moment = None
+    if moment is None or not (math.isfinite(moment) and 0 <= moment <= MAX_TIME):
+        raise at.expected("a time (epoch seconds from 0, or a date-time)", value)
+    return moment
+
+
+def parse_step(value: Any, where: str | At) -> int:
+    at = where if isinstance(where, At) else At(where)
+    if isinstance(value, str) and value.lower() in STEP_WORDS:
+        return STEP_WORDS[value.lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF:
+        return value
+    raise at.expected("a step (extern, batch, interactive or an integer from 0 to 4294967295)", value)
+
+
+# --- nodes and jobs --------------------------------------------------------------------------------------
+
+
+def _nodes(value: Any, at: At) -> list[NodeSpec]:
+    if value is None or value == []:
+        return [NodeSpec("node1", port=0)]  # nothing configured: never a real slurmd's port
+    nodes: list[NodeSpec] = []
+    for i, raw in enumerate(_list(value, at)):
+        node = node_from_dict(raw, at.item(i))
+        if any(n.name == node.name for n in nodes):
+            raise at.item(i).key("name").error(f"node {node.name!r} appears twice")
+        nodes.append(node)
+    return nodes
+
+
+def node_from_dict(data: Any, at: At) -> NodeSpec:
+    table = _table(data, at, NODE_KEYS)
+    if "name" not in table:
+        raise at.key("name").error("missing")
+    name = node_name(table["name"], at.key("name"))
+    address = ip_address(_optional(table, "address", "127.0.0.1"), at.key("address"))
+    port = _int(_optional(table, "port", 6818), at.key("port"), 0, 65535, "a port")
+    netns = _optional(table, "netns")
+    return NodeSpec(name, address, port, None if netns is None else _path(netns, at.key("netns")))
+
+
+def node_name(value: Any, at: At) -> str:
+    if not isinstance(value, str) or not NODE_NAME.fullmatch(value):
+        raise at.expected("a node name (letters, digits, '.', '_', '-'; at most 63)", value)
+    return value
+
+
+def ip_address(value: Any, at: At) -> str:
+    text = _str(value, at, "an IP address")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise at.expected("an IP address", value) from None
+    return text
+
+
+def _ids(value: Any, at: At, low: int, high: int, what: str) -> list[int]:
+    return [_int(v, at.item(i), low, high, what) for i, v in enumerate(_list(value, at))]
+
+
+def _steps(value: Any, at: At) -> tuple[int, ...]:
+    steps: list[int] = []
+    for i, raw in enumerate(_list(value, at)):
+        step = parse_step(raw, at.item(i))
+        if step in steps:
+            raise at.item(i).error(f"step {raw!r} appears twice")
+        steps.append(step)
+    if not steps:
+        raise at.expected("at least one step", value)
+    return tuple(steps)
+
+
+def _job(data: Any, at: At) -> Job:
+    table = _table(data, at, JOB_KEYS)
+    if "job_id" not in table:
+        raise at.key("job_id").error("missing")
+    job_id = _int(table["job_id"], at.key("job_id"), 1, MAX_JOB_ID, "a job id")
+    if "user" not in table:
+        raise at.key("user").error("missing")
+    nodes = _optional(table, "nodes")
+    adopt = _optional(table, "adopt_cgroup")
+    start = _optional(table, "start_time")
     return Job(
         job_id=job_id,
-        uid=_uid(data["user"], f"{where}: user"),
-        start_time=_time(data["start_time"], f"{where}: start_time") if "start_time" in data else time.time(),
-        nodes=None if nodes is None else tuple(nodes),
-        steps=steps,
-        pids=_ints(data.get("pids", []), f"{where}: pids"),
-        trees=_ints(data.get("trees", []), f"{where}: trees"),
-        cgroups=tuple(cgroups),
-        environ=bool(_typed(data.get("environ", False), bool, f"{where}: environ")),
-        adopt_cgroup=None if adopt is None else _typed(adopt, str, f"{where}: adopt_cgroup"),
+        uid=_uid(table["user"], at.key("user")),
+        start_time=time.time() if start is None else _time(start, at.key("start_time")),
+        nodes=None if nodes is None else tuple(node_name(n, at.key("nodes").item(i))
+                                               for i, n in enumerate(_list(nodes, at.key("nodes")))),
+        steps=_steps(_optional(table, "steps", ["extern", "batch"]), at.key("steps")),
+        pids=set(_ids(_optional(table, "pids", []), at.key("pids"), 1, MAX_PID, "a pid")),
+        trees=set(_ids(_optional(table, "trees", []), at.key("trees"), 1, MAX_PID, "a pid")),
+        cgroups=tuple(_path(c, at.key("cgroups").item(i), absolute=True)
+                      for i, c in enumerate(_list(_optional(table, "cgroups", []), at.key("cgroups")))),
+        environ=_bool(_optional(table, "environ", False), at.key("environ")),
+        adopt_cgroup=None if adopt is None else _path(adopt, at.key("adopt_cgroup"), absolute=True),
     )

@@ -134,8 +134,9 @@ class CalleridServer:
         bound = NodeSpec(node.name, node.address, port, node.netns)
         self._listeners.append(sock)
         self._acceptors.append(loop.create_task(accept_forever(
-            sock, lambda conn: self._accept(conn, bound), self._tasks,
-            lambda exc: self.log("accept_error", level="warning", node=node.name, error=str(exc)))))
+            sock, lambda conn, address: self._accept(conn, address, bound), self._tasks,
+            lambda exc: self.log("accept_error", level="warning", node=node.name, error=str(exc)),
+            lambda exc: self.log("error", level="error", node=node.name, reason=repr(exc)))))
         self.log("listen", node=node.name, address=node.address, port=port, netns=node.netns)
         return port
 
@@ -154,8 +155,9 @@ class CalleridServer:
 
     # --- one connection ------------------------------------------------------------------------------
 
-    async def _accept(self, sock: socket.socket, node: NodeSpec) -> None:
-        peer = sock.getpeername() if sock.family != socket.AF_UNIX else ("?", 0)
+    async def _accept(self, sock: socket.socket, address: Any, node: NodeSpec) -> None:
+        # accept()'s address, not getpeername(): a client that reset at once has no peer name any more.
+        peer: tuple[Any, ...] = address if isinstance(address, tuple) and len(address) >= 2 else ("?", 0)
         where = f"{peer[0]}:{peer[1]}"
         self.connections += 1
         started = time.monotonic()
@@ -297,8 +299,10 @@ class CalleridServer:
         found = await asyncio.get_running_loop().run_in_executor(lookups.executor, self._find_job, lookups,
                                                                  node, request)
         job, step, why = found
-        tuple_text = (f"{_text(request.ip_src, request.af)}:{request.port_src} -> "
-                      f"{_text(request.ip_dst, request.af)}:{request.port_dst}")
+        tuple_text = _tuple_text(request)
+        if request.af not in (AF_INET, AF_INET6):
+            self.log("unknown address family", level="warning", node=node.name, uid=uid, af=request.af,
+                     connection=tuple_text, lookup="as IPv4, then as IPv6, like slurmd")
         if job is not None and uid not in (0, self.slurm_uid) and uid != job.uid:
             self.log("security violation", level="error",
                      message=f"Security violation, REQUEST_NETWORK_CALLERID from uid={uid}")
@@ -343,12 +347,16 @@ class CalleridServer:
                   request: NetworkCallerIdRequest) -> tuple[Job | None, int, str]:
         """The job (and step) holding the connection, seen from this node: its local end is the request's
         source, its peer the request's destination."""
-        local = (_text(request.ip_src, request.af), request.port_src)
-        remote = (_text(request.ip_dst, request.af), request.port_dst)
-        try:
-            found = find_tcp(local, remote)  # on a thread inside the node's network namespace
-        except (OSError, ValueError) as exc:
-            return None, NO_VAL, f"lookup failed: {exc}"
+        found = None
+        for family in _families(request.af):
+            local = (_text(request.ip_src, family), request.port_src)
+            remote = (_text(request.ip_dst, family), request.port_dst)
+            try:
+                found = find_tcp(local, remote)  # on a thread inside the node's network namespace
+            except (OSError, ValueError) as exc:
+                return None, NO_VAL, f"lookup failed: {exc}"
+            if found is not None:
+                break
         if found is None:
             return None, NO_VAL, "no such connection"
         pid = lookups.index.lookup(found.inode, lambda: candidate_pids(self.jobs, node.name, found.uid))
@@ -360,17 +368,36 @@ class CalleridServer:
         return job, step_of(job, pid), f"pid {pid}"
 
 
+def _families(af: int) -> tuple[int, ...]:
+    """Which address families to look the connection up as. slurmd ignores the request's af: it scans
+    /proc/net/tcp comparing 4 address bytes, then /proc/net/tcp6 comparing 16 (callerid.c, every release
+    22.05-26.05). For AF_INET and AF_INET6 the other table cannot hold the connection the addresses name,
+    so one lookup finds what both would; any other af is looked up both ways, in slurmd's order."""
+    return (af,) if af in (AF_INET, AF_INET6) else (AF_INET, AF_INET6)
+
+
 def _text(raw: bytes, af: int) -> str:
+    """An address field as text: its first 4 bytes for AF_INET, all 16 for AF_INET6."""
     if af == AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[:4].ljust(4, b"\0"))
-    if af == AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, raw[:16].ljust(16, b"\0"))
-    raise ValueError(f"address family {af}")
+    return socket.inet_ntop(socket.AF_INET6, raw[:16].ljust(16, b"\0"))
+
+
+def _tuple_text(request: NetworkCallerIdRequest) -> str:
+    """The request's connection for the log: addresses as text, or as hex under an unknown af."""
+    if request.af in (AF_INET, AF_INET6):
+        src, dst = _text(request.ip_src, request.af), _text(request.ip_dst, request.af)
+    else:
+        src, dst = f"af{request.af}:{request.ip_src.hex()}", f"af{request.af}:{request.ip_dst.hex()}"
+    return f"{src}:{request.port_src} -> {dst}:{request.port_dst}"
 
 
 def _addr(peer: tuple[Any, ...]) -> SlurmAddr:
     host, port = str(peer[0]), int(peer[1])
-    if ":" in host:
-        return SlurmAddr(AF_INET6, socket.inet_pton(socket.AF_INET6, host.split("%")[0]), port)
-    return SlurmAddr(AF_INET, socket.inet_pton(socket.AF_INET, host), port)
+    try:
+        if ":" in host:
+            return SlurmAddr(AF_INET6, socket.inet_pton(socket.AF_INET6, host.split("%")[0]), port)
+        return SlurmAddr(AF_INET, socket.inet_pton(socket.AF_INET, host), port)
+    except OSError:  # no address known for this peer: orig_addr says so (family 0), as an unset one does
+        return SlurmAddr()
 

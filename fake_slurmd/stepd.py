@@ -271,8 +271,9 @@ class FakeStepd:
             raise
         self._listener, self._inode = listener, (st.st_dev, st.st_ino)
         self._acceptor = asyncio.get_running_loop().create_task(
-            accept_forever(listener, self._connection, self._tasks,
-                           lambda exc: self._emit("accept_error", path=self.path, error=str(exc))))
+            accept_forever(listener, lambda sock, _address: self._connection(sock), self._tasks,
+                           lambda exc: self._emit("accept_error", path=self.path, error=str(exc)),
+                           lambda exc: self._emit("error", job_id=self.job.job_id, error=repr(exc))))
         self._emit("listen", path=self.path, release=self.release.name if self.release else "any")
 
     async def close(self) -> None:
@@ -460,8 +461,8 @@ class FakeStepd:
                 self._log(event, **fields)
             else:
                 _logger.debug("%s %s", event, fields)
-        except Exception:  # a broken log callback must not break the protocol
-            _logger.exception("log callback failed for %s", event)
+        except Exception as exc:  # a broken log callback must not break the protocol (one line, no traceback)
+            _logger.error("log callback failed for %s: %r", event, exc)
 
     def _answered(self, conn: _Conn, number: int, verdict: str = "answered", **fields: Any) -> None:
         """Log a request's outcome; handlers call it before replying, so the log leads the client."""

@@ -8,20 +8,28 @@ Written from the behaviour of Slurm's read_config.c and parse_config.c (22.05 to
   next character (``\\#`` is ``#``, ``\\\\`` is ``\\``); an odd run of backslashes at the end of a line
   continues it onto the next.
 * ``Include <path>`` parses another file in place (``%c`` is the lowercased ClusterName, relative paths
-  are relative to the directory of the including file, wildcards are globbed in sorted order).
+  are relative to the directory of the including file, wildcards are globbed in sorted order; Slurm
+  23.02+ refuses wildcards and 22.05 takes them literally, so this too is a superset).
 * Slurm allows one ``Key=Value`` per line outside records; several are accepted here (a superset: every
   line Slurm accepts means the same here).
 * A ``NodeName=`` / ``PartitionName=`` / ... key starts a record that owns the rest of its line.
 
-This module is imported on the per-login path of pam_slurm_adopt, so it imports only os, typing and
+This module is imported on the per-login path of pam_slurm_adopt, so it imports only os, stat, typing and
 collections.abc; pathlib, glob and pwd are imported when first needed.
 Unknown keys are kept (not rejected as Slurm would): a newer slurm.conf must not break logins.
+
+Whatever the files hold, parsing raises only ConfError, in time and memory bounded by the limits below.
+Slurm's own parser (parse_config.c, 22.05 to 26.05) has none of them except the node count: it reads a
+file of any size (its line buffer is the file's size, so no line limit either), recurses into an
+Include loop until the stack overflows, and takes a FIFO or /dev/zero (st_size 0) for an empty file.
+Here every file must be a regular file, of which at most its limit plus one page is read.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from slurmproto.errors import SlurmError
@@ -32,9 +40,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
-    "CONFIGLESS_CONF", "DEFAULT_CONF", "DEFAULT_SEARCH_PATHS", "MAX_INCLUDE_DEPTH", "ConfError", "ConfNotFound",
-    "NodeConf",
-    "Options", "SlurmConf", "expand_hostlist", "find_conf", "load", "parse_file", "parse_text",
+    "CONFIGLESS_CONF", "DEFAULT_CONF", "DEFAULT_SEARCH_PATHS", "MAX_CONF_FILES", "MAX_FILE_BYTES",
+    "MAX_HOSTLIST_NAMES", "MAX_INCLUDE_DEPTH", "MAX_NODE_DEFAULT_KEYS", "MAX_NODES", "MAX_TOTAL_BYTES",
+    "ConfError", "ConfNotFound", "NodeConf", "Options", "SlurmConf", "expand_hostlist", "find_conf", "load",
+    "parse_file", "parse_text",
 ]
 
 DEFAULT_CONF = "/etc/slurm/slurm.conf"
@@ -43,7 +52,22 @@ CONFIGLESS_CONF = "/run/slurm/conf/slurm.conf"
 DEFAULT_SEARCH_PATHS: tuple[str, ...] = (DEFAULT_CONF, CONFIGLESS_CONF)
 
 MAX_INCLUDE_DEPTH = 16
-"""Include nesting beyond this is taken for an Include loop."""
+"""Include nesting deeper than this is refused (Slurm has no limit; an Include loop is caught sooner)."""
+MAX_FILE_BYTES = 4 << 20
+"""The largest file read: the 65,536 nodes Slurm allows (MAX_SLURM_NODES) written one per 64-byte line fit;
+real slurm.conf files are a few KiB to a few hundred KiB."""
+MAX_TOTAL_BYTES = 8 << 20
+"""The most bytes read for one configuration, slurm.conf and every file it includes together."""
+MAX_CONF_FILES = 256
+"""The most files read for one configuration (slurm.conf included); a wildcard Include matching more
+files than are left is refused before any is read."""
+MAX_NODES = 65536
+"""Nodes in one configuration: Slurm's own limit (MAX_SLURM_NODES, enforced from 24.11)."""
+MAX_HOSTLIST_NAMES = 4 * MAX_NODES
+"""Names all hostlists of one configuration may expand to: one NodeName, NodeHostname, NodeAddr and Port
+for each node Slurm allows."""
+MAX_NODE_DEFAULT_KEYS = 256
+"""Distinct keys the NodeName=DEFAULT lines may set together (Slurm knows about 45 node keys)."""
 
 DEFAULT_SLURMD_PORT = 6818
 DEFAULT_SLURMD_SPOOL_DIR = "/var/spool/slurmd"
@@ -68,6 +92,8 @@ _UINT_KEYS = {
 }
 
 _INFINITE16 = 0xFFFF
+_MAX_MESSAGE = 1024
+_PAGE = 4096
 _WILDCARDS = frozenset("*?[")
 
 
@@ -79,7 +105,11 @@ class ConfError(SlurmError):
             message = f"{path}:{lineno}: {message}"
         elif path is not None:
             message = f"{path}: {message}"
-        super().__init__(message)
+        if len(message) > _MAX_MESSAGE:  # it may quote a token of a 4 MiB line; it goes to syslog
+            half = _MAX_MESSAGE // 2  # the reason is at the end
+            message = f"{message[:half]} [{len(message) - 2 * half} characters] {message[-half:]}"
+        # Undecodable bytes of the file are kept as lone surrogates; a message must print on any UTF-8 stream.
+        super().__init__(message.encode("utf-8", "backslashreplace").decode("utf-8"))
         self.path = path
         self.lineno = lineno
 
@@ -92,29 +122,43 @@ class Options(Mapping[str, str]):
     """A read-only mapping with case-insensitive keys that remembers how each key was spelled.
 
     Read-only so that all nodes of one NodeName line can share one instance (a hostlist may expand to
-    thousands of nodes, and copying a mapping per node would dominate parsing time).
+    thousands of nodes, and copying a mapping per node would dominate parsing time). `base` holds keys
+    that the items override (NodeName=DEFAULT's, shared by every node line instead of copied into each).
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_base", "_items")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[str, str]] = (), base: Options | None = None) -> None:
         # lowercased key -> (key as written, value); a later key overrides an earlier one.
         self._items: dict[str, tuple[str, str]] = {k.lower(): (k, v) for k, v in items}
+        self._base = base
+
+    def _merged(self) -> dict[str, tuple[str, str]]:
+        if self._base is None:
+            return self._items
+        merged = dict(self._base._merged())  # base order first, overridden keys keep their place
+        merged.update(self._items)
+        return merged
 
     def __getitem__(self, key: str) -> str:
-        return self._items[key.lower()][1]
+        found = self._items.get(key.lower())
+        if found is not None:
+            return found[1]
+        if self._base is None:
+            raise KeyError(key)
+        return self._base[key]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._items
+        return isinstance(key, str) and (key.lower() in self._items or (self._base is not None and key in self._base))
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self._items.values())
+        return (k for k, _ in self._merged().values())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._merged())
 
     def __repr__(self) -> str:
-        return f"Options({dict(self._items.values())!r})"
+        return f"Options({dict(self._merged().values())!r})"
 
 
 class NodeConf(NamedTuple):
@@ -134,8 +178,10 @@ class NodeConf(NamedTuple):
 class SlurmConf:
     """The parsed contents of one slurm.conf and the files it includes."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> None:
         self._path = os.fspath(path)
+        self.env = env
+        """The environment guess_nodename() reads ($SLURMD_NODENAME); None: the process's."""
         # lowercased key -> every value in file order (SlurmctldHost may repeat; otherwise the last wins).
         self._values: dict[str, list[str]] = {}
         self._uints: dict[str, int] = {}
@@ -319,10 +365,11 @@ class SlurmConf:
     def guess_nodename(self, hostname: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
         """The NodeName of this host (or of `hostname`), as slurmstepd and pam_slurm_adopt guess it.
 
-        $SLURMD_NODENAME if set; else the first node whose NodeHostname, then NodeName, is the short
-        hostname; else the full hostname; else "localhost"; else None. No DNS lookups.
+        $SLURMD_NODENAME if set (in `env`, else in the environment load() was given, else in the process's);
+        else the first node whose NodeHostname, then NodeName, is the short hostname; else the full
+        hostname; else "localhost"; else None. No DNS lookups.
         """
-        environ = os.environ if env is None else env
+        environ = env if env is not None else self.env if self.env is not None else os.environ
         if name := environ.get("SLURMD_NODENAME"):
             return name
         if hostname is None:
@@ -382,20 +429,22 @@ def find_conf(path: str | os.PathLike[str] | None = None, env: Mapping[str, str]
 
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None, *,
          search: Sequence[str] | None = None) -> SlurmConf:
-    """find_conf() and parse_file()."""
-    return parse_file(_find(path, env, search))
+    """find_conf() and parse_file(). With an `env` (``{}`` for none at all), neither finding the file nor
+    the returned conf's guess_nodename() and spool_dir() read the process environment."""
+    return parse_file(_find(path, env, search), env=env)
 
 
-def parse_file(path: str | os.PathLike[str]) -> SlurmConf:
-    """Parse slurm.conf at `path` and the files it includes."""
-    conf = SlurmConf(path)
+def parse_file(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> SlurmConf:
+    """Parse slurm.conf at `path` and the files it includes; `env` is kept as SlurmConf.env."""
+    conf = SlurmConf(path, env)
     _Parser(conf).parse_file(conf._path, 0, None)
     return conf
 
 
-def parse_text(text: str, path: str | os.PathLike[str] = "<string>") -> SlurmConf:
+def parse_text(text: str, path: str | os.PathLike[str] = "<string>", *,
+               env: Mapping[str, str] | None = None) -> SlurmConf:
     """Parse slurm.conf contents; `path` names it in errors and anchors relative Includes."""
-    conf = SlurmConf(path)
+    conf = SlurmConf(path, env)
     _Parser(conf).parse_text(text, conf._path, 0)
     return conf
 
@@ -406,44 +455,84 @@ def parse_text(text: str, path: str | os.PathLike[str] = "<string>") -> SlurmCon
 class _Parser:
     def __init__(self, conf: SlurmConf) -> None:
         self.conf = conf
-        self.node_defaults: list[tuple[str, str]] = []
+        # NodeName=DEFAULT keys so far; without Port for the nodes' options (their Port is a field).
+        self.node_defaults = Options()
+        self.node_default_options = Options()
+        self.names_left = MAX_HOSTLIST_NAMES
+        self.files_read = 0
+        self.bytes_read = 0
+        self.reading: list[tuple[int, int]] = []
+        """(st_dev, st_ino) of the files being read, outermost first: an Include of one is a loop."""
 
     def parse_file(self, path: str, depth: int, include_site: tuple[str, int] | None) -> None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            reason = e.strerror or str(e)
+        def fail(reason: str) -> ConfError:
             if include_site is None:
-                raise ConfError(f"cannot read: {reason}", path) from None
-            raise ConfError(f"Include {path}: cannot read: {reason}", *include_site) from None
+                return ConfError(reason, path)
+            return ConfError(f"Include {path}: {reason}", *include_site)
+
+        if self.files_read >= MAX_CONF_FILES:
+            raise fail(f"one file more than the limit of {MAX_CONF_FILES} files for one configuration")
+        self.files_read += 1
+        try:
+            data, identity = self.read(path, fail)
+        except OSError as e:
+            raise fail(f"cannot read: {e.strerror or e}") from None
+        if identity in self.reading:
+            raise fail("an Include loop (this file is being read already: it includes itself, directly or "
+                       "through other files)")
+        self.reading.append(identity)
         # Slurm reads bytes; surrogateescape keeps odd bytes (say, Latin-1 in a comment) from failing.
         self.parse_text(data.decode("utf-8", "surrogateescape"), path, depth)
+        self.reading.pop()
+
+    def read(self, path: str, fail: Callable[[str], ConfError]) -> tuple[bytes, tuple[int, int]]:
+        """The bytes of a regular file, of which at most the limit left plus one page are read; and its
+        identity."""
+        _regular(os.stat(path).st_mode, fail)  # before open(): opening a FIFO blocks, a device may act
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)  # what was opened, should the path have changed since
+            _regular(info.st_mode, fail)
+            limit = min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - self.bytes_read)
+            if info.st_size <= limit:
+                data = _read_at_most(fd, limit + 1)  # the file may grow while it is read
+        finally:
+            os.close(fd)
+        if info.st_size > limit or len(data) > limit:
+            if limit < MAX_FILE_BYTES:
+                raise fail(f"the configuration is larger than {MAX_TOTAL_BYTES} bytes with this file "
+                           "(the limit for slurm.conf and its Includes together)")
+            raise fail(f"larger than {MAX_FILE_BYTES} bytes (the limit for one file)")
+        self.bytes_read += len(data)
+        return data, (info.st_dev, info.st_ino)
 
     def parse_text(self, text: str, path: str, depth: int) -> None:
-        lines = text.split("\n")  # not splitlines(): fgets() ends lines at \n only
-        count = len(lines)
-        i = 0
-        while i < count:
-            lineno = i + 1
+        nul = text.find("\0")
+        if nul >= 0:
+            raise ConfError("NUL byte (slurm.conf is text)", path, text.count("\n", 0, nul) + 1)
+        lines = _physical_lines(text)  # not splitlines(): fgets() ends lines at \n only
+        lineno = 0
+        for physical in lines:
+            lineno += 1
+            first = lineno
             # Comments go first, line by line; then a trailing odd run of backslashes joins the next line.
-            parts = []
-            while True:
-                physical = _strip_comment(lines[i])
-                i += 1
-                joined = _continued(physical)
-                if joined is None:
-                    parts.append(physical)
-                    break
-                parts.append(joined)
-                if i >= count:
-                    break
-            line = "".join(parts) if len(parts) > 1 else parts[0]
+            line = _strip_comment(physical)
+            joined = _continued(line)
+            if joined is not None:
+                parts = [joined]
+                for physical in lines:
+                    lineno += 1
+                    line = _strip_comment(physical)
+                    joined = _continued(line)
+                    parts.append(line if joined is None else joined)
+                    if joined is None:
+                        break
+                line = "".join(parts)
             if "\\" in line:
                 line = _strip_escapes(line)
             if not line or line.isspace():
                 continue
-            self.parse_line(line, path, lineno, depth)
+            self.parse_line(line, path, first, depth)
 
     def parse_line(self, line: str, path: str, lineno: int, depth: int) -> None:
         stripped = line.lstrip()
@@ -479,8 +568,7 @@ class _Parser:
                             path, lineno)
         spec = args[0]
         if depth + 1 > MAX_INCLUDE_DEPTH:
-            raise ConfError(f"Include {spec}: nested more than {MAX_INCLUDE_DEPTH} deep (an Include loop?)",
-                            path, lineno)
+            raise ConfError(f"Include {spec}: nested more than {MAX_INCLUDE_DEPTH} deep", path, lineno)
         if "%c" in spec:
             cluster = self.conf.get("ClusterName")
             if not cluster:
@@ -493,12 +581,22 @@ class _Parser:
         if _WILDCARDS.isdisjoint(spec):
             self.parse_file(spec if spec.startswith("/") else os.path.join(base_dir, spec), depth + 1, site)
             return
+        for match in self.glob(spec, base_dir, path, lineno):
+            self.parse_file(match, depth + 1, site)
+
+    def glob(self, spec: str, base_dir: str, path: str, lineno: int) -> list[str]:
+        """The files a wildcard Include names, sorted like glob(3); matching nothing is fine."""
         import glob  # only for wildcard Includes
+        from itertools import islice
 
         # Escape the directory: only the Include argument is a pattern.
         pattern = spec if spec.startswith("/") else os.path.join(glob.escape(base_dir), spec)
-        for match in sorted(glob.glob(pattern)):  # sorted like glob(3); matching nothing is fine
-            self.parse_file(match, depth + 1, site)
+        left = MAX_CONF_FILES - self.files_read
+        matches = list(islice(glob.iglob(pattern), left + 1))  # stop early on a directory of thousands
+        if len(matches) > left:
+            raise ConfError(f"Include {spec}: matches more than the {left} files left of the limit of "
+                            f"{MAX_CONF_FILES} files for one configuration", path, lineno)
+        return sorted(matches)
 
     def record(self, kind: str, pairs: list[tuple[str, str]], path: str, lineno: int) -> None:
         options = Options(pairs)
@@ -506,24 +604,34 @@ class _Parser:
         if kind == "NodeName":
             self.nodes(pairs, options, path, lineno)
 
+    def node_default(self, pairs: list[tuple[str, str]], line: Options, path: str, lineno: int) -> None:
+        for key in ("NodeHostname", "NodeAddr", "BcastAddr"):
+            if key in line:
+                raise ConfError(f"{key} not allowed with NodeName=DEFAULT", path, lineno)
+        if (port := line.get("Port")) is not None:
+            self.ports(port, path, lineno)
+        # Later DEFAULT lines add to (and override) the earlier ones.
+        defaults = Options([*self.node_defaults.items(), *pairs[1:]])
+        if len(defaults) > MAX_NODE_DEFAULT_KEYS:
+            raise ConfError(f"NodeName=DEFAULT lines set more than {MAX_NODE_DEFAULT_KEYS} keys", path, lineno)
+        self.node_defaults = defaults
+        self.node_default_options = Options((k, v) for k, v in defaults.items() if k.lower() != "port")
+
     def nodes(self, pairs: list[tuple[str, str]], line: Options, path: str, lineno: int) -> None:
-        conf = self.conf
         names_expr = pairs[0][1]
         if names_expr.lower() == "default":
-            for key in ("NodeHostname", "NodeAddr", "BcastAddr"):
-                if key in line:
-                    raise ConfError(f"{key} not allowed with NodeName=DEFAULT", path, lineno)
-            if (port := line.get("Port")) is not None:
-                _ports(port, path, lineno)
-            # Later DEFAULT lines add to (and override) the earlier ones.
-            self.node_defaults.extend(pairs[1:])
+            self.node_default(pairs, line, path, lineno)
             return
-        merged = Options(self.node_defaults + pairs[1:])
-        names = _hostlist(names_expr, "NodeName", path, lineno)
+        merged = Options(pairs[1:], self.node_defaults)
+        table = self.conf.nodes
+        if _hostlist_size(names_expr) > MAX_NODES - len(table):
+            raise ConfError(f"NodeName: {names_expr!r}: more than {MAX_NODES} nodes in one configuration "
+                            "(Slurm's limit)", path, lineno)
+        names = self.hostlist(names_expr, "NodeName", path, lineno)
         hostname_expr = merged.get("NodeHostname")
-        hostnames = names if hostname_expr is None else _hostlist(hostname_expr, "NodeHostname", path, lineno)
+        hostnames = names if hostname_expr is None else self.hostlist(hostname_expr, "NodeHostname", path, lineno)
         addr_expr = merged.get("NodeAddr")
-        addrs = hostnames if addr_expr is None else _hostlist(addr_expr, "NodeAddr", path, lineno)
+        addrs = hostnames if addr_expr is None else self.hostlist(addr_expr, "NodeAddr", path, lineno)
         if len(hostnames) < len(names):
             raise ConfError(f"at least as many NodeHostname are required as NodeName "
                             f"({len(hostnames)} < {len(names)})", path, lineno)
@@ -531,18 +639,68 @@ class _Parser:
             raise ConfError(f"at least as many NodeAddr are required as NodeName "
                             f"({len(addrs)} < {len(names)})", path, lineno)
         port_expr = merged.get("Port")
-        ports = _ports(port_expr, path, lineno) if port_expr is not None else [None]
+        ports = self.ports(port_expr, path, lineno) if port_expr is not None else [None]
         if len(ports) not in (1, len(names)):
             raise ConfError(f"Port count must be 1 or that of NodeName ({len(ports)} != {len(names)})",
                             path, lineno)
-        options = Options((k, v) for k, v in self.node_defaults + pairs[1:]
-                          if k.lower() not in ("nodehostname", "nodeaddr", "port"))
-        table = conf.nodes
+        options = Options(((k, v) for k, v in pairs[1:] if k.lower() not in ("nodehostname", "nodeaddr", "port")),
+                          self.node_default_options)
         for i, name in enumerate(names):
             if name in table:
                 raise ConfError(f"duplicated NodeName {name}", path, lineno)
             table[name] = NodeConf(name, addrs[i], hostnames[i], ports[0] if len(ports) == 1 else ports[i],
                                    options)
+
+    def ports(self, expr: str, path: str, lineno: int) -> list[int | None]:
+        """A node Port value: one port, or a hostlist-style list of them (one per node)."""
+        return [_checked_uint("Port", p, _PORT, path, lineno) for p in self.hostlist(expr, "Port", path, lineno)]
+
+    def hostlist(self, expr: str, key: str, path: str, lineno: int) -> list[str]:
+        """Expand a hostlist within the budget of names for the whole configuration (checked before
+        expanding: extra NodeAddr names are ignored, yet a line could ask for 65,536 of them each time)."""
+        if _hostlist_size(expr) > self.names_left:
+            raise ConfError(f"{key}: {expr!r}: the hostlists of one configuration expand to more than "
+                            f"{MAX_HOSTLIST_NAMES} names", path, lineno)
+        names = _hostlist(expr, key, path, lineno)
+        self.names_left -= len(names)
+        if self.names_left < 0:  # where the estimate missed
+            raise ConfError(f"{key}: {expr!r}: the hostlists of one configuration expand to more than "
+                            f"{MAX_HOSTLIST_NAMES} names", path, lineno)
+        return names
+
+
+def _regular(mode: int, fail: Callable[[str], ConfError]) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "not a regular file")
+    raise fail(f"cannot read: {kind} (slurm.conf and its Includes must be regular files)")
+
+
+def _read_at_most(fd: int, count: int) -> bytes:
+    """Up to `count` bytes, in reads of whole pages (some /proc files refuse others) of at most 64 KiB
+    (os.read() allocates the size asked for first)."""
+    count = -(-count // _PAGE) * _PAGE
+    chunks = []
+    while count > 0:
+        chunk = os.read(fd, min(count, 16 * _PAGE))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def _physical_lines(text: str) -> Iterator[str]:
+    """The lines of `text` split at \\n only, one at a time (no list of them all)."""
+    start = 0
+    end = text.find("\n")
+    while end >= 0:
+        yield text[start:end]
+        start = end + 1
+        end = text.find("\n", start)
+    yield text[start:]
 
 
 # --- line syntax --------------------------------------------------------------------------------------
@@ -550,12 +708,14 @@ class _Parser:
 
 def _strip_comment(line: str) -> str:
     """`line` up to the first # not escaped by an odd number of backslashes."""
+    start = 0  # a run of backslashes before a # cannot reach back past the previous #: linear time
     hash_at = line.find("#")
     while hash_at >= 0:
-        backslashes = hash_at - len(line[:hash_at].rstrip("\\"))
-        if backslashes % 2 == 0:
+        segment = line[start:hash_at]
+        if (len(segment) - len(segment.rstrip("\\"))) % 2 == 0:
             return line[:hash_at]
-        hash_at = line.find("#", hash_at + 1)
+        start = hash_at + 1
+        hash_at = line.find("#", start)
     return line
 
 
@@ -681,9 +841,6 @@ def _checked_uint(key: str, value: str, kind: str, path: str, lineno: int) -> in
     return number
 
 
-def _ports(expr: str, path: str, lineno: int) -> list[int | None]:
-    """A node Port value: one port, or a hostlist-style list of them (one per node)."""
-    return [_checked_uint("Port", p, _PORT, path, lineno) for p in _hostlist(expr, "Port", path, lineno)]
 
 
 def _comma_list(value: str | None) -> list[str]:
@@ -720,3 +877,39 @@ def _hostlist(expr: str, key: str, path: str, lineno: int) -> list[str]:
     if not names:
         raise ConfError(f"{key}: empty", path, lineno)
     return names
+
+
+def _hostlist_size(expr: str) -> int:
+    """How many names a hostlist expands to, from its bracket ranges alone (0 where it is malformed:
+    expand_hostlist() then says why)."""
+    total = 0
+    for item in expr.replace(",", " ").split() if "[" not in expr else _hostlist_items(expr):
+        count = 1
+        rest = item
+        while (open_at := rest.find("[")) >= 0:
+            close_at = rest.find("]", open_at)
+            if close_at < 0:
+                return 0
+            count *= sum(_range_size(part) for part in rest[open_at + 1:close_at].split(","))
+            rest = rest[close_at + 1:]
+        total += count
+    return total
+
+
+def _hostlist_items(expr: str) -> list[str]:
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(expr):
+        if ch in "[]":
+            depth = ch == "["
+        elif not depth and (ch == "," or ch.isspace()):
+            items.append(expr[start:i])
+            start = i + 1
+    items.append(expr[start:])
+    return [item for item in items if item]
+
+
+def _range_size(part: str) -> int:
+    lo, _, hi = part.partition("-")
+    if not (lo.isascii() and lo.isdigit() and (not hi or (hi.isascii() and hi.isdigit()))):
+        return 0
+    return max(0, int(hi) - int(lo) + 1) if hi else 1

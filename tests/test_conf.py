@@ -7,13 +7,20 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from slurmproto.conf import (
     DEFAULT_SEARCH_PATHS,
+    MAX_CONF_FILES,
+    MAX_FILE_BYTES,
+    MAX_HOSTLIST_NAMES,
     MAX_INCLUDE_DEPTH,
+    MAX_NODE_DEFAULT_KEYS,
+    MAX_NODES,
+    MAX_TOTAL_BYTES,
     ConfError,
     NodeConf,
     SlurmConf,
@@ -250,8 +257,18 @@ def test_include_error_inside_included_file_names_that_file(tmp_path: Path) -> N
 def test_include_recursion(tmp_path: Path) -> None:
     write(tmp_path / "loop.conf", "Include loop.conf\n")
     message = error_of(tmp_path, "Include loop.conf\n")
-    assert f"{tmp_path / 'loop.conf'}:1: " in message
-    assert f"more than {MAX_INCLUDE_DEPTH} deep" in message
+    assert message == (f"{tmp_path / 'loop.conf'}:1: Include {tmp_path / 'loop.conf'}: an Include loop (this "
+                       "file is being read already: it includes itself, directly or through other files)")
+
+
+def test_include_depth(tmp_path: Path) -> None:
+    for level in range(1, MAX_INCLUDE_DEPTH + 2):
+        write(tmp_path / f"{level}.conf", f"Include {level + 1}.conf\n")
+    write(tmp_path / f"{MAX_INCLUDE_DEPTH + 1}.conf", "SlurmdPort=7011\n")
+    assert conf_of(tmp_path, "Include 2.conf\n").slurmd_port == 7011  # 15 levels of Include below 1.conf
+    message = error_of(tmp_path, "Include 1.conf\n")
+    assert message == (f"{tmp_path / f'{MAX_INCLUDE_DEPTH}.conf'}:1: Include {MAX_INCLUDE_DEPTH + 1}.conf: "
+                       f"nested more than {MAX_INCLUDE_DEPTH} deep")
 
 
 def test_include_arguments(tmp_path: Path) -> None:
@@ -615,6 +632,42 @@ def test_find_conf_uses_process_environment(tmp_path: Path, monkeypatch: pytest.
     assert load().slurmd_port == 7010
 
 
+class _NoEnviron(dict[str, str]):
+    """Stands in for os.environ: any read fails the test."""
+
+    def _fail(self, *args: object, **kwargs: object) -> str:
+        raise AssertionError("the process environment was read")
+
+    __getitem__ = get = __contains__ = __iter__ = __len__ = keys = items = copy = _fail  # type: ignore[assignment]
+
+
+def test_empty_env_reads_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # How the PAM hook calls it: slurm.conf from conf= or the standard places, never SLURM_CONF or
+    # SLURMD_NODENAME from a PAM environment.
+    etc = write(tmp_path / "etc" / "slurm.conf", "SlurmdSpoolDir=/spool/%n\nNodeName=n1 NodeHostname=h1\n")
+    monkeypatch.setattr(os, "uname", lambda: types.SimpleNamespace(nodename="h1.example.org"))
+    monkeypatch.setattr(os, "environ", _NoEnviron())
+    assert find_conf(env={}, search=(str(etc),)) == etc
+    conf = load(env={}, search=(str(etc),))
+    assert conf.env == {}
+    assert (conf.guess_nodename(), conf.spool_dir()) == ("n1", "/spool/n1")
+    assert load(etc, env={}).guess_nodename() == "n1"
+
+
+def test_empty_env_ignores_the_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    etc = write(tmp_path / "etc" / "slurm.conf", "SlurmdSpoolDir=/spool/%n\nNodeName=n1 NodeHostname=h1\n")
+    planted = write(tmp_path / "planted.conf", "SlurmdSpoolDir=/attacker\n")
+    monkeypatch.setenv("SLURM_CONF", str(planted))
+    monkeypatch.setenv("SLURMD_NODENAME", "other")
+    monkeypatch.setattr(os, "uname", lambda: types.SimpleNamespace(nodename="h1"))
+    conf = load(env={}, search=(str(etc),))
+    assert conf.filename == str(etc)
+    assert (conf.guess_nodename(), conf.spool_dir()) == ("n1", "/spool/n1")
+    # Without env, the process environment still counts (slurm-callerid, like Slurm's commands).
+    assert load(search=(str(etc),)).filename == str(planted)
+    assert parse_file(etc).guess_nodename() == "other"
+
+
 def test_default_search_paths() -> None:
     assert DEFAULT_SEARCH_PATHS == ("/etc/slurm/slurm.conf", "/run/slurm/conf/slurm.conf")
 
@@ -758,5 +811,248 @@ def test_fast_path_agrees_with_the_scanner() -> None:
         fast = _fast_pairs(line)
         if fast is not None:
             assert fast == _scan_pairs(line, "p", 1)
+
+    check()
+
+
+# --- hostile configurations: only ConfError, bounded time and memory --------------------------------
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _socket(path: Path) -> Path:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()
+    return path
+
+
+def _files(top: Path, names: int, text: str = "") -> Path:
+    top.mkdir()
+    for i in range(names):
+        (top / f"{i:05}.conf").write_text(text)
+    return top
+
+
+def _binary_tree(top: Path, levels: int) -> Path:
+    # Level k holds two files that each include both files of level k+1: 2**levels reads, no loop.
+    for level in range(levels):
+        for side in "ab":
+            write(top / f"l{level}" / f"{side}.conf", f"Include ../l{level + 1}/*.conf\n" if level + 1 < levels
+                  else "ClusterName=leaf\n")
+    return top / "l0" / "a.conf"
+
+
+# (name, the file (a function of the directory returning its path), the error expected, the tracemalloc
+#  peak allowed in MiB): each read as slurm.conf and Included from it.
+HOSTILE_FILES: list[tuple[str, Callable[[Path], Path], str, int]] = [
+    ("dev-zero", lambda d: Path("/dev/zero"), "cannot read: a character device", 1),
+    ("fifo", lambda d: _fifo(d / "fifo"), "cannot read: a FIFO", 1),
+    ("directory", lambda d: d, "cannot read: a directory", 1),
+    ("socket", lambda d: _socket(d / "sock"), "cannot read: a socket", 1),
+    ("endless-proc-file", lambda d: Path("/proc/self/pagemap"), f"larger than {MAX_FILE_BYTES} bytes", 12),
+    ("huge-sparse-file", lambda d: _sparse(d / "huge.conf", 1 << 40), f"larger than {MAX_FILE_BYTES} bytes", 1),
+    ("file-over-limit", lambda d: _sparse(d / "big.conf", MAX_FILE_BYTES + 1), f"larger than {MAX_FILE_BYTES}", 1),
+    ("includes-over-total", lambda d: _total_over(d), f"larger than {MAX_TOTAL_BYTES} bytes with this file", 12),
+    ("include-tree-of-65536-reads", lambda d: _binary_tree(d / "tree", 16),
+     f"limit of {MAX_CONF_FILES} files for one configuration", 2),
+    ("include-loop", lambda d: _loop(d), "an Include loop", 1),
+]
+# (name, what slurm.conf holds, the error expected, the tracemalloc peak allowed in MiB)
+HOSTILE_TEXTS: list[tuple[str, str, str, int]] = [
+    ("glob-of-thousands", "Include many/*.conf\n", "matches more than the 255 files left", 2),
+    ("nul-byte", "ClusterName=c\nSlurmdPort=6818\0Include /etc/shadow\n", "2: NUL byte", 1),
+    ("too-many-nodes", "NodeName=a[0-40000]\nNodeName=b[0-40000]\n", f"more than {MAX_NODES} nodes", 8),
+    ("node-range-of-a-billion", "NodeName=n[0-999999999]\n", f"more than {MAX_NODES} nodes", 1),
+    ("address-lists-per-line", "".join(f"NodeName=n{i} NodeAddr=x[0-65535]\n" for i in range(5)),
+     f"expand to more than {MAX_HOSTLIST_NAMES} names", 8),
+    ("node-default-keys", "NodeName=DEFAULT " + " ".join(f"K{i}=1" for i in range(300)) + "\n",
+     f"more than {MAX_NODE_DEFAULT_KEYS} keys", 1),
+    ("long-bad-line", "Bad-" + "x" * (2 << 20) + "=1\n", "expected Key=Value, found 'Bad-xxx", 12),
+    ("undecodable-key", "Clust\udce9rName=1\n", "expected Key=Value, found 'Clust\\udce9rName=1'", 1),
+    ("include-name-too-long", "Include " + "x" * 5000 + "\n", "File name too long", 1),
+    ("include-percent-c-unset", "Include %c/%c/%c\n", "%c needs ClusterName", 1),
+]
+
+
+def _loop(top: Path) -> Path:
+    write(top / "b.conf", "Include a.conf\n")
+    return write(top / "a.conf", "Include b.conf\n")
+
+
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+def _total_over(top: Path) -> Path:
+    third = (MAX_TOTAL_BYTES // 3) + 1
+    for name in ("1", "2", "3"):
+        write(top / f"{name}.conf", "#" * third + "\n")
+    return write(top / "all.conf", "Include 1.conf\nInclude 2.conf\nInclude 3.conf\n")
+
+
+def _refused_within_bounds(path: Path, expected: str, mib: int) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConfError) as info:
+            parse_file(path)
+        elapsed = time.monotonic() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert expected in message
+    assert len(message) < 1500 and message.encode("utf-8")  # fit for syslog and any UTF-8 terminal
+    assert elapsed < 5.0
+    assert peak < mib << 20, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("name", "make", "expected", "mib"), HOSTILE_FILES, ids=[c[0] for c in HOSTILE_FILES])
+@pytest.mark.parametrize("how", ["slurm.conf", "Include"])
+def test_hostile_file(tmp_path: Path, name: str, make: Callable[[Path], Path], expected: str, mib: int,
+                      how: str) -> None:
+    target = make(tmp_path)
+    path = target if how == "slurm.conf" else write(tmp_path / "top.conf", f"Include {target}\n")
+    _refused_within_bounds(path, expected, mib)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("name", "text", "expected", "mib"), HOSTILE_TEXTS, ids=[c[0] for c in HOSTILE_TEXTS])
+def test_hostile_text(tmp_path: Path, name: str, text: str, expected: str, mib: int) -> None:
+    _files(tmp_path / "many", 3000)
+    path = tmp_path / "slurm.conf"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    _refused_within_bounds(path, expected, mib)
+
+
+def test_permission_denied_says_so(tmp_path: Path) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        os.chmod(top, 0o755)
+        path = write(Path(top) / "slurm.conf", "ClusterName=c\n")
+        path.chmod(0o000 if os.geteuid() else 0o600)
+        including = write(Path(top) / "top.conf", f"Include {path}\n")
+        including.chmod(0o644)
+        if os.geteuid() == 0:
+            os.seteuid(65534)  # root reads anything; nobody cannot read root's 0600 file
+        try:
+            with pytest.raises(ConfError) as direct:
+                parse_file(path)
+            with pytest.raises(ConfError) as included:
+                parse_file(including)
+        finally:
+            if os.getuid() == 0:
+                os.seteuid(0)
+    assert str(direct.value) == f"{path}: cannot read: Permission denied"
+    assert str(included.value) == f"{including}:1: Include {path}: cannot read: Permission denied"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("name", "text"), [
+    ("one long value", "NodeName=n Feature=" + "x" * (MAX_FILE_BYTES - 100) + "\n"),
+    ("escaped hashes", "A=" + "\\#" * (MAX_FILE_BYTES // 2 - 10) + "\n"),
+    ("backslashes then a hash", "A=x" + "\\" * (MAX_FILE_BYTES - 20) + "#\n"),
+    ("blank lines", "\n" * (MAX_FILE_BYTES - 10)),
+    ("continued lines", "A=x\\\n" * (MAX_FILE_BYTES // 5 - 10)),
+])
+def test_big_files_within_the_limit_parse_in_bounded_time(tmp_path: Path, name: str, text: str) -> None:
+    # The quadratic comment scan this once had took hours on the escaped hashes.
+    path = write(tmp_path / "slurm.conf", text)
+    start = time.monotonic()
+    parse_file(path)
+    assert time.monotonic() - start < 10.0
+
+
+def test_undecodable_bytes_in_values_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "slurm.conf"
+    path.write_bytes(b"ClusterName=caf\xe9\nNodeName=n\xff1\n")
+    conf = parse_file(path)
+    assert conf.get("ClusterName") == "caf\udce9"
+    assert list(conf.nodes) == ["n\udcff1"]
+
+
+# --- random input: only ConfError escapes -----------------------------------------------------------
+
+# Pieces of slurm.conf syntax, so that random text reaches past the first line's error.
+_PIECES = ["\n", " ", "\t", "=", '"', "#", "\\", "\\\n", "[", "]", "-", ",", "%c", "*", "?", "\0", "\udce9", "é",
+           "Include ", "include\t", "NodeName=", "DEFAULT", "NodeAddr=", "NodeHostname=", "Port=", "SlurmdPort=",
+           "MessageTimeout=", "AuthInfo=", "ttl=", "socket=", "ClusterName=", "PartitionName=", "n[1-3]",
+           "0x1f", "017", "99999999999", "INFINITE", "a", "b.conf", "/", "../", "sub/"]
+
+
+def _only_conf_errors(parse: Callable[[], object]) -> None:
+    try:
+        parse()
+    except ConfError as exc:
+        assert str(exc).encode("utf-8")  # printable on any UTF-8 stream
+
+
+def test_random_text_raises_only_conf_error(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    texts = st.lists(st.sampled_from(_PIECES) | st.text(max_size=8), max_size=60).map("".join)
+
+    @settings(max_examples=1500, deadline=None)
+    @given(st.one_of(texts, st.text(max_size=300)))
+    def check(text: str) -> None:
+        _only_conf_errors(lambda: parse_text(text, tmp_path / "slurm.conf"))
+
+    check()
+
+
+def test_random_bytes_raise_only_conf_error(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(_PIECES).map(lambda p: p.encode("utf-8", "surrogateescape"))
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.one_of(st.binary(max_size=300), st.lists(pieces | st.binary(max_size=4), max_size=60).map(b"".join)))
+    def check(data: bytes) -> None:
+        path = tmp_path / "slurm.conf"
+        path.write_bytes(data)
+        _only_conf_errors(lambda: parse_file(path))
+
+    check()
+
+
+_NAMES = ["a.conf", "b.conf", "sub/c.conf", "sub/d.conf", "x.conf"]
+
+
+def test_random_include_trees_raise_only_conf_error(tmp_path: Path) -> None:
+    import shutil
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    include = st.sampled_from(["a.conf", "b.conf", "sub/c.conf", "c.conf", "../a.conf", "*.conf", "sub/*",
+                               "s?b/*.conf", "[ab].conf", "%c.conf", "missing.conf", "sub", "/dev/null",
+                               "/dev/zero", "x.conf", "x.conf x.conf", ""]).map(lambda p: f"Include {p}")
+    line = include | st.sampled_from(["ClusterName=x", "NodeName=n[1-2]", "NodeName=n1", "SlurmdPort=1",
+                                      "NodeName=DEFAULT Port=2", "junk", "# c", "A=\\", ""])
+    files = st.dictionaries(st.sampled_from(_NAMES), st.lists(line, max_size=6).map("\n".join), max_size=5)
+
+    @settings(max_examples=400, deadline=None)
+    @given(files, st.lists(line, max_size=6).map("\n".join))
+    def check(tree: dict[str, str], top: str) -> None:
+        root = tmp_path / "tree"
+        shutil.rmtree(root, ignore_errors=True)
+        for name, text in tree.items():
+            write(root / name, text)
+        write(root / "slurm.conf", top)
+        _only_conf_errors(lambda: parse_file(root / "slurm.conf"))
 
     check()

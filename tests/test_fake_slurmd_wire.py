@@ -247,7 +247,9 @@ def test_bad_scenario_cli(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[[jobs]]\njob_id = 'x'\n")
     proc = subprocess.run([script, "--scenario", str(bad)], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 1 and "job_id 'x'" in proc.stderr
+    assert proc.returncode == 2  # a scenario error is a usage error: one line, no traceback
+    assert proc.stderr == (f"fake-slurmd: {bad}: jobs[0].job_id: expected a job id (an integer from 1 to "
+                           "4294967279), got 'x'\n")
 
 
 def test_server_never_dies_under_random_bytes(munged: Munged) -> None:
