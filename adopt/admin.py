@@ -26,8 +26,8 @@ from adopt.options import LOG_LEVELS, Options, parse_options
 USAGE = 2
 NOT_UNDER_PAM = (
     "slurm-adopt: not run by pam_exec (no PAM_TYPE in the environment): nothing done.\n"
-    "  In /etc/pam.d/sshd:  account required pam_exec.so stdout quiet /opt/slurm-adopt/bin/python3 -I -m adopt "
-    "[OPTIONS...]\n"
+    "  In /etc/pam.d/sshd:  account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE "
+    "-u __PYVENV_LAUNCHER__ /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]\n"
     "  To see what a login would get:  slurm-adopt --explain --user USER --connection \"RIP RPORT LIP LPORT\" "
     "[OPTIONS...]\n"
     "  To check this node:  slurm-adopt --check-config [OPTIONS...]")

@@ -1,6 +1,7 @@
 """slurm-adopt's PAM entry: pam_slurm_adopt's account check, run by pam_exec in sshd's account stack.
 
-    account required pam_exec.so stdout quiet /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]
+    account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ \
+        /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]
 
 OPTIONS are the module's (action_no_jobs=, action_unknown=, action_adopt_failure=, action_generic_failure=,
 ignore_root=, single_job_skip_rpc=, log_level=, nodename=, service=, disable_x11=, join_container=) and

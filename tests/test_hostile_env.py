@@ -34,7 +34,7 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from tests.support import pam_inject
-from tests.support.deploy import INTERPRETER_HIJACKS, hook_line
+from tests.support.deploy import hook_line
 from tests.support.procs import installed_or_skip, need_programs, need_root
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
@@ -110,12 +110,11 @@ OTHER_VARIABLES: dict[str, dict[str, str | bytes]] = {
 
 
 def _everything() -> dict[str, str | bytes]:
-    """Every variable at once, but those that replace the interpreter's venv (their own cases show them;
-    with them in, this case would show nothing else)."""
+    """Every variable at once."""
     merged: dict[str, str | bytes] = {}
     for variables in (*PYTHON_VARIABLES.values(), *OTHER_VARIABLES.values()):
         merged.update(variables)
-    return {name: value for name, value in merged.items() if name not in INTERPRETER_HIJACKS}
+    return merged
 
 
 CASES = {**PYTHON_VARIABLES, **OTHER_VARIABLES, "all-at-once": _everything()}
@@ -427,27 +426,6 @@ def test_slurm_conf_is_not_followed_without_conf_option(noconf_stack: Stack, tra
     assert hostile.probe[b"SLURM_CONF"] == str(traps / "fake.conf").encode()
     assert (hostile.result.returncode, hostile.banners) == (plain.result.returncode, plain.banners)
     assert NO_JOBS not in hostile.result.stderr and hostile.adopted == plain.adopted == []
-
-
-@pytest.fixture(scope="module")
-def scrubbed_stack(traps: Path, fake: FakeSlurmd, module: Path, env_dir: str) -> Iterator[Stack]:
-    conf = fake.slurm_conf(traps / "scrubbed.conf")
-    hook = hook_line(env_dir, [f"conf={conf}", "service={service}"], scrubbed=True)
-    with Stack(traps, fake, module, hook, "scrubbed") as started:
-        yield started
-
-
-@pytest.mark.parametrize("user", USERS)
-@pytest.mark.parametrize("name", INTERPRETER_HIJACKS)
-def test_env_scrub_closes_the_venv_hijack(scrubbed_stack: Stack, baseline: dict[str, Login], traps: Path,
-                                          name: str, user: str) -> None:
-    """`/usr/bin/env -u ... <ENV>/bin/python3 -I -m adopt`: the variables never reach the interpreter."""
-    value = str(traps / "evilvenv" / "bin" / "python3")
-    login = scrubbed_stack.login(user, {name: value})
-    assert login.probe[name.encode()] == value.encode()
-    assert_verdict(login)
-    assert login.banners == baseline[user].banners
-    assert traces(traps) == []
 
 
 @pytest.mark.weakness

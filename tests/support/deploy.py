@@ -1,6 +1,7 @@
 """The pam.d lines the README recommends for the hook, built in one place for the tests and the README check.
 
-    account required pam_exec.so stdout quiet <ENV>/bin/python3 -I -m adopt [OPTIONS...]
+    account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ \
+        <ENV>/bin/python3 -I -m adopt [OPTIONS...]
 
 `-I` (isolated mode) makes Python ignore every PYTHON* variable, the user site and the current directory:
 the PAM environment cannot change what runs as root. The lock-out-safe stanza puts two pam_succeed_if
@@ -12,7 +13,7 @@ interpreter, a hook that crashes or hangs): `success=2` jumps over the group lin
 but not since 3.11) and __PYVENV_LAUNCHER__ on Linux even in isolated mode (python/cpython gh-133525).
 They set sys.executable, so Python looks for pyvenv.cfg, and hence site-packages and .pth files, where
 they point: code of the caller's choosing runs as root before the hook's first line. Only removing them
-before the interpreter starts helps: `scrubbed_hook_command`.
+before the interpreter starts helps, which is why the command starts with `/usr/bin/env -u`.
 """
 
 from __future__ import annotations
@@ -25,24 +26,19 @@ README_ENV = "/opt/slurm-adopt"
 README_ADMIN_GROUP = "slurm-admins"
 
 
-def hook_command(env: str, options: Sequence[str] = ()) -> str:
-    """pam_exec's command: the venv's interpreter in isolated mode, running the adopt package."""
-    return " ".join([os.path.join(env, "bin", "python3"), "-I", "-m", "adopt", *options])
-
-
 INTERPRETER_HIJACKS = ("PYTHONEXECUTABLE", "__PYVENV_LAUNCHER__")
 """Variables that choose the interpreter's venv in spite of -I."""
 
 
-def scrubbed_hook_command(env: str, options: Sequence[str] = ()) -> str:
-    """hook_command behind /usr/bin/env removing INTERPRETER_HIJACKS (coreutils; no shell involved)."""
+def hook_command(env: str, options: Sequence[str] = ()) -> str:
+    """pam_exec's command: /usr/bin/env (coreutils; no shell involved) removing INTERPRETER_HIJACKS, then
+    the venv's interpreter in isolated mode, running the adopt package."""
     unset = [word for name in INTERPRETER_HIJACKS for word in ("-u", name)]
-    return " ".join(["/usr/bin/env", *unset, hook_command(env, options)])
+    return " ".join(["/usr/bin/env", *unset, os.path.join(env, "bin", "python3"), "-I", "-m", "adopt", *options])
 
 
-def hook_line(env: str, options: Sequence[str] = (), *, scrubbed: bool = False) -> str:
-    command = scrubbed_hook_command(env, options) if scrubbed else hook_command(env, options)
-    return f"account required pam_exec.so stdout quiet {command}"
+def hook_line(env: str, options: Sequence[str] = ()) -> str:
+    return f"account required pam_exec.so stdout quiet {hook_command(env, options)}"
 
 
 DEBIAN_COMMON_ACCOUNT = [
@@ -55,11 +51,10 @@ replaces. Something before the stanza must succeed: Linux-PAM does not count a j
 success, so a stack in which root jumps over everything there is ends with PAM_PERM_DENIED."""
 
 
-def lockout_safe_stanza(env: str, admin_group: str, options: Sequence[str] = (), *,
-                        scrubbed: bool = False) -> list[str]:
+def lockout_safe_stanza(env: str, admin_group: str, options: Sequence[str] = ()) -> list[str]:
     """root, then members of `admin_group`, skip the hook; everyone else needs its success."""
     return [
         "account [success=2 default=ignore] pam_succeed_if.so quiet uid eq 0",
         f"account [success=1 default=ignore] pam_succeed_if.so quiet user ingroup {admin_group}",
-        hook_line(env, options, scrubbed=scrubbed),
+        hook_line(env, options),
     ]
