@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 import subprocess
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
+from tests.support.deploy import hook_command
 from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
 from tests.support.procs import installed_or_skip
@@ -23,7 +25,8 @@ NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this nod
 
 @pytest.fixture(scope="module")
 def hook() -> str:
-    return installed_or_skip("slurm-adopt")
+    """The command the README's pam.d line runs, with this environment's interpreter."""
+    return hook_command(os.path.dirname(os.path.dirname(installed_or_skip("slurm-adopt"))))
 
 
 @pytest.fixture

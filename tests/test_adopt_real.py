@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from slurmproto.constants import NO_VAL
 from slurmproto.messages import NetworkCallerIdRequest
 from slurmproto.munge import MungeContext
 from slurmproto.versions import SLURM_22_05
+from tests.support.deploy import hook_command
 from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
 from tests.support.procs import installed_or_skip
@@ -46,8 +48,14 @@ def hook() -> str:
     return installed_or_skip("slurm-adopt")
 
 
+@pytest.fixture(scope="module")
+def pam_hook(hook: str) -> str:
+    """The command the README's pam.d line runs, with this environment's interpreter."""
+    return hook_command(os.path.dirname(os.path.dirname(hook)))
+
+
 @pytest.fixture
-def sshds(slurm_cluster: SlurmCluster, sshd_factory: SshdFactory, hook: str) -> dict[str, Sshd]:
+def sshds(slurm_cluster: SlurmCluster, sshd_factory: SshdFactory, pam_hook: str) -> dict[str, Sshd]:
     """The same node behind two sshds: one runs slurm-adopt through pam_exec, one the C module. Each stack
     starts with pam_unix, as real ones do: a stack whose only module answers PAM_IGNORE denies."""
     if not Path(PAM_SLURM_ADOPT).exists():
@@ -56,7 +64,7 @@ def sshds(slurm_cluster: SlurmCluster, sshd_factory: SshdFactory, hook: str) -> 
     common = f"service={{service}} nodename={slurm_cluster.node_name}"
     return {
         "hook": sshd_factory(["required pam_unix.so",
-                              f"required pam_exec.so stdout quiet {hook} conf={conf} {common} log_level=debug"],
+                              f"required pam_exec.so stdout quiet {pam_hook} conf={conf} {common} log_level=debug"],
                              users=["alice", "bob"]),
         "module": sshd_factory(["required pam_unix.so", f"required {PAM_SLURM_ADOPT} {common}"],
                                env={"SLURM_CONF": str(conf)}, users=["alice", "bob"]),
@@ -162,7 +170,7 @@ def test_ipv4_mapped_connection(slurm_cluster: SlurmCluster, connected_job: Conn
     assert f"member of job {connected_job.job_id}" in proc.stdout, proc.stdout + proc.stderr
 
 
-def _hook_sshd(cluster: SlurmCluster, sshd_factory: SshdFactory, hook: str, shared_dir: Path, *options: str,
+def _hook_sshd(cluster: SlurmCluster, sshd_factory: SshdFactory, pam_hook: str, shared_dir: Path, *options: str,
                slurmd_port: int | None = None) -> Sshd:
     conf = cluster.conf
     if slurmd_port is not None:  # the same node, but its slurmd port is somewhere else
@@ -170,16 +178,16 @@ def _hook_sshd(cluster: SlurmCluster, sshd_factory: SshdFactory, hook: str, shar
         text = re.sub(r"(?m)^SlurmdPort=\d+$", f"SlurmdPort={slurmd_port}", cluster.conf.read_text())
         conf.write_text(text)
         conf.chmod(0o644)
-    line = (f"required pam_exec.so stdout quiet {hook} conf={conf} service={{service}} "
+    line = (f"required pam_exec.so stdout quiet {pam_hook} conf={conf} service={{service}} "
             f"nodename={cluster.node_name} {' '.join(options)}")
     return sshd_factory(["required pam_unix.so", line], users=["alice"])
 
 
 def test_dropping_source_host_real(slurm_cluster: SlurmCluster, jobs: tuple[int, int], sshd_factory: SshdFactory,
-                                   hook: str, shared_dir: Path) -> None:
+                                   pam_hook: str, shared_dir: Path) -> None:
     """The source's slurmd drops the RPC: within the deadline the hook falls back to the newest job."""
     with DroppingHost() as dropping:
-        sshd = _hook_sshd(slurm_cluster, sshd_factory, hook, shared_dir, "deadline=1.5",
+        sshd = _hook_sshd(slurm_cluster, sshd_factory, pam_hook, shared_dir, "deadline=1.5",
                           slurmd_port=dropping.port)
         started = time.monotonic()
         status, landed, err = login(slurm_cluster, sshd, "alice", jobs[0])
@@ -189,8 +197,8 @@ def test_dropping_source_host_real(slurm_cluster: SlurmCluster, jobs: tuple[int,
 
 
 def test_munged_down_real(slurm_cluster: SlurmCluster, jobs: tuple[int, int], sshd_factory: SshdFactory,
-                          hook: str, shared_dir: Path) -> None:
-    sshd = _hook_sshd(slurm_cluster, sshd_factory, hook, shared_dir, f"munge_socket={shared_dir}/no-munged",
+                          pam_hook: str, shared_dir: Path) -> None:
+    sshd = _hook_sshd(slurm_cluster, sshd_factory, pam_hook, shared_dir, f"munge_socket={shared_dir}/no-munged",
                       "action_generic_failure=deny")
     status, landed, _ = login(slurm_cluster, sshd, "alice", jobs[0])
     assert status == 255 and landed is None
