@@ -94,6 +94,8 @@ _UINT_KEYS = {
 _INFINITE16 = 0xFFFF
 _MAX_MESSAGE = 1024
 _PAGE = 4096
+_MAX_GLOB_DEPTH = 64
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 _WILDCARDS = frozenset("*?[")
 
 
@@ -108,8 +110,9 @@ class ConfError(SlurmError):
         if len(message) > _MAX_MESSAGE:  # it may quote a token of a 4 MiB line; it goes to syslog
             half = _MAX_MESSAGE // 2  # the reason is at the end
             message = f"{message[:half]} [{len(message) - 2 * half} characters] {message[-half:]}"
-        # Undecodable bytes of the file are kept as lone surrogates; a message must print on any UTF-8 stream.
-        super().__init__(message.encode("utf-8", "backslashreplace").decode("utf-8"))
+        # Undecodable bytes of the file are kept as lone surrogates; a message must print on any UTF-8 stream,
+        # and be one line (a file name may hold a newline).
+        super().__init__(message.translate(_CONTROLS).encode("utf-8", "backslashreplace").decode("utf-8"))
         self.path = path
         self.lineno = lineno
 
@@ -488,6 +491,8 @@ class _Parser:
     def read(self, path: str, fail: Callable[[str], ConfError]) -> tuple[bytes, tuple[int, int]]:
         """The bytes of a regular file, of which at most the limit left plus one page are read; and its
         identity."""
+        if "\0" in path:  # os.stat() would raise ValueError
+            raise fail("cannot read: a NUL byte in the path")
         _regular(os.stat(path).st_mode, fail)  # before open(): opening a FIFO blocks, a device may act
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
@@ -591,6 +596,9 @@ class _Parser:
 
         # Escape the directory: only the Include argument is a pattern.
         pattern = spec if spec.startswith("/") else os.path.join(glob.escape(base_dir), spec)
+        if pattern.count("/") > _MAX_GLOB_DEPTH:  # glob recurses once per directory of the pattern
+            raise ConfError(f"Include {spec}: a wildcard path more than {_MAX_GLOB_DEPTH} directories deep",
+                            path, lineno)
         left = MAX_CONF_FILES - self.files_read
         matches = list(islice(glob.iglob(pattern), left + 1))  # stop early on a directory of thousands
         if len(matches) > left:
