@@ -95,6 +95,7 @@ _INFINITE16 = 0xFFFF
 _MAX_MESSAGE = 1024
 _PAGE = 4096
 _MAX_GLOB_DEPTH = 64
+_MAX_BRACKETS = 16
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 _WILDCARDS = frozenset("*?[")
 
@@ -878,6 +879,10 @@ def _munge_socket(info: str | None) -> str | None:
 
 
 def _hostlist(expr: str, key: str, path: str, lineno: int) -> list[str]:
+    # expand_hostlist() recurses once per bracket group of a name (RecursionError near 1,000 of them).
+    if expr.count("[") > _MAX_BRACKETS and any(i.count("[") > _MAX_BRACKETS for i in _hostlist_items(expr)):
+        raise ConfError(f"{key}: bad hostlist {expr!r}: a name with more than {_MAX_BRACKETS} bracket groups",
+                        path, lineno)
     try:
         names = expand_hostlist(expr)
     except ValueError as e:

@@ -879,6 +879,8 @@ HOSTILE_TEXTS: list[tuple[str, str, str, int]] = [
     ("include-percent-c-unset", "Include %c/%c/%c\n", "%c needs ClusterName", 1),
     ("glob-thousands-deep", "Include " + "*/" * 2000 + "x\n", "a wildcard path more than 64 directories deep", 1),
     ("glob-brackets-deep", "Include " + "[a/" * 1300 + "x\n", "a wildcard path more than 64 directories deep", 1),
+    ("hostlist-of-2000-bracket-groups", "NodeName=a" + "[1]" * 2000 + "\n", "more than 16 bracket groups", 2),
+    ("port-of-2000-bracket-groups", "NodeName=a Port=" + "[1]" * 2000 + "\n", "more than 16 bracket groups", 2),
     ("glob-of-proc", "Include /proc/*/task/*/fd/*\n", "matches more than the 255 files left", 2),
 ]
 
@@ -1021,7 +1023,9 @@ def test_random_text_raises_only_conf_error(tmp_path: Path) -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    texts = st.lists(st.sampled_from(_PIECES) | st.text(max_size=8), max_size=60).map("".join)
+    repeated = st.tuples(st.sampled_from([*_PIECES, "[1]", "*/", "a[", "a=b "]), st.integers(1, 3000)).map(
+        lambda piece: piece[0] * piece[1])  # long runs: deep recursions, quadratic scans
+    texts = st.lists(st.sampled_from(_PIECES) | st.text(max_size=8) | repeated, max_size=60).map("".join)
 
     @settings(max_examples=1500, deadline=None)
     @given(st.one_of(texts, st.text(max_size=300)))
