@@ -19,9 +19,10 @@ collections.abc; pathlib, glob and pwd are imported when first needed.
 Unknown keys are kept (not rejected as Slurm would): a newer slurm.conf must not break logins.
 
 Whatever the files hold, parsing raises only ConfError, in time and memory bounded by the limits below.
-Slurm's own parser (parse_config.c, 22.05 to 26.05) has none of them except the node count: it reads a
-file of any size (its line buffer is the file's size, so no line limit either), recurses into an
-Include loop until the stack overflows, and takes a FIFO or /dev/zero (st_size 0) for an empty file.
+Slurm's own parser (parse_config.c, 22.05 to 26.05) has none of them: it reads a file of any size (its
+line buffer is the file's size, so no line limit either), recurses into an Include loop until the stack
+overflows, and takes a FIFO or /dev/zero (st_size 0) for an empty file; only its node table is capped
+(MAX_SLURM_NODES, from 24.11).
 Here every file must be a regular file, of which at most its limit plus one page is read.
 """
 
