@@ -19,9 +19,10 @@ collections.abc; pathlib, glob and pwd are imported when first needed.
 Unknown keys are kept (not rejected as Slurm would): a newer slurm.conf must not break logins.
 
 Whatever the files hold, parsing raises only ConfError, in time and memory bounded by the limits below.
-Slurm's own parser (parse_config.c, 22.05 to 26.05) has none of them except the node count: it reads a
-file of any size (its line buffer is the file's size, so no line limit either), recurses into an
-Include loop until the stack overflows, and takes a FIFO or /dev/zero (st_size 0) for an empty file.
+Slurm's own parser (parse_config.c, 22.05 to 26.05) has none of them: it reads a file of any size (its
+line buffer is the file's size, so no line limit either), recurses into an Include loop until the stack
+overflows, and takes a FIFO or /dev/zero (st_size 0) for an empty file; only its node table is capped
+(MAX_SLURM_NODES, from 24.11).
 Here every file must be a regular file, of which at most its limit plus one page is read.
 """
 
@@ -94,6 +95,9 @@ _UINT_KEYS = {
 _INFINITE16 = 0xFFFF
 _MAX_MESSAGE = 1024
 _PAGE = 4096
+_MAX_GLOB_DEPTH = 64
+_MAX_BRACKETS = 16
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 _WILDCARDS = frozenset("*?[")
 
 
@@ -108,8 +112,9 @@ class ConfError(SlurmError):
         if len(message) > _MAX_MESSAGE:  # it may quote a token of a 4 MiB line; it goes to syslog
             half = _MAX_MESSAGE // 2  # the reason is at the end
             message = f"{message[:half]} [{len(message) - 2 * half} characters] {message[-half:]}"
-        # Undecodable bytes of the file are kept as lone surrogates; a message must print on any UTF-8 stream.
-        super().__init__(message.encode("utf-8", "backslashreplace").decode("utf-8"))
+        # Undecodable bytes of the file are kept as lone surrogates; a message must print on any UTF-8 stream,
+        # and be one line (a file name may hold a newline).
+        super().__init__(message.translate(_CONTROLS).encode("utf-8", "backslashreplace").decode("utf-8"))
         self.path = path
         self.lineno = lineno
 
@@ -488,6 +493,8 @@ class _Parser:
     def read(self, path: str, fail: Callable[[str], ConfError]) -> tuple[bytes, tuple[int, int]]:
         """The bytes of a regular file, of which at most the limit left plus one page are read; and its
         identity."""
+        if "\0" in path:  # os.stat() would raise ValueError
+            raise fail("cannot read: a NUL byte in the path")
         _regular(os.stat(path).st_mode, fail)  # before open(): opening a FIFO blocks, a device may act
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
@@ -591,6 +598,9 @@ class _Parser:
 
         # Escape the directory: only the Include argument is a pattern.
         pattern = spec if spec.startswith("/") else os.path.join(glob.escape(base_dir), spec)
+        if pattern.count("/") > _MAX_GLOB_DEPTH:  # glob recurses once per directory of the pattern
+            raise ConfError(f"Include {spec}: a wildcard path more than {_MAX_GLOB_DEPTH} directories deep",
+                            path, lineno)
         left = MAX_CONF_FILES - self.files_read
         matches = list(islice(glob.iglob(pattern), left + 1))  # stop early on a directory of thousands
         if len(matches) > left:
@@ -870,6 +880,10 @@ def _munge_socket(info: str | None) -> str | None:
 
 
 def _hostlist(expr: str, key: str, path: str, lineno: int) -> list[str]:
+    # expand_hostlist() recurses once per bracket group of a name (RecursionError near 1,000 of them).
+    if expr.count("[") > _MAX_BRACKETS and any(i.count("[") > _MAX_BRACKETS for i in _hostlist_items(expr)):
+        raise ConfError(f"{key}: bad hostlist {expr!r}: a name with more than {_MAX_BRACKETS} bracket groups",
+                        path, lineno)
     try:
         names = expand_hostlist(expr)
     except ValueError as e:

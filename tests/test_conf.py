@@ -877,6 +877,11 @@ HOSTILE_TEXTS: list[tuple[str, str, str, int]] = [
     ("undecodable-key", "Clust\udce9rName=1\n", "expected Key=Value, found 'Clust\\udce9rName=1'", 1),
     ("include-name-too-long", "Include " + "x" * 5000 + "\n", "File name too long", 1),
     ("include-percent-c-unset", "Include %c/%c/%c\n", "%c needs ClusterName", 1),
+    ("glob-thousands-deep", "Include " + "*/" * 2000 + "x\n", "a wildcard path more than 64 directories deep", 1),
+    ("glob-brackets-deep", "Include " + "[a/" * 1300 + "x\n", "a wildcard path more than 64 directories deep", 1),
+    ("hostlist-of-2000-bracket-groups", "NodeName=a" + "[1]" * 2000 + "\n", "more than 16 bracket groups", 2),
+    ("port-of-2000-bracket-groups", "NodeName=a Port=" + "[1]" * 2000 + "\n", "more than 16 bracket groups", 2),
+    ("glob-of-proc", "Include /proc/*/task/*/fd/*\n", "matches more than the 255 files left", 2),
 ]
 
 
@@ -913,6 +918,7 @@ def _refused_within_bounds(path: Path, expected: str, mib: int) -> None:
     message = str(info.value)
     assert expected in message
     assert len(message) < 1500 and message.encode("utf-8")  # fit for syslog and any UTF-8 terminal
+    assert message.isprintable()
     assert elapsed < 5.0
     assert peak < mib << 20, f"peak {peak / 2**20:.1f} MiB"
 
@@ -975,6 +981,20 @@ def test_big_files_within_the_limit_parse_in_bounded_time(tmp_path: Path, name: 
     assert time.monotonic() - start < 10.0
 
 
+def test_error_is_one_printable_line(tmp_path: Path) -> None:
+    write(tmp_path / "conf.d" / "x\nroot allowed\t.conf", "junk\n")
+    message = error_of(tmp_path, "Include conf.d/*.conf\n")
+    assert message == f"{tmp_path / 'conf.d'}/x\\x0aroot allowed\\x09.conf:1: expected Key=Value, found 'junk'"
+
+
+def test_nul_in_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfError) as info:
+        parse_file("a\0b")
+    assert str(info.value) == "a\\x00b: cannot read: a NUL byte in the path"
+    with pytest.raises(ConfError, match="no such file"):
+        load("a\0b", env={})
+
+
 def test_undecodable_bytes_in_values_are_kept(tmp_path: Path) -> None:
     path = tmp_path / "slurm.conf"
     path.write_bytes(b"ClusterName=caf\xe9\nNodeName=n\xff1\n")
@@ -1003,7 +1023,9 @@ def test_random_text_raises_only_conf_error(tmp_path: Path) -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    texts = st.lists(st.sampled_from(_PIECES) | st.text(max_size=8), max_size=60).map("".join)
+    repeated = st.tuples(st.sampled_from([*_PIECES, "[1]", "*/", "a[", "a=b "]), st.integers(1, 3000)).map(
+        lambda piece: piece[0] * piece[1])  # long runs: deep recursions, quadratic scans
+    texts = st.lists(st.sampled_from(_PIECES) | st.text(max_size=8) | repeated, max_size=60).map("".join)
 
     @settings(max_examples=1500, deadline=None)
     @given(st.one_of(texts, st.text(max_size=300)))
