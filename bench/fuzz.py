@@ -36,16 +36,13 @@ def run(name: str, count: int, seed: int, fake: targets.FakeTarget) -> Report:
     target = {"codec.decode_frame": targets.codec_one_shot, "codec.Decoder": targets.codec_incremental,
               "decode": targets.decode_command, "fake_slurmd": fake}[name]
     allowed = fake.allowed if name == "fake_slurmd" else (SlurmError,) if name.startswith("codec") else ()
-    known = targets.known_fake_af_escape if name == "fake_slurmd" else None
-    return fuzz(name, target, Mutator(seeds, seed), count, allowed=allowed, known=known)  # type: ignore[arg-type]
+    return fuzz(name, target, Mutator(seeds, seed), count, allowed=allowed)  # type: ignore[arg-type]
 
 
 def document(reports: list[Report], seed: int, command: str, rss_mib: float) -> str:
     total = sum(r.cases for r in reports)
     escapes = [e for r in reports for e in r.escapes]
     escape_count = sum(r.escape_count for r in reports)
-    known = [e for r in reports for e in r.known]
-    known_count = sum(r.known_count for r in reports)
     lines = [
         "# Fuzzing",
         "",
@@ -79,19 +76,10 @@ def document(reports: list[Report], seed: int, command: str, rss_mib: float) -> 
     for r in reports:
         common = ", ".join(f"{k} {v:,}" for k, v in r.outcomes.most_common(8))
         lines.append(f"- {r.target}: {common}")
-    if known:
-        lines += ["", "Known escapes (reported to the module's owner; tests/test_fuzz.py holds the smallest "
-                  "input as a strict xfail):", ""]
-        lines += [f"- {known_count:,} cases of `{known[0].detail}` in {known[0].target}, first at case "
-                  f"{known[0].index}: {' '.join(_known_why().split())}"]
     if escapes:
         lines += ["", "Escapes (the first of each target; re-run one with `Mutator(seeds, seed).case(index)`):", ""]
         lines += [f"- {e}" for e in escapes[:50]]
     return "\n".join(lines) + "\n"
-
-
-def _known_why() -> str:
-    return (targets.known_fake_af_escape.__doc__ or "").split(":", 1)[-1]
 
 
 def main() -> int:

@@ -43,17 +43,19 @@ def expand_hostlist(expr: str) -> list[str]:
 
 
 def _expand_item(item: str) -> list[str]:
-    """Expand one name with bracket groups (brackets already checked to be balanced and flat)."""
-    open_at = item.find("[")
-    if open_at < 0:
-        return [item]
-    close_at = item.index("]", open_at)
-    prefix = item[:open_at]
-    numbers = _expand_ranges(item[open_at + 1:close_at])
-    suffixes = _expand_item(item[close_at + 1:])
-    if len(numbers) * len(suffixes) > MAX_HOSTLIST:
-        raise ValueError(f"more than {MAX_HOSTLIST} names")
-    return [prefix + number + suffix for number in numbers for suffix in suffixes]
+    """Expand one name with bracket groups (brackets already checked to be balanced and flat), group by
+    group from the left: a loop, not recursion, so a name of a thousand groups is no RecursionError."""
+    names = [""]
+    rest = item
+    while (open_at := rest.find("[")) >= 0:
+        close_at = rest.index("]", open_at)
+        numbers = _expand_ranges(rest[open_at + 1:close_at])
+        if len(names) * len(numbers) > MAX_HOSTLIST:
+            raise ValueError(f"more than {MAX_HOSTLIST} names")
+        prefix = rest[:open_at]
+        names = [name + prefix + number for name in names for number in numbers]
+        rest = rest[close_at + 1:]
+    return [name + rest for name in names]
 
 
 def _expand_ranges(body: str) -> list[str]:

@@ -1078,3 +1078,7 @@ def test_random_include_trees_raise_only_conf_error(tmp_path: Path) -> None:
         _only_conf_errors(lambda: parse_file(root / "slurm.conf"))
 
     check()
+
+
+def test_expand_hostlist_of_many_groups_is_no_recursion() -> None:
+    assert expand_hostlist("a" + "[1]" * 3000) == ["a" + "1" * 3000]

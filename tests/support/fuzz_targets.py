@@ -24,7 +24,6 @@ import json
 import random
 import re
 import sys
-import traceback
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
@@ -251,16 +250,8 @@ def fuzz_munge_decode(credential: str) -> Any:
         raise BadCredFormat("Invalid credential format") from None
 
 
-def known_fake_af_escape(exc: BaseException) -> bool:
-    """Reported, owner fake_slurmd: _serve_one() -> _callerid() -> _text() raises ValueError("address family N")
-    for a REQUEST_NETWORK_CALLERID whose af is neither AF_INET nor AF_INET6 (slurmd answers those)."""
-    frames = [frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)]
-    return (isinstance(exc, ValueError) and str(exc).startswith("address family")
-            and any(code.co_name == "_text" and code.co_filename.endswith("fake_slurmd/server.py") for code in frames))
-
-
 def unknown_af_request() -> bytes:
-    """The smallest input of that escape: a well-signed REQUEST_NETWORK_CALLERID with af 0 (22.05)."""
+    """A well-signed REQUEST_NETWORK_CALLERID with af 0 (22.05), neither AF_INET nor AF_INET6."""
     message = NetworkCallerIdRequest(LOOPBACK, LOOPBACK, 40000, 22, 0)
     version = RELEASES[0].protocol_version
     credential = fuzz_credential(payload_hash(message.encode(version), message.MSG_TYPE))
