@@ -35,7 +35,7 @@ from fake_slurmd.scenario import Job, NodeSpec, Scenario, job_from_dict
 from fake_slurmd.server import CalleridServer
 from fake_slurmd.stepd import FakeStepd
 from slurmproto.stepd import step_socket
-from slurmproto.versions import BY_NAME
+from slurmproto.versions import release_named
 
 T = TypeVar("T")
 LOGGER = logging.getLogger("fake_slurmd")
@@ -88,7 +88,7 @@ class FakeSlurmd:
                  max_connections: int = 20000) -> None:
         self.scenario = scenario or Scenario([NodeSpec("node1", port=0)])
         name = release or self.scenario.release
-        self.release = BY_NAME[name] if name else None
+        self.release = release_named(name) if name else None
         self.munge_socket = munge_socket or self.scenario.munge_socket
         self._own_spool = not (spool_dir or self.scenario.spool_dir)
         self.spool_dir = spool_dir or self.scenario.spool_dir or tempfile.mkdtemp(prefix="fake-slurmd-spool-")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fake_slurmd.accept import accept_forever
-from fake_slurmd.behaviour import BEHAVIOURS, Behaviour, Refusal, release_for
+from fake_slurmd.behaviour import Behaviour, Refusal, behaviour_of, release_for
 from fake_slurmd.membership import candidate_pids, job_of, step_of
 from fake_slurmd.scenario import Job, NodeSpec
 from slurmproto.auth import check_payload, payload_hash
@@ -223,7 +223,7 @@ class CalleridServer:
         release = self.release or release_for(version)
         if release is None:
             raise Close(f"protocol version 0x{version:04x} not supported")
-        rules = BEHAVIOURS[release.name]
+        rules = behaviour_of(release)
         options = FrameOptions(max_length=MAX_REQUEST, nul_check=rules.nul_check,
                                exact_body_length=rules.exact_body_length)
         # 1. the header and its version
@@ -232,23 +232,23 @@ class CalleridServer:
         except ProtocolError as exc:
             raise Close(f"header: {exc}") from None
         if not release.accepts(header.version):
-            return await self._refuse(rules, rules.bad_version, f"protocol version 0x{header.version:04x}", peer)
+            return await self._refuse(release, rules.bad_version, f"protocol version 0x{header.version:04x}", peer)
         # 2. the credential
-        if not header.has_auth and rules.release.name != "22.05":
-            return await self._refuse(rules, rules.bad_cred_verify, "message without a credential", peer)
+        if not header.has_auth and rules.refuses_no_auth_cred:
+            return await self._refuse(release, rules.bad_cred_verify, "message without a credential", peer)
         try:
             auth, offset = read_auth(data, offset, header, options)
         except (UnknownAuthPlugin, ProtocolError) as exc:
-            return await self._refuse(rules, rules.bad_cred_unpack, f"credential: {exc}", peer)
+            return await self._refuse(release, rules.bad_cred_unpack, f"credential: {exc}", peer)
         if auth is None or auth.plugin_id != AuthPlugin.AUTH_MUNGE or auth.credential is None:
-            return await self._refuse(rules, rules.bad_cred_unpack, "no MUNGE credential", peer)
+            return await self._refuse(release, rules.bad_cred_unpack, "no MUNGE credential", peer)
         try:
             decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._munge_decode,
                                                  auth.credential)
         except MungeError as exc:
-            return await self._refuse(rules, rules.bad_cred_verify, f"munge: {exc}", peer)
+            return await self._refuse(release, rules.bad_cred_verify, f"munge: {exc}", peer)
         if rules.rejects_nobody and SLURM_AUTH_NOBODY in (decoded.uid, decoded.gid):
-            return await self._refuse(rules, rules.bad_cred_verify, "credential of uid/gid 99", peer)
+            return await self._refuse(release, rules.bad_cred_verify, "credential of uid/gid 99", peer)
         uid = decoded.uid
         # 3. the body: its length, its hash, its fields
         try:
@@ -265,13 +265,14 @@ class CalleridServer:
             return await self._job_id(rules, header, message, uid, node, peer)
         return Answer(await self._rc(rules, header, EINVAL, uid, peer), f"rc 22: {MsgType(header.msg_type).name}")
 
-    async def _refuse(self, rules: Behaviour, how: Refusal, why: str, peer: tuple[Any, ...]) -> Answer:
+    async def _refuse(self, release: Release, how: Refusal, why: str, peer: tuple[Any, ...]) -> Answer:
+        rules = behaviour_of(release)
         if how is Refusal.CLOSE:
             await asyncio.sleep(rules.refusal_delay)
             raise Close(why)
         if how is Refusal.HTTP_405:
             return Answer(HTTP_405, f"http 405: {why}")
-        own = rules.release.protocol_version  # replies sent before the request's version is known
+        own = release.protocol_version  # replies sent before the request's version is known
         frame = encode_frame(ReturnCode(SLURM_PROTOCOL_AUTHENTICATION_ERROR), own, flags=rules.bad_auth_flags,
                              orig_addr=_addr(peer))
         return Answer(frame, f"rc 1007: {why}")

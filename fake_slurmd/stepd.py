@@ -10,7 +10,8 @@ read(2) of 4 bytes: a short read (half an int) closes the connection, as in the 
 
 What each request does, per release (read from req.c at slurm-22-05-8-1, 23-02-8-1, 23-11-11-1,
 24-05-8-1, 24-11-5-1, 24-11-6-1, 24-11-7-1, 25-05-0-1, 25-05-1-1, 25-05-8-1, 25-11-0-1, 25-11-7-1,
-26-05-3-1):
+26-05-3-1; the per-release facts are the stepd part of each row of the release table,
+`slurmproto.versions.StepdRules`, which this module reads):
 
 * 22.05 to 25.05 dispatch with a `switch`: a number without a case (0 REQUEST_CONNECT, the DEFUNCT
   values 1, 2, 3, 6, 13, anything from 28 up except REQUEST_JOB_NOTIFY (4022) and, in 24.05-25.05,
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -58,12 +58,12 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any, NoReturn
 
 from fake_slurmd.accept import accept_forever
 from fake_slurmd.scenario import Job
 from slurmproto.constants import NO_VAL, SLURM_EXTERN_CONT, step_name
+from slurmproto.constants import OtherStepRequest as OtherRequest
 from slurmproto.stepd import (
     ADD_EXTERN_PID_REPLY,
     DAEMON_PID_REPLY,
@@ -79,14 +79,7 @@ from slurmproto.stepd import (
     X11_DISPLAY_REPLY,
     StepRequest,
 )
-from slurmproto.versions import (
-    SLURM_24_05,
-    SLURM_24_11,
-    SLURM_26_05,
-    STEPD_SLUID,
-    Release,
-    release_at_or_below,
-)
+from slurmproto.versions import Release, release_at_or_below
 
 _logger = logging.getLogger(__name__)
 
@@ -102,83 +95,9 @@ LISTEN_BACKLOG = 1024
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-class OtherRequest(IntEnum):
-    """step_msg_t values (and slurm msg types the stepd accepts) that slurmproto.stepd does not name."""
-
-    REQUEST_SIGNAL_CONTAINER = 4
-    REQUEST_ATTACH = 7
-    REQUEST_STEP_SUSPEND = 10
-    REQUEST_STEP_RESUME = 11
-    REQUEST_STEP_TERMINATE = 12
-    REQUEST_STEP_TASK_INFO = 14
-    REQUEST_STEP_LIST_PIDS = 15
-    REQUEST_STEP_RECONFIGURE = 16
-    REQUEST_STEP_STAT = 17
-    REQUEST_STEP_COMPLETION = 18
-    REQUEST_STEP_MEM_LIMITS = 19
-    REQUEST_STEP_NODEID = 21
-    REQUEST_GETPW = 24
-    REQUEST_GETGR = 25
-    REQUEST_GETHOST = 27
-    REQUEST_GET_BPF_TOKEN = 29  # 25.11+
-    REQUEST_STEP_UPDATE_MEM_LIMITS = 30  # 26.05+
-    REQUEST_JOB_USAGE = 31  # 26.05+
-    # From the slurm_msg_type_t enum (msg_type.h), same numbers 22.05 to 26.05.
-    REQUEST_JOB_NOTIFY = 4022
-    # The stepmgr relays, in the switch of 24.05 to 25.05 (25.11+: only on a stepmgr extern step).
-    REQUEST_JOB_STEP_INFO = 2005
-    REQUEST_JOB_SBCAST_CRED = 4023
-    REQUEST_HET_JOB_ALLOC_INFO = 4027
-    REQUEST_JOB_STEP_CREATE = 5001
-    REQUEST_CANCEL_JOB_STEP = 5005
-    REQUEST_UPDATE_JOB_STEP = 5007
-    REQUEST_STEP_LAYOUT = 5021
-    SRUN_TIMEOUT = 7002
-    SRUN_NODE_FAIL = 7003
-    SRUN_JOB_COMPLETE = 7004
-
-
-_S, _O = StepRequest, OtherRequest
-_BASE: frozenset[int] = frozenset({
-    # The cases of the 22.05-25.05 switch (and of the 25.11+ table) that every release has.
-    _O.REQUEST_SIGNAL_CONTAINER, _S.REQUEST_STATE, _O.REQUEST_ATTACH, _S.REQUEST_PID_IN_CONTAINER,
-    _S.REQUEST_DAEMON_PID, _O.REQUEST_STEP_SUSPEND, _O.REQUEST_STEP_RESUME, _O.REQUEST_STEP_TERMINATE,
-    _O.REQUEST_STEP_TASK_INFO, _O.REQUEST_STEP_LIST_PIDS, _O.REQUEST_STEP_RECONFIGURE, _O.REQUEST_STEP_STAT,
-    _O.REQUEST_STEP_COMPLETION, _O.REQUEST_STEP_MEM_LIMITS, _S.REQUEST_STEP_UID, _O.REQUEST_STEP_NODEID,
-    _S.REQUEST_ADD_EXTERN_PID, _S.REQUEST_X11_DISPLAY, _O.REQUEST_GETPW, _O.REQUEST_GETGR,
-    _S.REQUEST_GET_NS_FD, _O.REQUEST_GETHOST, _O.REQUEST_JOB_NOTIFY,
-})
-_STEPMGR: frozenset[int] = frozenset({
-    _O.REQUEST_JOB_STEP_CREATE, _O.REQUEST_JOB_STEP_INFO, _O.REQUEST_CANCEL_JOB_STEP, _O.SRUN_JOB_COMPLETE,
-    _O.SRUN_NODE_FAIL, _O.SRUN_TIMEOUT, _O.REQUEST_UPDATE_JOB_STEP, _O.REQUEST_STEP_LAYOUT,
-    _O.REQUEST_JOB_SBCAST_CRED, _O.REQUEST_HET_JOB_ALLOC_INFO,
-})
-_FROM_SLURMD, _FROM_OWNER = "slurmd", "owner"
-_AUTH_25_11: dict[int, str] = {
-    # stepd_rpcs[] of 25.11/26.05: requests not listed here need no particular peer.
-    _O.REQUEST_SIGNAL_CONTAINER: _FROM_OWNER, _O.REQUEST_ATTACH: _FROM_SLURMD,
-    _O.REQUEST_GET_BPF_TOKEN: _FROM_SLURMD, _O.REQUEST_STEP_SUSPEND: _FROM_SLURMD,
-    _O.REQUEST_STEP_RESUME: _FROM_SLURMD, _O.REQUEST_STEP_TERMINATE: _FROM_OWNER,
-    _O.REQUEST_STEP_COMPLETION: _FROM_SLURMD, _O.REQUEST_STEP_STAT: _FROM_OWNER,
-    _O.REQUEST_STEP_RECONFIGURE: _FROM_SLURMD, _O.REQUEST_JOB_NOTIFY: _FROM_OWNER,
-    _S.REQUEST_ADD_EXTERN_PID: _FROM_SLURMD, _S.REQUEST_X11_DISPLAY: _FROM_OWNER,
-    _S.REQUEST_GET_NS_FD: _FROM_OWNER, _S.REQUEST_GET_NS_FDS: _FROM_OWNER,
-    _O.REQUEST_STEP_UPDATE_MEM_LIMITS: _FROM_SLURMD, _O.REQUEST_JOB_USAGE: _FROM_SLURMD,
-}
-
-
-@functools.cache
 def known_requests(release: Release) -> frozenset[int]:
-    """The request numbers a stepd of `release` dispatches; any other number closes the connection."""
-    version = release.protocol_version
-    known = set(_BASE)
-    if SLURM_24_05 <= version < STEPD_SLUID:
-        known |= _STEPMGR  # unconditional switch cases; 25.11 consults them only when running stepmgr
-    if version >= STEPD_SLUID:
-        known |= {StepRequest.REQUEST_SLUID, StepRequest.REQUEST_GET_NS_FDS, OtherRequest.REQUEST_GET_BPF_TOKEN}
-    if version >= SLURM_26_05:
-        known |= {OtherRequest.REQUEST_STEP_UPDATE_MEM_LIMITS, OtherRequest.REQUEST_JOB_USAGE}
-    return frozenset(known)
+    """The request numbers a stepd of `release` dispatches (its row); any other number closes the connection."""
+    return release.stepd.requests
 
 
 def request_name(number: int, release: Release) -> str:
@@ -357,7 +276,7 @@ class FakeStepd:
         except (OSError, AttributeError, struct.error) as exc:
             peercred_error = f"SO_PEERCRED failed: {exc}"
         release = self.release if self.release is not None else release_at_or_below(version)
-        if release is None or version < release.min_version:
+        if release is None or not release.stepd_accepts(version):
             await self._refuse(conn, version, "protocol version too old")
         if peercred_error is not None:
             await self._refuse(conn, version, peercred_error)
@@ -395,8 +314,8 @@ class FakeStepd:
         if number not in known_requests(release):
             self._emit("request", **self._peer(conn), request=name, number=number, verdict="unrecognized")
             return False
-        if release.protocol_version >= STEPD_SLUID and not self._allowed_25_11(number, conn.uid):
-            # stepd_rpcs[] check: the handler returns EPERM, the connection closes, nothing more is read.
+        if not self._allowed(release, number, conn.uid):
+            # stepd_rpcs[] check (25.11+): the handler returns EPERM, the connection closes, nothing more is read.
             self._emit("request", **self._peer(conn), request=name, number=number, verdict="refused")
             return False
         handler = _HANDLERS.get(number)
@@ -409,11 +328,11 @@ class FakeStepd:
         """_slurm_authorized_user(): root or SlurmUser."""
         return uid in (0, self.slurm_uid)
 
-    def _allowed_25_11(self, number: int, uid: int) -> bool:
-        need = _AUTH_25_11.get(number)
-        if need == _FROM_SLURMD:
+    def _allowed(self, release: Release, number: int, uid: int) -> bool:
+        """The release's dispatch-table check of the peer (its row's slurmd_only and owner_only)."""
+        if number in release.stepd.slurmd_only:
             return self._authorized(uid)
-        if need == _FROM_OWNER:
+        if number in release.stepd.owner_only:
             return uid == self.job.uid or self._authorized(uid)
         return True
 
@@ -480,12 +399,13 @@ class FakeStepd:
         number = StepRequest.REQUEST_ADD_EXTERN_PID
         # 24.11.6+, 25.05.1+, 25.11+: a step whose state is CANCELLED or later closes the connection
         # before reading the pid. Simulated steps never end, so this is only the branch point.
-        if conn.rel.protocol_version >= SLURM_24_11 and self._step_ending():
+        if conn.rel.stepd.ending_step_closes and self._step_ending():
             self._answered(conn, number, verdict="step ending")
             return False
         pid = await self._read_pid(conn)
-        if conn.rel.protocol_version < STEPD_SLUID and not self._authorized(conn.uid):
-            # 22.05-25.05: the handler checks the peer after reading the pid and answers -1.
+        if not self._authorized(conn.uid):
+            # The handler checks the peer after reading the pid and answers -1 (22.05-25.05; from 25.11 the
+            # dispatch table's slurmd_only check has closed on such a peer before).
             self._answered(conn, number, verdict="failed", pid=pid, rc=-1, reason="peer is not root or SlurmUser")
             await self._write(conn, ADD_EXTERN_PID_REPLY.build(-1))
             return True
@@ -529,7 +449,7 @@ class FakeStepd:
 
     async def _h_get_ns_fd(self, conn: _Conn) -> bool:
         number = StepRequest.REQUEST_GET_NS_FD
-        if conn.rel.protocol_version >= STEPD_SLUID:
+        if not conn.rel.stepd.ns_fd_count_reply:
             # 25.11+: one (fd, SCM_RIGHTS) pair per mount namespace. With no namespace plugin that is
             # nothing at all, and the connection stays open for the next request.
             self._answered(conn, number, verdict="silent", namespaces=0)
@@ -560,7 +480,7 @@ class FakeStepd:
 
     async def _h_mem_limits(self, conn: _Conn) -> bool:
         # u64 job_mem then u64 step_mem (MB, 0 = no limit); 26.05 sends job_mem only.
-        count = 1 if conn.rel.protocol_version >= SLURM_26_05 else 2
+        count = conn.rel.stepd.mem_limits_values
         self._answered(conn, OtherRequest.REQUEST_STEP_MEM_LIMITS, limits=count)
         await self._write(conn, U64.build(0) * count)
         return True

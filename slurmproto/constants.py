@@ -1,4 +1,7 @@
-"""Slurm's numbers that are the same in every release 22.05 to 26.05 (slurm.h, msg_type.h)."""
+"""Slurm's numbers that are the same in every release 22.05 to 26.05 (slurm.h, msg_type.h, stepd_api.h).
+
+Which release has which of them (step requests, layouts) is in `versions`.
+"""
 
 from __future__ import annotations
 
@@ -85,3 +88,54 @@ class HashType(IntEnum):
     K12 = 2
     SHA256 = 3
     SHA3 = 4
+
+
+class StepRequest(IntEnum):
+    """step_msg_t values (the int that starts every slurmstepd request) that slurmproto.stepd sends."""
+
+    REQUEST_CONNECT = 0
+    REQUEST_SLUID = 1  # 25.11+ (a defunct value before)
+    REQUEST_STATE = 5
+    REQUEST_PID_IN_CONTAINER = 8
+    REQUEST_DAEMON_PID = 9
+    REQUEST_STEP_UID = 20
+    REQUEST_ADD_EXTERN_PID = 22
+    REQUEST_X11_DISPLAY = 23
+    REQUEST_GET_NS_FD = 26
+    REQUEST_GET_NS_FDS = 28  # 25.11+
+
+
+class OtherStepRequest(IntEnum):
+    """The other step_msg_t values (and slurm msg types) a slurmstepd dispatches in some release."""
+
+    REQUEST_SIGNAL_CONTAINER = 4
+    REQUEST_ATTACH = 7
+    REQUEST_STEP_SUSPEND = 10
+    REQUEST_STEP_RESUME = 11
+    REQUEST_STEP_TERMINATE = 12
+    REQUEST_STEP_TASK_INFO = 14
+    REQUEST_STEP_LIST_PIDS = 15
+    REQUEST_STEP_RECONFIGURE = 16
+    REQUEST_STEP_STAT = 17
+    REQUEST_STEP_COMPLETION = 18
+    REQUEST_STEP_MEM_LIMITS = 19
+    REQUEST_STEP_NODEID = 21
+    REQUEST_GETPW = 24
+    REQUEST_GETGR = 25
+    REQUEST_GETHOST = 27
+    REQUEST_GET_BPF_TOKEN = 29  # 25.11+
+    REQUEST_STEP_UPDATE_MEM_LIMITS = 30  # 26.05+
+    REQUEST_JOB_USAGE = 31  # 26.05+
+    # From the slurm_msg_type_t enum (msg_type.h), same numbers 22.05 to 26.05.
+    REQUEST_JOB_NOTIFY = 4022
+    # The stepmgr relays, in the switch of 24.05 to 25.05 (25.11+: only on a stepmgr extern step).
+    REQUEST_JOB_STEP_INFO = 2005
+    REQUEST_JOB_SBCAST_CRED = 4023
+    REQUEST_HET_JOB_ALLOC_INFO = 4027
+    REQUEST_JOB_STEP_CREATE = 5001
+    REQUEST_CANCEL_JOB_STEP = 5005
+    REQUEST_UPDATE_JOB_STEP = 5007
+    REQUEST_STEP_LAYOUT = 5021
+    SRUN_TIMEOUT = 7002
+    SRUN_NODE_FAIL = 7003
+    SRUN_JOB_COMPLETE = 7004

@@ -2,7 +2,8 @@
 
 Callerid traffic always has forward.cnt 0 and ret_cnt 0, which makes the header 16 bytes from 22.05 on;
 the forward block and the return list are parsed anyway, so that any slurmd frame can be read.
-The header is parsed with its own version as the `version` parameter (the codec peeks it first).
+The header is parsed with its own version as the `version` parameter (the codec peeks it first); its
+forks (the spare field, net_cred, tree_depth) follow that version's row of the release table.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from construct import If, Int16ub, Int32sb, Int32ub, Padding, PrefixedArray, Struct, this
+from construct import If, Int16ub, Int32sb, Int32ub, Padding, PrefixedArray, Struct
 
 from slurmproto.constants import HeaderFlags
 from slurmproto.messages.base import Message, MessageBody
-from slurmproto.primitives import SlurmAddr, Typed, packstr, slurm_addr
-from slurmproto.versions import FORWARD_TREE_DEPTH, NO_EXTRA_HEADER_FIELD, PACK_ADDRS_NET_CRED
+from slurmproto.primitives import SlurmAddr, Typed, WhereLayout, packstr, slurm_addr
+from slurmproto.versions import layout_of
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,12 @@ def _forwarding(ctx: Any) -> bool:
 
 
 def _has_net_cred(ctx: Any) -> bool:
-    return bool(ctx.cnt > 0 and ctx._params.version >= PACK_ADDRS_NET_CRED
+    return bool(ctx.cnt > 0 and layout_of(ctx._params.version).forward_net_cred
                 and ctx._.flags & HeaderFlags.SLURM_PACK_ADDRS)
 
 
 def _has_tree_depth(ctx: Any) -> bool:
-    return bool(ctx.cnt > 0 and ctx._params.version >= FORWARD_TREE_DEPTH)
+    return bool(ctx.cnt > 0 and layout_of(ctx._params.version).forward_tree_depth)
 
 
 FORWARD = Typed(Forward, Struct(
@@ -91,7 +92,7 @@ HEADER = Typed(Header, Struct(
     "version" / Int16ub,
     "flags" / Int16ub,
     # 20.11 and 21.08 headers carry a spare u16 (always 0) here.
-    If(this._params.version < NO_EXTRA_HEADER_FIELD, Padding(2)),
+    WhereLayout("extra_header_field", Padding(2)),
     "msg_type" / Int16ub,
     "body_length" / Int32ub,
     "forward" / FORWARD,

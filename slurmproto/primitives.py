@@ -1,7 +1,8 @@
 """Slurm's pack.c primitives as construct building blocks.
 
 Every schema is parsed and built with the header's protocol version in the context
-(`schema.parse(data, version=0x2600)`), read as `this._params.version`. A second parameter,
+(`schema.parse(data, version=0x2600)`); where releases differ, a field is there or not as the release
+table says for that version (`WhereLayout`, `versions.layout_of`). A second parameter,
 `nul_check` (default True), says whether a packstr must end in NUL as 23.02+ receivers demand;
 pass False to read like a 22.05 receiver.
 """
@@ -12,11 +13,11 @@ import dataclasses
 import functools
 from typing import Any
 
-from construct import Adapter, Construct, Default, If, Int16ub, Int32ub, Int64ub, stream_read, stream_write, this
+from construct import Adapter, Construct, Default, Int16ub, Int32ub, Int64ub, stream_read, stream_write
 
 from slurmproto.constants import AF_INET, AF_INET6, NO_VAL
 from slurmproto.errors import MalformedMessage, MissingNul
-from slurmproto.versions import STEP_ID_REPLIES
+from slurmproto.versions import Layout, layout_of
 
 MAX_PACK_MEM_LEN = 0x40000000
 """Unpackers refuse a string or memory length above 1 GiB."""
@@ -169,14 +170,53 @@ class SlurmAddrCodec(Construct):  # type: ignore[misc]
         return obj
 
 
+class WhereLayout(Construct):  # type: ignore[misc]
+    """`subcon` where the layout of the context's protocol version has `fact` (a Layout field), else
+    nothing (None).
+
+    The release table decides (versions.layout_of), so a schema forks on a row's fact, never on a
+    version number. Compiles: the compiled code asks layout_of too.
+    """
+
+    def __init__(self, fact: str, subcon: Construct) -> None:
+        super().__init__()
+        if fact not in Layout._fields:
+            raise ValueError(f"{fact!r} is not a Layout field ({', '.join(Layout._fields)})")
+        self.fact = fact
+        self.index = Layout._fields.index(fact)
+        self.subcon = subcon
+        self.flagbuildnone = subcon.flagbuildnone
+
+    def present(self, context: Any) -> bool:
+        return bool(layout_of(context["_params"]["version"])[self.index])
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        return self.subcon._parsereport(stream, context, path) if self.present(context) else None
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        return self.subcon._build(obj, stream, context, path) if self.present(context) else None
+
+    def _sizeof(self, context: Any, path: str) -> int:
+        return int(self.subcon._sizeof(context, path)) if self.present(context) else 0
+
+    def _condition(self, code: Any) -> str:
+        code.append("from slurmproto.versions import layout_of as _layout_of")
+        return f"_layout_of(this['_params']['version'])[{self.index}]"
+
+    def _emitparse(self, code: Any) -> str:
+        return f"(({self.subcon._compileparse(code)}) if {self._condition(code)} else None)"
+
+    def _emitbuild(self, code: Any) -> str:
+        return f"(({self.subcon._compilebuild(code)}) if {self._condition(code)} else None)"
+
+
 # pack_step_id (sluid, job_id, step_id, step_het_comp) where replies carry a step id (25.11+), else the
 # job id alone. Missing step fields build as Slurm's SLURM_STEP_ID_INITIALIZER (0, NO_VAL, NO_VAL).
-_STEP_LAYOUT = this._params.version >= STEP_ID_REPLIES
 STEP_ID_OR_JOB_ID = (
-    "sluid" / If(_STEP_LAYOUT, Default(Int64ub, 0)),
+    "sluid" / WhereLayout("step_id_replies", Default(Int64ub, 0)),
     "job_id" / Int32ub,
-    "step_id" / If(_STEP_LAYOUT, Default(Int32ub, NO_VAL)),
-    "step_het_comp" / If(_STEP_LAYOUT, Default(Int32ub, NO_VAL)),
+    "step_id" / WhereLayout("step_id_replies", Default(Int32ub, NO_VAL)),
+    "step_het_comp" / WhereLayout("step_id_replies", Default(Int32ub, NO_VAL)),
 )
 
 # Exported instances, used like construct's own fields.

@@ -5,10 +5,10 @@ framing: raw native-endian C ints (little-endian on x86-64 and aarch64), one req
 one connection. The client announces a protocol version; the stepd accepts any value at or above its
 SLURM_MIN_PROTOCOL_VERSION and answers with its own version (or -1 and a close).
 
-Per release: request 1 is REQUEST_SLUID and 28 REQUEST_GET_NS_FDS from 25.11 on (GET_NS_FD, 26, is
-what older clients use). From 25.11, refused calls (ADD_EXTERN_PID from a non-root peer; X11 and
-namespace calls from anyone but the owner or root) close the connection with no answer, as does
-ADD_EXTERN_PID on an ending step from 24.11.6.
+Per release (the stepd part of its row in `versions`, which the client reads): request 1 is
+REQUEST_SLUID and 28 REQUEST_GET_NS_FDS from 25.11 on (GET_NS_FD, 26, is what older clients use). From
+25.11, refused calls (ADD_EXTERN_PID from a non-root peer; X11 and namespace calls from anyone but the
+owner or root) close the connection with no answer, as does ADD_EXTERN_PID on an ending step from 24.11.6.
 """
 
 from __future__ import annotations
@@ -16,29 +16,14 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from enum import IntEnum
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from slurmproto import versions
 from slurmproto.constants import NO_VAL
+from slurmproto.constants import StepRequest as StepRequest  # step_msg_t values, re-exported
 from slurmproto.errors import SlurmError
-from slurmproto.versions import NEWEST, STEPD_SLUID
-
-
-class StepRequest(IntEnum):
-    """step_msg_t values (the int that starts every request)."""
-
-    REQUEST_CONNECT = 0
-    REQUEST_SLUID = 1  # 25.11+ (a defunct value before)
-    REQUEST_STATE = 5
-    REQUEST_PID_IN_CONTAINER = 8
-    REQUEST_DAEMON_PID = 9
-    REQUEST_STEP_UID = 20
-    REQUEST_ADD_EXTERN_PID = 22
-    REQUEST_X11_DISPLAY = 23
-    REQUEST_GET_NS_FD = 26
-    REQUEST_GET_NS_FDS = 28  # 25.11+
-
+from slurmproto.versions import NEWEST, Release, nearest_release
 
 # --- schemas ---------------------------------------------------------------------------------------
 # Requests carry `req` and their arguments; replies are read with the sizes these give. These are fixed
@@ -221,6 +206,8 @@ class StepdClient:
         except StepdError:
             self.sock.close()
             raise
+        self.release: Release = nearest_release(self.protocol_version)
+        """The release table's row for the version the stepd announced: which requests it has."""
 
     def _call(self, request: bytes, reply: Schema, what: str) -> Any:
         _send(self.sock, request, what)
@@ -251,9 +238,10 @@ class StepdClient:
 
     def sluid(self) -> int:
         """The step's sluid (25.11+)."""
-        if self.protocol_version < STEPD_SLUID:
-            raise StepdError(f"REQUEST_SLUID needs slurmstepd 25.11 or newer (this one speaks "
-                             f"0x{self.protocol_version:04x})")
+        if StepRequest.REQUEST_SLUID not in self.release.stepd.requests:
+            having = ", ".join(r.name for r in versions.RELEASES if StepRequest.REQUEST_SLUID in r.stepd.requests)
+            raise StepdError(f"REQUEST_SLUID needs slurmstepd {having} (this one speaks "
+                             f"0x{self.protocol_version:04x}, taken as {self.release.name})")
         return int(self._call(REQUEST.build({"req": StepRequest.REQUEST_SLUID}),
                               SLUID_REPLY, "REQUEST_SLUID"))
 
@@ -274,7 +262,7 @@ class StepdClient:
 
         25.11+ stepds answer GET_NS_FDS; older ones GET_NS_FD (one mount namespace, or none).
         """
-        if self.protocol_version >= STEPD_SLUID:
+        if StepRequest.REQUEST_GET_NS_FDS in self.release.stepd.requests:
             what = "REQUEST_GET_NS_FDS"
             count = int(self._call(REQUEST.build({"req": StepRequest.REQUEST_GET_NS_FDS}),
                                    NS_FDS_REPLY, what))
