@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import io
 import json
 import random
@@ -269,12 +268,12 @@ class FakeTarget:
         self.loop = asyncio.new_event_loop()
         self.node = NodeSpec("node1", "127.0.0.1", 6818)
         self.server = _fuzz_server(server)
-        self.saved = dict(server.BEHAVIOURS)
-        server.BEHAVIOURS.update({k: dataclasses.replace(v, refusal_delay=0.0) for k, v in self.saved.items()})
+        self.saved = server.behaviour_of  # the same rules, without the refusal's pause
+        server.behaviour_of = lambda release: self.saved(release)._replace(refusal_delay=0.0)
         self.allowed: tuple[type[BaseException], ...] = (server.Close,)
 
     def close(self) -> None:
-        self.server_module.BEHAVIOURS.update(self.saved)
+        self.server_module.behaviour_of = self.saved
         self.loop.close()
 
     def __call__(self, data: bytes) -> str:
