@@ -5,44 +5,141 @@
     slurm-callerid decode [--hex | --raw] [--munge-socket PATH] [FILE]
 
 Exit status: 0 a job was named (batch: for every query); 1 indeterminate or an error (as scontrol); 2 usage.
+No input ends in a traceback: an unexpected exception is one "internal error" line and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import socket
 import sys
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 EXIT_FOUND, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+PROG = "slurm-callerid"
+MAX_LINE = 4096
+"""A batch query is under 100 characters; longer lines are refused, not buffered."""
+
+
+# --- argument values: ValueError with a message (batch lines use them too) --------------------------
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535, in ASCII digits."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
+        raise ValueError(f"port {text!r} is not a number between 1 and 65535")
+    return int(text)
+
+
+def address(text: str) -> str:
+    """An IPv4 or IPv6 address (a name is not looked up)."""
+    from slurmproto.client import Endpoint
+
+    Endpoint.parse(text)  # ValueError naming the text
+    return text
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text) if text.strip().isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def protocol_version(text: str) -> int | None:
+    """`auto` (None), a release such as 24.11, or a 16-bit number."""
+    from slurmproto.versions import parse_version
+
+    if text == "auto":
+        return None
+    if not text.isascii():
+        raise ValueError(f"unknown Slurm release or protocol version {text!r}")
+    return parse_version(text)
+
+
+def _arg(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`check` as an argparse type: its message becomes the usage error (exit 2)."""
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = check.__name__
+    return convert
+
+
+class _Version(argparse.Action):
+    """--version: the installed distribution's version, else the package's own."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"{PROG} {package_version()}")
+        parser.exit()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slurm-adopt-toolkit")
+    except PackageNotFoundError:
+        from slurmproto import __version__
+
+        return __version__
+
+
+# --- parsers ---------------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    parser.add_argument("--conf", metavar="PATH", help="slurm.conf (default: $SLURM_CONF, /etc/slurm/slurm.conf)")
+    parser.add_argument("--munge-socket", metavar="PATH",
+                        help="munged socket (default: slurm.conf's AuthInfo socket=, then munge's default)")
+    return parser
 
 
 def _options() -> argparse.ArgumentParser:
     """The options shared by a single query and `batch`."""
-    options = argparse.ArgumentParser(add_help=False)
+    options = _common(argparse.ArgumentParser(add_help=False))
     options.add_argument("--json", action="store_true", help="print the result as JSON")
-    options.add_argument("--timeout", type=float, metavar="SECONDS",
-                         help="overall deadline per query (default: TCPTimeout + MessageTimeout)")
-    options.add_argument("--protocol-version", default="auto", metavar="VERSION",
+    options.add_argument("--timeout", type=_arg(seconds), metavar="SECONDS",
+                         help="overall deadline per query, munged and user lookups included "
+                              "(default: TCPTimeout + MessageTimeout)")
+    options.add_argument("--protocol-version", type=_arg(protocol_version), default="auto", metavar="VERSION",
                          help="header version: auto (default), a release such as 24.11, or a number (0x2a00)")
-    options.add_argument("--port", type=int, help="slurmd port (default: SlurmdPort from slurm.conf, 6818)")
-    options.add_argument("--conf", metavar="PATH", help="slurm.conf (default: $SLURM_CONF, /etc/slurm/slurm.conf)")
-    options.add_argument("--munge-socket", metavar="PATH", help="munged socket (default: AuthInfo socket=)")
+    options.add_argument("--port", type=_arg(port_number),
+                         help="slurmd port (default: SlurmdPort from slurm.conf, 6818)")
     options.add_argument("-v", "--verbose", action="store_true", help="show what was sent and received")
     return options
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="slurm-callerid", parents=[_options()],
+        prog=PROG, parents=[_options()],
         description="Ask the slurmd on IP_SRC which Slurm job holds the TCP connection "
                     "IP_SRC:PORT_SRC -> IP_DST:PORT_DST, like `scontrol callerid`; prints JOBID NODENAME. "
+                    "Only answers signed by root or SlurmdUser are believed. "
                     "`slurm-callerid batch` answers many queries in one process; "
                     "`slurm-callerid decode [FILE]` decodes captured frames.")
-    parser.add_argument("ip_src", metavar="IP_SRC", help="address of the remote end (whose slurmd is asked)")
-    parser.add_argument("port_src", metavar="PORT_SRC", type=int)
-    parser.add_argument("ip_dst", metavar="IP_DST", help="address of the local end")
-    parser.add_argument("port_dst", metavar="PORT_DST", type=int)
+    parser.add_argument("ip_src", metavar="IP_SRC", type=_arg(address),
+                        help="address of the remote end (whose slurmd is asked)")
+    parser.add_argument("port_src", metavar="PORT_SRC", type=_arg(port_number))
+    parser.add_argument("ip_dst", metavar="IP_DST", type=_arg(address), help="address of the local end")
+    parser.add_argument("port_dst", metavar="PORT_DST", type=_arg(port_number))
     parser.add_argument("family", metavar="4|6", nargs="?", choices=("4", "6"),
                         help="address family of the addresses (default: from the addresses)")
     return parser
@@ -50,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _batch_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="slurm-callerid batch", parents=[_options()],
+        prog=f"{PROG} batch", parents=[_options()],
         description="Read queries `IP_SRC PORT_SRC IP_DST PORT_DST [4|6]`, one a line, and print one answer "
                     "a line, in order: `JOBID NODENAME`, `indeterminate` or `error: REASON` (JSON lines with "
                     "--json). One process for all: no interpreter start-up per query.")
@@ -59,49 +156,83 @@ def _batch_parser() -> argparse.ArgumentParser:
 
 
 def _decode_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slurm-callerid decode",
+    parser = _common(argparse.ArgumentParser(
+        prog=f"{PROG} decode",
         description="Decode captured Slurm frames (whole TCP payloads, length prefix included) to JSON. "
-                    "Input: hex or raw bytes, or a JSON file whose *_hex lists hold frames.")
+                    "Input: hex or raw bytes, or a JSON file whose *_hex lists hold frames. Credentials are "
+                    "checked with munged, found like a query does."))
     parser.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--hex", action="store_true", help="input is hex")
     form.add_argument("--raw", action="store_true", help="input is raw bytes")
-    parser.add_argument("--munge-socket", metavar="PATH", help="munged socket used to verify credentials")
     parser.add_argument("--no-munge", action="store_true", help="do not try to decode credentials")
+    parser.add_argument("--timeout", type=_arg(seconds), default=10.0, metavar="SECONDS",
+                        help="how long munged may take for all credential checks (default: 10)")
     parser.add_argument("--lenient", action="store_true",
                         help="read like a 22.05.8 receiver: strings without NUL, bytes after the body")
     return parser
 
 
+# --- main ------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        _warn(f"{PROG}: interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `| head`: no traceback, and none from the final flush either
+        _silence_stdout()
+        return EXIT_FAILED
+    except Exception as exc:  # the last resort: never a traceback on a terminal
+        _warn(f"{PROG}: internal error: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["decode"]:
         from slurmproto.decode import run as decode
 
         return decode(_decode_parser().parse_args(argv[1:]))
     if argv[:1] == ["batch"]:
         return _batch(_batch_parser().parse_args(argv[1:]))
-    return _callerid(_parser().parse_args(argv))
+    parser = _parser()
+    return _callerid(parser.parse_args(argv), parser)
 
 
-def _callerid(args: argparse.Namespace) -> int:
+def _warn(text: str) -> None:
+    """One line on stderr, whatever it contains and even if stderr is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        print(" ".join(text.split()), file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _callerid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    started = time.monotonic()
+    try:
+        _check_query(args.family, args.ip_src, args.ip_dst)
+    except ValueError as exc:
+        parser.error(str(exc))
     from slurmproto.client import callerid
     from slurmproto.errors import SlurmError
 
     say = _printer(args.verbose)
     try:
-        settings = _settings(args, say)
-        _check_family(args.family, args.ip_src, args.ip_dst)
+        settings, deadline = _settings(args, say, started)
         say(f"asking slurmd at {args.ip_src} port {settings['port']}; "
             f"munge socket {settings['munge_socket'] or 'default'}")
+        settings["timeout"] = deadline - time.monotonic()
         result = callerid(args.ip_src, args.port_src, args.ip_dst, args.port_dst, **settings)
     except (SlurmError, ValueError, OSError) as exc:
         if args.json:
             _print_json(_error_json(exc))
         else:
-            print(f"slurm_network_callerid: unable to retrieve callerid data from remote slurmd: {exc}",
-                  file=sys.stderr)
+            _warn(_failure(exc))
         return EXIT_FAILED
     if args.verbose:
         _explain(result, say)
@@ -110,82 +241,114 @@ def _callerid(args: argparse.Namespace) -> int:
     elif result.job_id is not None:
         print(f"{result.job_id} {result.node_name}")
     else:
-        print("slurm_network_callerid: remote job id indeterminate", file=sys.stderr)
+        _warn("slurm_network_callerid: remote job id indeterminate")
     return EXIT_FOUND if result.job_id is not None else EXIT_FAILED
 
 
 def _batch(args: argparse.Namespace) -> int:
+    from slurmproto.errors import SlurmError
+
+    say = _printer(args.verbose)
+    try:
+        settings, _ = _settings(args, say, time.monotonic())
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115 (closed below)
+    except (SlurmError, ValueError, OSError) as exc:
+        _warn(f"{PROG} batch: {_local_text(exc)}")
+        return EXIT_FAILED
+    learned: dict[str, int] = {}  # source host -> the version its slurmd answered in
+    found_all = True
+    with source:
+        try:
+            for line in _lines(source):
+                if not line.split() or line.split()[0].startswith("#"):
+                    continue
+                found = _batch_query(line, settings, learned, args.json)
+                found_all = found_all and found
+        except (SlurmError, OSError) as exc:  # the input itself: no later line is read
+            _warn(f"{PROG} batch: {_local_text(exc)}")
+            return EXIT_FAILED
+    return EXIT_FOUND if found_all else EXIT_FAILED
+
+
+def _lines(source: IO[bytes]) -> Iterator[str]:
+    """Lines as text (bad bytes replaced); InputError at a line longer than MAX_LINE (none is buffered)."""
+    from slurmproto.errors import InputError
+
+    number = 0
+    while line := source.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise InputError(f"line {number} is longer than {MAX_LINE} characters: not a query file")
+        yield line.decode("utf-8", "replace")
+
+
+def _batch_query(line: str, settings: dict[str, Any], learned: dict[str, int], as_json: bool) -> bool:
+    """Answer one query line; whether it named a job."""
     import json
 
     from slurmproto.client import callerid
     from slurmproto.errors import SlurmError
 
-    say = _printer(args.verbose)
+    fields = line.split()
     try:
-        settings = _settings(args, say)
-        source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115 (closed below)
+        if len(fields) not in (4, 5) or (len(fields) == 5 and fields[4] not in ("4", "6")):
+            raise ValueError(f"expected IP_SRC PORT_SRC IP_DST PORT_DST [4|6], got {line.strip()[:100]!r}")
+        _check_query(fields[4] if len(fields) == 5 else None, fields[0], fields[2])
+        start = learned.get(fields[0], settings["start_version"])
+        result = callerid(fields[0], port_number(fields[1]), fields[2], port_number(fields[3]),
+                          **{**settings, "start_version": start})
+        learned[fields[0]] = result.protocol_version
     except (SlurmError, ValueError, OSError) as exc:
-        print(f"slurm-callerid batch: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    learned: dict[str, int] = {}  # source host -> the version its slurmd answered in
-    found_all = True
-    with source:
-        for line in source:
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
-                continue
+        print(json.dumps(_error_json(exc)) if as_json else f"error: {exc}", flush=True)
+        return False
+    if as_json:
+        print(json.dumps(_result_json(result)), flush=True)
+    else:
+        print(f"{result.job_id} {result.node_name}" if result.job_id is not None else "indeterminate", flush=True)
+    return result.job_id is not None
+
+
+def _check_query(family: str | None, src: str, dst: str) -> None:
+    """As scontrol: with a trailing 4 or 6, the addresses must be of that family; both of one family."""
+    from slurmproto.client import Endpoint
+
+    if family is not None:
+        kind = socket.AF_INET if family == "4" else socket.AF_INET6
+        for text in (src, dst):
             try:
-                if len(fields) not in (4, 5) or (len(fields) == 5 and fields[4] not in ("4", "6")):
-                    raise ValueError(f"expected IP_SRC PORT_SRC IP_DST PORT_DST [4|6], got {line.strip()!r}")
-                _check_family(fields[4] if len(fields) == 5 else None, fields[0], fields[2])
-                start = learned.get(fields[0], settings["start_version"])
-                result = callerid(fields[0], int(fields[1]), fields[2], int(fields[3]),
-                                  **{**settings, "start_version": start})
-                learned[fields[0]] = result.protocol_version
-            except (SlurmError, ValueError, OSError) as exc:
-                found_all = False
-                print(json.dumps(_error_json(exc)) if args.json else f"error: {exc}", flush=True)
-                continue
-            found_all = found_all and result.job_id is not None
-            if args.json:
-                print(json.dumps(_result_json(result)), flush=True)
-            else:
-                print(f"{result.job_id} {result.node_name}" if result.job_id is not None else "indeterminate",
-                      flush=True)
-    return EXIT_FOUND if found_all else EXIT_FAILED
+                socket.inet_pton(kind, text)
+            except (OSError, ValueError):
+                raise ValueError(f"{text} is not an IPv{family} address") from None
+    if Endpoint.parse(src).af != Endpoint.parse(dst).af:
+        raise ValueError(f"addresses of different families: {src} and {dst}")
 
 
-def _check_family(family: str | None, *addresses: str) -> None:
-    """As scontrol: with a trailing 4 or 6, the addresses must be of that family."""
-    if family is None:
-        return
-    kind = socket.AF_INET if family == "4" else socket.AF_INET6
-    for text in addresses:
-        try:
-            socket.inet_pton(kind, text)
-        except OSError:
-            raise ValueError(f"{text} is not an IPv{family} address") from None
+# --- settings from the options and slurm.conf -------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace, say: Any) -> dict[str, Any]:
-    """callerid() keyword arguments from the options and slurm.conf."""
+def load_conf(path: str | None, say: Callable[[str], None]) -> Any:
+    """slurm.conf, or None when there is none where Slurm looks (a host can still ask with the defaults)."""
     from slurmproto.conf import ConfNotFound, load
-    from slurmproto.versions import name_of, parse_version
 
     try:
-        conf = load(args.conf)
-        say(f"config: {conf.filename}")
-    except ConfNotFound as exc:  # a host without slurm.conf can still ask with the defaults
-        conf = None
+        conf = load(path)
+    except ConfNotFound as exc:
         say(f"config: {exc}; using defaults")
-    version = start = None
-    if args.protocol_version != "auto":
-        version = parse_version(args.protocol_version)
-    else:
-        from slurmproto.localslurm import local_protocol_version
+        return None
+    say(f"config: {conf.filename}")
+    return conf
 
-        start = local_protocol_version(conf.spool_dir(conf.guess_nodename()) if conf else None)
-        say(f"local Slurm: {name_of(start) if start else 'unknown'}")
+
+def _settings(args: argparse.Namespace, say: Callable[[str], None],
+              started: float) -> tuple[dict[str, Any], float]:
+    """callerid() keyword arguments from the options and slurm.conf, and the first query's deadline."""
+    conf = load_conf(args.conf, say)
+    budget = args.timeout
+    if budget is None:
+        budget = float(conf.tcp_timeout + conf.message_timeout) if conf else 12.0
+    deadline = started + budget
+    version = args.protocol_version
+    start = None if version is not None else _local_version(conf, deadline, say)
     return {
         "port": args.port or (conf.slurmd_port if conf else 6818),
         "version": version,
@@ -194,18 +357,75 @@ def _settings(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         "munge_ttl": conf.auth_ttl if conf else None,
         "connect_timeout": float(conf.tcp_timeout) if conf else 2.0,
         "message_timeout": float(conf.message_timeout) if conf else 10.0,
-        "timeout": args.timeout,
-    }
+        "timeout": budget,
+        "trusted_uids": trusted_uids(conf, deadline),
+    }, deadline
 
 
-def _printer(verbose: bool) -> Any:
+def _local_version(conf: Any, deadline: float, say: Callable[[str], None]) -> int | None:
+    from slurmproto.conf import ConfError
+    from slurmproto.localslurm import local_protocol_version
+    from slurmproto.versions import name_of
+
+    try:
+        spool = conf.spool_dir() if conf else None
+    except ConfError:  # SlurmdSpoolDir needs a node name this host lacks: only a hint is lost
+        spool = None
+    start = local_protocol_version(spool, deadline=deadline)
+    say(f"local Slurm: {name_of(start) if start else 'unknown'}")
+    return start
+
+
+def trusted_uids(conf: Any, deadline: float) -> frozenset[int]:
+    """Whose credentials a reply may carry: root and SlurmdUser (looked up within the deadline)."""
+    if conf is None:
+        return frozenset({0})
+    from slurmproto.deadline import call_within
+    from slurmproto.errors import LocalTimeout
+
+    left = deadline - time.monotonic()
+    uid: int = call_within(left, lambda: LocalTimeout(
+        f"looking up SlurmdUser {conf.slurmd_user!r}: the user database did not answer within "
+        f"{max(left, 0):.3g} s"), conf.slurmd_uid)
+    return frozenset({0, uid})
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+
+def _is_local(exc: BaseException) -> bool:
+    """Whether the failure happened on this host (munged, slurm.conf, files, NSS), not at the slurmd."""
+    from slurmproto.conf import ConfError
+    from slurmproto.errors import InputError, LocalTimeout
+    from slurmproto.munge import CredDecode, MungeError
+
+    if isinstance(exc, MungeError):
+        return not isinstance(exc, CredDecode)  # CredDecode: the reply's credential is bad
+    return isinstance(exc, LocalTimeout | ConfError | InputError | OSError | ValueError)
+
+
+def _local_text(exc: BaseException) -> str:
+    from slurmproto.munge import MungeError
+
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return f"munge: {exc}" if isinstance(exc, MungeError) else str(exc)
+
+
+def _failure(exc: BaseException) -> str:
+    if _is_local(exc):
+        return f"{PROG}: {_local_text(exc)}"
+    return f"slurm_network_callerid: unable to retrieve callerid data from remote slurmd: {exc}"
+
+
+def _printer(verbose: bool) -> Callable[[str], None]:
     def say(text: str) -> None:
         if verbose:
             print(text, file=sys.stderr)
     return say
 
 
-def _explain(result: Any, say: Any) -> None:
+def _explain(result: Any, say: Callable[[str], None]) -> None:
     from slurmproto.versions import name_of
 
     for attempt in result.attempts:
@@ -237,7 +457,9 @@ def _result_json(result: Any) -> dict[str, Any]:
 
 
 def _error_json(exc: BaseException) -> dict[str, Any]:
-    return {"error": str(exc), "error_type": type(exc).__name__, "rc": getattr(exc, "rc", None)}
+    text = _local_text(exc) if _is_local(exc) else str(exc)
+    return {"error": text, "error_type": type(exc).__name__, "rc": getattr(exc, "rc", None),
+            "local": _is_local(exc)}
 
 
 def _print_json(data: Any) -> None:

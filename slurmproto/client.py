@@ -9,9 +9,12 @@ from the local Slurm's version and, on such a refusal, tries versions of other r
 
 from __future__ import annotations
 
+import math
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from slurmproto.auth import check_payload
 from slurmproto.codec import Decoder, Frame, FrameOptions, sign_and_encode
@@ -25,6 +28,7 @@ from slurmproto.constants import (
 from slurmproto.errors import (
     AuthError,
     ConnectError,
+    ForgedReply,
     HttpReply,
     PeerClosed,
     Refused,
@@ -36,10 +40,15 @@ from slurmproto.errors import (
 from slurmproto.messages import NetworkCallerIdRequest, NetworkCallerIdResponse, ReturnCode
 from slurmproto.versions import SLURM_25_05, name_of, next_version
 
+if TYPE_CHECKING:
+    from slurmproto.munge import MungeContext
+
 MAX_REPLY = 64 * 1024
 """A callerid reply is about 250 bytes; refuse to buffer more than this from a peer."""
 MAX_ATTEMPTS = 3
 REFUSED_BY_VERSION = 1007  # SLURM_PROTOCOL_AUTHENTICATION_ERROR, 25.05+ answer to an unknown version
+TRUSTED_UIDS = frozenset({0})
+"""Whose credentials a reply may carry by default: root (SlurmdUser's default)."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +64,11 @@ class Endpoint:
         text = text.strip().strip("[]")
         try:
             return cls(AF_INET, socket.inet_pton(socket.AF_INET, text), text)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL, or a character that is not UTF-8
             pass
         try:
             packed = socket.inet_pton(socket.AF_INET6, text.split("%", 1)[0])
-        except OSError:
+        except (OSError, ValueError):
             raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
         if packed[:12] == b"\0" * 10 + b"\xff\xff":
             ipv4 = packed[12:]
@@ -123,72 +132,106 @@ class _Clock:
         return min(cap, remaining)
 
 
-def _exchange(frame: bytes, host: str, port: int, family: int, clock: _Clock, connect_timeout: float,
-              message_timeout: float, timings: dict[str, float]) -> tuple[Frame, bytes]:
-    """One connection: connect, send, read one reply frame."""
-    where = f"slurmd at {host}:{port}"
-    sock = socket.socket(socket.AF_INET6 if family == AF_INET6 else socket.AF_INET, socket.SOCK_STREAM)
+@dataclass
+class _Call:
+    """What every attempt of one callerid() call shares."""
+
+    host: str
+    port: int
+    family: int
+    connect_timeout: float
+    message_timeout: float
+    trusted: frozenset[int]
+    munge: MungeContext
+    clock: _Clock
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"slurmd at {self.host}:{self.port}"
+
+    def add(self, phase: str, since: float) -> float:
+        now = time.monotonic()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - since
+        return now
+
+
+def _connect(call: _Call) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if call.family == AF_INET6 else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        t0 = time.monotonic()
-        sock.settimeout(clock.left(connect_timeout, f"connect to {where}"))
-        try:
-            sock.connect((host, port))
-        except TimeoutError:
-            raise Timeout(f"connect to {where}: no answer within {sock.gettimeout():g} s") from None
-        except OSError as exc:
-            raise ConnectError(f"connect to {where}: {exc.strerror or exc}") from None
-        t1 = time.monotonic()
-        timings["connect"] = timings.get("connect", 0.0) + t1 - t0
-        receive_deadline = t1 + message_timeout
-        try:
-            sock.settimeout(clock.left(message_timeout, f"send to {where}"))
-            sock.sendall(frame)
-            t2 = time.monotonic()
-            timings["send"] = timings.get("send", 0.0) + t2 - t1
-            decoder = Decoder(FrameOptions(max_length=MAX_REPLY))
-            received = bytearray()
-            while (reply := decoder.next_frame()) is None:
-                wait = receive_deadline - time.monotonic()
-                if wait <= 0:
-                    raise Timeout(f"{where} did not answer within MessageTimeout {message_timeout:g} s")
-                allowed = clock.left(wait, f"answer from {where}")
-                sock.settimeout(allowed)
-                try:
-                    data = sock.recv(MAX_REPLY)
-                except TimeoutError:
-                    if allowed < wait:
-                        raise Timeout(f"answer from {where}: overall deadline of {clock.timeout:g} s "
-                                      "expired") from None
-                    raise Timeout(f"{where} did not answer within MessageTimeout {message_timeout:g} s") \
-                        from None
-                if not data:
-                    if not received:
-                        raise PeerClosed(f"{where} closed the connection without answering")
-                    decoder.feed_eof()
-                received += data
-                decoder.feed(data)
-            timings["receive"] = timings.get("receive", 0.0) + time.monotonic() - t2
-            return reply, bytes(received)
-        except TimeoutError:
-            raise Timeout(f"{where} did not answer in time") from None
-        except ConnectionError as exc:
-            raise PeerClosed(f"{where}: {exc.strerror or exc}") from None
-    finally:
+        wait = call.clock.left(call.connect_timeout, f"connect to {call.where}")
+        sock.settimeout(wait)
+        sock.connect((call.host, call.port))
+        return sock
+    except BaseException as exc:
         sock.close()
+        if isinstance(exc, TimeoutError):
+            raise Timeout(f"connect to {call.where}: no answer within {wait:g} s") from None
+        if isinstance(exc, OSError):
+            raise ConnectError(f"connect to {call.where}: {exc.strerror or exc}") from None
+        raise
+
+
+def _exchange(frame: bytes, call: _Call) -> tuple[Frame, bytes]:
+    """One connection: connect, send, read one reply frame."""
+    t0 = time.monotonic()
+    with _connect(call) as sock:
+        t1 = call.add("connect", t0)
+        try:
+            sock.settimeout(call.clock.left(call.message_timeout, f"send to {call.where}"))
+            sock.sendall(frame)
+            t2 = call.add("send", t1)
+            reply = _receive(sock, call, t1 + call.message_timeout)
+            call.add("receive", t2)
+            return reply
+        except TimeoutError:
+            raise Timeout(f"{call.where} did not answer in time") from None
+        except ConnectionError as exc:
+            raise PeerClosed(f"{call.where}: {exc.strerror or exc}") from None
+
+
+def _receive(sock: socket.socket, call: _Call, receive_deadline: float) -> tuple[Frame, bytes]:
+    """Read until one whole frame is in: at most about 2 x MAX_REPLY buffered, never past a deadline."""
+    where = call.where
+    decoder = Decoder(FrameOptions(max_length=MAX_REPLY))
+    received = bytearray()
+    while (reply := decoder.next_frame()) is None:
+        wait = receive_deadline - time.monotonic()
+        if wait <= 0:
+            raise Timeout(f"{where} did not answer within MessageTimeout {call.message_timeout:g} s")
+        allowed = call.clock.left(wait, f"answer from {where}")
+        sock.settimeout(allowed)
+        try:
+            data = sock.recv(MAX_REPLY)
+        except TimeoutError:
+            if allowed < wait:
+                raise Timeout(f"answer from {where}: overall deadline of {call.clock.timeout:g} s "
+                              "expired") from None
+            raise Timeout(f"{where} did not answer within MessageTimeout {call.message_timeout:g} s") from None
+        if not data:
+            if not received:
+                raise PeerClosed(f"{where} closed the connection without answering")
+            decoder.feed_eof()
+        received += data
+        decoder.feed(data)
+    return reply, bytes(received)
 
 
 def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DEFAULT_SLURMD_PORT,
              version: int | None = None, start_version: int | None = None, munge_socket: str | None = None,
              munge_ttl: int | None = None, connect_timeout: float = 2.0, message_timeout: float = 10.0,
-             timeout: float | None = None, slurmd: str | None = None) -> CallerIdResult:
+             timeout: float | None = None, slurmd: str | None = None,
+             trusted_uids: Collection[int] = TRUSTED_UIDS) -> CallerIdResult:
     """Ask the slurmd on `src` which job holds the TCP connection src:port_src -> dst:port_dst.
 
     `slurmd` sends the request to another address of the source node (default: `src` itself), e.g. its
     IPv4 NodeAddr when the connection came over IPv6 and slurmd listens on IPv4 only.
 
     `version` pins the header version (one attempt). Otherwise versions are chosen automatically,
-    starting from `start_version` (e.g. the local Slurm's) when given. `timeout` bounds the whole call
-    (default: connect_timeout + message_timeout). Raises a SlurmError subclass when no answer is had.
+    starting from `start_version` (e.g. the local Slurm's) when given. `timeout` bounds the whole call,
+    munged included (default: connect_timeout + message_timeout). A reply is believed only when its
+    credential was minted by one of `trusted_uids` (root and SlurmdUser; default root only): anything
+    else raises ForgedReply. Raises a SlurmError subclass when no answer is had.
     """
     from slurmproto.munge import MungeContext  # ctypes: only when a request is really sent
 
@@ -196,68 +239,112 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
     source, destination = Endpoint.parse(src), Endpoint.parse(dst)
     request = callerid_request(source, port_src, destination, port_dst)
     target = Endpoint.parse(slurmd) if slurmd else source
-    timings: dict[str, float] = {}
-    attempts: list[Attempt] = []
-    rejected: list[int] = []
-    http_seen = False
-    peer_version: int | None = None
-    last_error: SlurmError | None = None
+    munge = MungeContext(munge_socket, ttl=munge_ttl)
+    try:  # close() never waits: a munge call abandoned at the deadline closes the context when it returns
+        call = _Call(target.host, port, target.af, connect_timeout, message_timeout, frozenset(trusted_uids),
+                     munge, clock)
+        return _Fallback(version, start_version).run(request, call)
+    finally:
+        munge.close()
 
-    with MungeContext(munge_socket, ttl=munge_ttl) as munge:
-        while len(attempts) < (1 if version is not None else MAX_ATTEMPTS):
-            attempt_version = version if version is not None else next_version(
-                rejected, start=start_version, http_seen=http_seen, peer_version=peer_version)
-            if attempt_version is None:
-                break
+
+class _Fallback:
+    """The attempts of one call: which version to try next, and why the earlier ones were refused."""
+
+    def __init__(self, version: int | None, start_version: int | None) -> None:
+        self.version, self.start = version, start_version
+        self.attempts: list[Attempt] = []
+        self.rejected: list[int] = []
+        self.http_seen = False
+        self.peer_version: int | None = None
+        self.last_error: SlurmError | None = None
+
+    def next(self) -> int | None:
+        if len(self.attempts) >= (1 if self.version is not None else MAX_ATTEMPTS):
+            return None
+        if self.version is not None:
+            return self.version
+        return next_version(self.rejected, start=self.start, http_seen=self.http_seen,
+                            peer_version=self.peer_version)
+
+    def refused(self, version: int, outcome: str, started: float, error: SlurmError) -> None:
+        self.attempts.append(Attempt(version, outcome, time.monotonic() - started))
+        self.rejected.append(version)
+        self.http_seen = self.http_seen or isinstance(error, HttpReply)
+        self.last_error = error
+
+    def run(self, request: NetworkCallerIdRequest, call: _Call) -> CallerIdResult:
+        while (attempt_version := self.next()) is not None:
             started = time.monotonic()
-            t0 = time.perf_counter()
-            frame = sign_and_encode(request, attempt_version, munge.encode)  # a fresh credential each time
-            timings["munge_encode"] = timings.get("munge_encode", 0.0) + time.perf_counter() - t0
+            frame = _sign(request, attempt_version, call)  # a fresh credential each time
             try:
-                reply, raw = _exchange(frame, target.host, port, target.af, clock, connect_timeout,
-                                       message_timeout, timings)
+                reply, raw = _exchange(frame, call)
             except (PeerClosed, HttpReply) as exc:
-                attempts.append(Attempt(attempt_version, str(exc), time.monotonic() - started))
-                rejected.append(attempt_version)
-                http_seen = http_seen or isinstance(exc, HttpReply)
-                last_error = exc
+                self.refused(attempt_version, str(exc), started, exc)
                 continue
             message = reply.message
+            if not isinstance(message, ReturnCode | NetworkCallerIdResponse):  # refused whoever signed it
+                raise UnexpectedMessage(f"slurmd answered {type(message).__name__} to a callerid request")
+            signer = _verify(reply, call)
             if isinstance(message, ReturnCode) and message.return_code == REFUSED_BY_VERSION \
                     and reply.version >= SLURM_25_05 and reply.version != attempt_version:
-                attempts.append(Attempt(attempt_version, f"refused with RC 1007 by a slurmd speaking "
-                                        f"{name_of(reply.version)}", time.monotonic() - started))
-                rejected.append(attempt_version)
-                peer_version = reply.version
-                last_error = RemoteError(REFUSED_BY_VERSION, reply.version)
+                self.refused(attempt_version, f"refused with RC 1007 by a slurmd speaking "
+                             f"{name_of(reply.version)}", started, RemoteError(REFUSED_BY_VERSION, reply.version))
+                self.peer_version = reply.version
                 continue
-            attempts.append(Attempt(attempt_version, f"answered {MsgType(message.MSG_TYPE).name}",
-                                    time.monotonic() - started))
-            result = _result(reply, raw, munge, (target.host, port), timings)
-            result.sent, result.attempts = frame, attempts
-            timings["total"] = time.monotonic() - clock.start
+            self.attempts.append(Attempt(attempt_version, f"answered {MsgType(message.MSG_TYPE).name}",
+                                         time.monotonic() - started))
+            result = _result(reply, raw, signer, (call.host, call.port), call.timings)
+            result.sent, result.attempts = frame, self.attempts
+            call.timings["total"] = time.monotonic() - call.clock.start
             return result
-    tried = ", ".join(f"{name_of(a.version)} (0x{a.version:04x})" for a in attempts)
-    raise Refused(f"{last_error} (tried protocol versions {tried}; a slurmd also closes without "
-                  f"answering when it rejects the credential)", list(attempts))
+        tried = ", ".join(f"{name_of(a.version)} (0x{a.version:04x})" for a in self.attempts)
+        raise Refused(f"{self.last_error} (tried protocol versions {tried}; a slurmd also closes without "
+                      f"answering when it rejects the credential)", list(self.attempts))
 
 
-def _result(reply: Frame, raw: bytes, munge: object, slurmd: tuple[str, int],
+def _sign(request: NetworkCallerIdRequest, version: int, call: _Call) -> bytes:
+    t0 = time.monotonic()
+
+    def sign(payload: bytes) -> bytes:
+        return call.munge.encode(payload, timeout=call.clock.left(math.inf, "munge_encode"))
+
+    frame = sign_and_encode(request, version, sign)
+    call.add("munge_encode", t0)
+    return frame
+
+
+def _verify(reply: Frame, call: _Call) -> int | None:
+    """The uid that signed the reply, once munged, the signer and the body hash all agree; None if unsigned.
+
+    Slurm's own client (slurm_network_callerid) believes any valid credential, whoever minted it; we
+    accept only root and SlurmdUser, or any local user listening on the slurmd port (or answering in
+    its place) could name the job. An unsigned reply (23.02+ RC replies carry no credential) is only
+    ever taken as a failure or as "indeterminate", never as a job: what a peer could say by closing.
+    """
+    if reply.auth is None or reply.auth.credential is None:
+        if isinstance(reply.message, NetworkCallerIdResponse):
+            raise AuthError("slurmd's callerid reply carries no credential")
+        return None
+    t0 = time.monotonic()
+    decoded = call.munge.decode(reply.auth.credential, timeout=call.clock.left(math.inf, "munge_decode"))
+    if decoded.uid not in call.trusted:
+        raise ForgedReply(decoded.uid, call.trusted, f"{call.host}:{call.port}")
+    check_payload(decoded.payload, reply.body, reply.header.msg_type)
+    call.add("verify", t0)
+    return decoded.uid
+
+
+def _result(reply: Frame, raw: bytes, signer: int | None, slurmd: tuple[str, int],
             timings: dict[str, float]) -> CallerIdResult:
     message = reply.message
     if isinstance(message, ReturnCode):
         if message.return_code != 0:
             raise RemoteError(message.return_code, reply.version)
         # rc 0 without a job: Slurm's client reports success and leaves the job unset.
-        return CallerIdResult(None, None, None, reply.version, slurmd, None, timings=timings, received=raw)
-    if not isinstance(message, NetworkCallerIdResponse):
+        return CallerIdResult(None, None, None, reply.version, slurmd, signer, timings=timings, received=raw)
+    if not isinstance(message, NetworkCallerIdResponse):  # already refused by _Fallback.run
         raise UnexpectedMessage(f"slurmd answered {type(message).__name__} to a callerid request")
-    t0 = time.perf_counter()
-    if reply.auth is None or reply.auth.credential is None:
-        raise AuthError("slurmd's callerid reply carries no credential")
-    decoded = munge.decode(reply.auth.credential)  # type: ignore[attr-defined]
-    check_payload(decoded.payload, reply.body, reply.header.msg_type)
-    timings["verify"] = time.perf_counter() - t0
     job = message.job_id if message.job_id != NO_VAL else None
-    return CallerIdResult(job, message.node_name, message.step_id, reply.version, slurmd, decoded.uid,
+    return CallerIdResult(job, message.node_name, message.step_id, reply.version, slurmd, signer,
                           timings=timings, received=raw, reply=message)

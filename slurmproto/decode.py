@@ -7,20 +7,36 @@ import dataclasses
 import json
 import string
 import sys
+import time
 from typing import Any
 
 from slurmproto.auth import check_payload
 from slurmproto.codec import Frame, FrameOptions, decode_stream
+from slurmproto.conf import ConfError
 from slurmproto.constants import AF_INET, AF_INET6, MsgType
-from slurmproto.errors import SlurmError
+from slurmproto.errors import InputError, SlurmError
 from slurmproto.messages import NetworkCallerIdRequest
 from slurmproto.versions import name_of
 
 HEX_CHARS = set(string.hexdigits + string.whitespace + ":")
+MAX_INPUT = 64 * 1024 * 1024
+"""A capture is a few KiB; refuse to read more than this (e.g. /dev/zero)."""
 
 
 def read_frames_input(data: bytes, form: str | None = None) -> list[bytes]:
-    """Byte strings to decode: from a JSON capture (every "*_hex" list), hex text, or raw bytes."""
+    """Byte strings to decode: from a JSON capture (every "*_hex" list), hex text, or raw bytes.
+
+    InputError when the input is none of these.
+    """
+    try:
+        return _frames_input(data, form)
+    except RecursionError:
+        raise InputError("input is JSON nested too deeply to read") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(f"input is not hex, raw frames or a JSON capture: {exc}") from None
+
+
+def _frames_input(data: bytes, form: str | None) -> list[bytes]:
     text = data.lstrip()
     if form is None and text[:1] in (b"{", b"["):
         return [bytes.fromhex(h) for h in _hex_strings(json.loads(data))]
@@ -32,14 +48,36 @@ def read_frames_input(data: bytes, form: str | None = None) -> list[bytes]:
     return [data]
 
 
-def _hex_strings(node: Any, key: str = "") -> list[str]:
-    if isinstance(node, dict):
-        return [h for k, v in node.items() for h in _hex_strings(v, k)]
-    if isinstance(node, list):
-        if key.endswith("_hex") and all(isinstance(x, str) for x in node):
-            return list(node)
-        return [h for item in node for h in _hex_strings(item, key)]
-    return []
+def _hex_strings(root: Any) -> list[str]:
+    """The strings of every list held under a key ending in "_hex", in document order (no recursion)."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, key = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(reversed([(v, k) for k, v in node.items()]))
+        elif isinstance(node, list):
+            if key.endswith("_hex") and all(isinstance(x, str) for x in node):
+                found.extend(node)
+            else:
+                stack.extend(reversed([(item, key) for item in node]))
+    return found
+
+
+def read_input(path: str) -> bytes:
+    """The bytes of `path` ("-": stdin), at most MAX_INPUT of them; InputError saying why not."""
+    name = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_INPUT + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT:
+        raise InputError(f"{name} is larger than {MAX_INPUT // (1024 * 1024)} MiB: not a capture of callerid frames")
+    return data
 
 
 def _plain(value: Any) -> Any:
@@ -55,10 +93,13 @@ def _plain(value: Any) -> Any:
 def _address(family: int, packed: bytes) -> str | None:
     import ipaddress
 
-    if family == AF_INET:
-        return str(ipaddress.IPv4Address(packed[:4]))
-    if family == AF_INET6:
-        return str(ipaddress.IPv6Address(packed[:16]))
+    try:
+        if family == AF_INET:
+            return str(ipaddress.IPv4Address(packed[:4]))
+        if family == AF_INET6:
+            return str(ipaddress.IPv6Address(packed[:16]))
+    except ValueError:  # fewer bytes than the family needs
+        pass
     return None
 
 
@@ -107,31 +148,79 @@ def _check_credential(munge: Any, credential: str, frame: Frame) -> dict[str, An
     return result
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.file == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        with open(args.file, "rb") as handle:
-            data = handle.read()
-    options = FrameOptions(nul_check=not args.lenient, exact_body_length=not args.lenient)
-    munge = None
-    if not args.no_munge:
-        from slurmproto.munge import MungeContext
+class BoundedMunge:
+    """Credential checks for `decode`: all within one deadline, or the reason none can be made."""
 
-        munge = MungeContext(args.munge_socket)
+    def __init__(self, context: Any, error: SlurmError | None, deadline: float) -> None:
+        self.context, self.error, self.deadline = context, error, deadline
+        self.local_failure: SlurmError | None = error
+        """The first failure of this host's munge (not of a credential): reported once on stderr."""
+
+    def decode(self, credential: str) -> Any:
+        from slurmproto.munge import CredDecode
+
+        if self.error is not None:
+            raise self.error
+        try:
+            return self.context.decode(credential, timeout=self.deadline - time.monotonic())
+        except SlurmError as exc:
+            if not isinstance(exc, CredDecode) and self.local_failure is None:
+                self.local_failure = exc
+            raise
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.close()
+
+
+def open_munge(args: argparse.Namespace) -> BoundedMunge | None:
+    """munged as a query finds it: --munge-socket, then slurm.conf's AuthInfo socket=, then munge's default.
+
+    A missing libmunge is not fatal: every credential then says why it was not checked.
+    """
+    if args.no_munge:
+        return None
+    from slurmproto.munge import MungeContext, MungeError
+
+    path = args.munge_socket
+    if path is None:
+        from slurmproto.cli import load_conf
+
+        conf = load_conf(args.conf, lambda text: None)
+        path = conf.munge_socket if conf is not None else None
+    deadline = time.monotonic() + args.timeout
+    try:
+        return BoundedMunge(MungeContext(path), None, deadline)
+    except MungeError as exc:
+        return BoundedMunge(None, exc, deadline)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        blobs = read_frames_input(read_input(args.file), "hex" if args.hex else "raw" if args.raw else None)
+        munge = open_munge(args)
+    except (InputError, ConfError) as exc:
+        print(f"slurm-callerid decode: {exc}", file=sys.stderr)
+        return 1
+    options = FrameOptions(nul_check=not args.lenient, exact_body_length=not args.lenient)
     results: list[dict[str, Any]] = []
     failed = False
     try:
-        blobs = read_frames_input(data, "hex" if args.hex else "raw" if args.raw else None)
-    except (ValueError, UnicodeDecodeError) as exc:
-        print(f"slurm-callerid decode: input is not hex, raw frames or a JSON capture: {exc}", file=sys.stderr)
+        for blob in blobs:
+            try:
+                results.extend(frame_json(frame, munge) for frame in decode_stream(blob, options))
+            except SlurmError as exc:
+                failed = True
+                results.append({"error": str(exc), "error_type": type(exc).__name__, "rc": exc.rc,
+                                "input_hex": blob[:64].hex()})
+    finally:
+        if munge is not None:
+            munge.close()
+    if not results:
+        print("slurm-callerid decode: no frames in the input", file=sys.stderr)
         return 1
-    for blob in blobs:
-        try:
-            results.extend(frame_json(frame, munge) for frame in decode_stream(blob, options))
-        except SlurmError as exc:
-            failed = True
-            results.append({"error": str(exc), "error_type": type(exc).__name__, "rc": exc.rc,
-                            "input_hex": blob[:64].hex()})
     print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    if munge is not None and munge.local_failure is not None:
+        print(f"slurm-callerid decode: credentials not checked: munge: {munge.local_failure}", file=sys.stderr)
+        return 1
     return 1 if failed else 0

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 # slurm_errno.h numbers and strings (identical in 22.05 to 26.05).
 SLURM_STRERROR = {
     0: "No error",
@@ -126,6 +131,21 @@ class HashMismatch(AuthError):
     rc = 5003
 
 
+class ForgedReply(AuthError):
+    """A reply whose credential was minted by a uid we do not trust to speak for slurmd.
+
+    Any local user can mint a valid MUNGE credential, so only the signer's uid tells a slurmd's answer
+    from one made up by a process listening on the slurmd port.
+    """
+
+    def __init__(self, signer_uid: int, trusted: Iterable[int], where: str) -> None:
+        self.signer_uid = signer_uid
+        self.trusted = sorted(trusted)
+        names = ", ".join(str(uid) for uid in self.trusted)
+        super().__init__(f"reply from {where} was signed by uid {signer_uid}, not by root or SlurmdUser "
+                         f"(trusted uids: {names}): a forged answer, ignored")
+
+
 # --- talking to a peer -------------------------------------------------------------------------------
 
 
@@ -161,6 +181,10 @@ class Timeout(CommunicationError):
     rc = 5004
 
 
+class LocalTimeout(Timeout):
+    """A local service (munged, the user and group databases) did not answer within the deadline."""
+
+
 class RemoteError(SlurmError):
     """The peer answered with RESPONSE_SLURM_RC and a non-zero return code."""
 
@@ -173,3 +197,7 @@ class UnexpectedMessage(SlurmError):
     """A well-formed reply of a type that does not answer the request."""
 
     rc = 1000
+
+
+class InputError(SlurmError):
+    """A file or value given to a command cannot be used: unreadable, too large, or not in its format."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 from slurmproto.versions import RELEASES
 
@@ -30,8 +31,11 @@ def libslurm_version(dirs: tuple[str, ...] = LIB_DIRS) -> int | None:
     return max(found) if found else None
 
 
-def stepd_version(spool_dir: str, timeout: float = 0.2) -> int | None:
-    """Protocol version announced by any slurmstepd socket in the spool dir (handshake only)."""
+def stepd_version(spool_dir: str, timeout: float = 0.2, deadline: float | None = None) -> int | None:
+    """Protocol version announced by any slurmstepd socket in the spool dir (handshake only).
+
+    Each socket gets `timeout` seconds; none is tried after `deadline` (time.monotonic()).
+    """
     try:
         names = os.listdir(spool_dir)
     except OSError:
@@ -42,9 +46,12 @@ def stepd_version(spool_dir: str, timeout: float = 0.2) -> int | None:
         path = os.path.join(spool_dir, name)
         if "_" not in name or "." not in name:
             continue
+        wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        if wait <= 0:
+            return None
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout)
+                sock.settimeout(wait)
                 sock.connect(path)
                 return handshake(sock)
         except (OSError, StepdError):
@@ -52,9 +59,10 @@ def stepd_version(spool_dir: str, timeout: float = 0.2) -> int | None:
     return None
 
 
-def local_protocol_version(spool_dir: str | None = None) -> int | None:
-    """The local Slurm's protocol version: libslurm's soname, else a local slurmstepd's handshake."""
+def local_protocol_version(spool_dir: str | None = None, deadline: float | None = None) -> int | None:
+    """The local Slurm's protocol version: libslurm's soname, else a local slurmstepd's handshake
+    (none begun after `deadline`, a time.monotonic() value)."""
     version = libslurm_version()
     if version is None and spool_dir:
-        version = stepd_version(spool_dir)
+        version = stepd_version(spool_dir, deadline=deadline)
     return version

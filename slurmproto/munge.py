@@ -14,17 +14,21 @@ import os
 
 # `_thread`, not `threading`: that import would cost more than this whole module.
 from _thread import allocate_lock
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from slurmproto.errors import AuthError
+from slurmproto.errors import AuthError, LocalTimeout
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Self
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = [
     "ERROR_CLASSES", "BadCredCipher", "BadCredFormat", "BadCredMac", "BadCredRealm", "BadCredVersion",
     "BadCredZip", "CredDecode", "CredExpired", "CredInvalid", "CredReplayed", "CredRewound",
-    "CredUnauthorized", "Decoded", "MungeBadArg", "MungeBadLength", "MungeContext", "MungeError",
+    "CredUnauthorized", "Decoded", "MungeBadArg", "MungeBadLength", "MungeContext", "MungeDeadline", "MungeError",
     "MungeInternalError", "MungeNoMemory", "MungeOverflow", "MungeSocketError", "MungeTimeout",
     "MungeUnavailable", "decode", "encode", "strerror",
 ]
@@ -110,6 +114,15 @@ class MungeSocketError(MungeError):
 
 class MungeTimeout(MungeError):
     code = EMUNGE_TIMEOUT
+
+
+class MungeDeadline(MungeTimeout, LocalTimeout):
+    """munged did not answer within the caller's deadline (libmunge itself retries for about 10 s).
+
+    Both a MungeError (this node cannot sign or check credentials) and a Timeout.
+    """
+
+    rc = 5004
 
 
 class CredDecode(MungeError):
@@ -292,11 +305,16 @@ class MungeContext:
     munge_decode overwrites its context with the credential's settings, so munge.h advises separate
     contexts.  Calls on one MungeContext are serialized by a lock (a context must not be used by two
     threads at once, and ctypes releases the GIL during the call); use one per thread for parallelism.
+    encode/decode take a `timeout`: libmunge has none and retries a munged that never answers for ~10 s,
+    so the call then runs in a daemon thread and is abandoned at the deadline (MungeDeadline); close()
+    never waits for such a call, the contexts are destroyed when it returns.
     """
 
     _lib: _Lib | None = None
     _enc: int | None = None
     _dec: int | None = None
+    _socket: bytes | None = None
+    _close_pending = False
 
     def __init__(
         self,
@@ -312,6 +330,7 @@ class MungeContext:
         path = os.fsencode(socket) if socket is not None else None
         if path is not None and b"\0" in path:
             raise _local_error(lib, EMUNGE_BAD_ARG, f"socket path contains a NUL byte: {path!r}")
+        self._socket = path
         if ttl is not None and not -1 <= ttl <= _INT_MAX:
             raise _local_error(lib, EMUNGE_BAD_ARG, f"ttl {ttl} is not -1, 0 or a positive C int")
         if uid_restriction is not None and not 0 <= uid_restriction <= _UID_MAX:
@@ -339,74 +358,117 @@ class MungeContext:
             assert self._lib is not None
             raise _error(self._lib, code, ctx)
 
-    def encode(self, payload: bytes = b"") -> bytes:
-        """A new credential carrying `payload`: its ASCII text (b"MUNGE:...:"), without the NUL."""
+    def encode(self, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+        """A new credential carrying `payload`: its ASCII text (b"MUNGE:...:"), without the NUL.
+
+        With `timeout` (seconds), MungeDeadline when munged has not answered by then.
+        """
         if not isinstance(payload, bytes):
             payload = bytes(memoryview(payload))  # bytearray/memoryview; memoryview() refuses an int
-        with self._lock:
-            lib, ctx = self._open(self._enc)
-            if len(payload) > _INT_MAX:  # munge_encode takes an int length
-                raise _local_error(lib, EMUNGE_BAD_LENGTH, f"payload of {len(payload)} bytes")
-            cred = ctypes.c_void_p()
-            try:
-                code = lib.encode(ctypes.byref(cred), ctx, payload or None, len(payload))
-                if code != EMUNGE_SUCCESS:
-                    raise _error(lib, code, ctx)
-                if not cred.value:  # cannot happen with a sane libmunge; never return an empty credential
-                    raise _local_error(lib, EMUNGE_SNAFU, "munge_encode returned no credential")
-                return ctypes.string_at(cred.value)
-            finally:
-                if cred.value:  # munge sets it to NULL on error; free() would accept NULL anyway
-                    lib.free(cred)
+        if timeout is not None:
+            return self._within(timeout, self._encode, payload)
+        return self._locked(self._encode, payload)
 
-    def decode(self, credential: bytes | str) -> Decoded:
+    def _encode(self, payload: bytes) -> bytes:
+        lib, ctx = self._open(self._enc)
+        if len(payload) > _INT_MAX:  # munge_encode takes an int length
+            raise _local_error(lib, EMUNGE_BAD_LENGTH, f"payload of {len(payload)} bytes")
+        cred = ctypes.c_void_p()
+        try:
+            code = lib.encode(ctypes.byref(cred), ctx, payload or None, len(payload))
+            if code != EMUNGE_SUCCESS:
+                raise _error(lib, code, ctx)
+            if not cred.value:  # cannot happen with a sane libmunge; never return an empty credential
+                raise _local_error(lib, EMUNGE_SNAFU, "munge_encode returned no credential")
+            return ctypes.string_at(cred.value)
+        finally:
+            if cred.value:  # munge sets it to NULL on error; free() would accept NULL anyway
+                lib.free(cred)
+
+    def decode(self, credential: bytes | str, *, timeout: float | None = None) -> Decoded:
         """Validate `credential`; raises the MungeError subclass for munge's verdict (CredReplayed...).
 
         For expired/rewound/replayed credentials munge still returns payload, uid and gid: they are
         freed and not exposed, since they come from a credential that must not be trusted.
+        With `timeout` (seconds), MungeDeadline when munged has not answered by then.
         """
-        with self._lock:
-            lib, ctx = self._open(self._dec)
-            cred = _credential_bytes(lib, credential)
-            buf = ctypes.c_void_p()
-            length = ctypes.c_int()
-            uid = ctypes.c_uint32()
-            gid = ctypes.c_uint32()
-            try:
-                code = lib.decode(
-                    cred, ctx, ctypes.byref(buf), ctypes.byref(length), ctypes.byref(uid), ctypes.byref(gid)
-                )
-                if code != EMUNGE_SUCCESS:
-                    raise _error(lib, code, ctx)
-                payload = ctypes.string_at(buf.value, length.value) if buf.value else b""
-                return Decoded(payload, uid.value, gid.value)
-            finally:
-                # Also on error: munge allocates the payload for expired/rewound/replayed credentials.
-                if buf.value:
-                    lib.free(buf)
+        if timeout is not None:
+            return self._within(timeout, self._decode, credential)
+        return self._locked(self._decode, credential)
+
+    def _decode(self, credential: bytes | str) -> Decoded:
+        lib, ctx = self._open(self._dec)
+        cred = _credential_bytes(lib, credential)
+        buf = ctypes.c_void_p()
+        length = ctypes.c_int()
+        uid = ctypes.c_uint32()
+        gid = ctypes.c_uint32()
+        try:
+            code = lib.decode(
+                cred, ctx, ctypes.byref(buf), ctypes.byref(length), ctypes.byref(uid), ctypes.byref(gid)
+            )
+            if code != EMUNGE_SUCCESS:
+                raise _error(lib, code, ctx)
+            payload = ctypes.string_at(buf.value, length.value) if buf.value else b""
+            return Decoded(payload, uid.value, gid.value)
+        finally:
+            # Also on error: munge allocates the payload for expired/rewound/replayed credentials.
+            if buf.value:
+                lib.free(buf)
+
+    def _within(self, timeout: float, call: Callable[[T], R], arg: T) -> R:
+        from slurmproto.deadline import call_within
+
+        where = f"socket {os.fsdecode(self._socket)}" if self._socket else "default socket"
+        result: R = call_within(timeout, lambda: MungeDeadline(
+            f"munged ({where}) did not answer within {max(timeout, 0):g} s", EMUNGE_TIMEOUT),
+            self._locked, call, arg)
+        return result
+
+    def _locked(self, call: Callable[[T], R], arg: T) -> R:
+        """call(arg) holding the lock: a context must not be used by two threads at once."""
+        if self._close_pending:  # closed while a call is still inside libmunge: do not queue behind it
+            raise ValueError("MungeContext is closed")
+        self._lock.acquire()
+        try:
+            return call(arg)
+        finally:
+            self._release()
 
     def _open(self, ctx: int | None) -> tuple[_Lib, int]:
-        if self._lib is None or ctx is None:
+        if self._lib is None or ctx is None or self._close_pending:
             raise ValueError("MungeContext is closed")
         return self._lib, ctx
 
+    def _release(self) -> None:
+        """Leave the lock; first destroy the contexts if close() was called meanwhile."""
+        try:
+            if self._close_pending:
+                self._destroy()
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
-        """Destroy the munge contexts (idempotent)."""
+        """Destroy the munge contexts (idempotent). Never waits: while another thread is inside
+        libmunge with them (e.g. a call abandoned at its deadline), they are destroyed when it returns."""
+        if self._lib is None:
+            return
+        if not self._lock.acquire(blocking=False):
+            self._close_pending = True
+            if not self._lock.acquire(blocking=False):
+                return  # the call in progress sees _close_pending and destroys them
+        self._close_pending = True
+        self._release()
+
+    def _destroy(self) -> None:
         lib = self._lib
         if lib is None:
             return
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.acquire()  # not while another thread is inside encode/decode with these contexts
-        try:
-            for ctx in (self._enc, self._dec):
-                if ctx:
-                    lib.ctx_destroy(ctx)
-            self._enc = self._dec = None
-            self._lib = None
-        finally:
-            if lock is not None:
-                lock.release()
+        for ctx in (self._enc, self._dec):
+            if ctx:
+                lib.ctx_destroy(ctx)
+        self._enc = self._dec = None
+        self._lib = None
 
     def __enter__(self) -> Self:
         return self

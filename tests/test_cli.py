@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import pwd
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,8 @@ from slurmproto.munge import MungeContext
 from slurmproto.versions import SLURM_22_05, SLURM_26_05
 from tests.support.munged import Munged
 from tests.test_golden import FRAMES, VECTORS
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _decode(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, object]:
@@ -104,13 +110,25 @@ def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> No
     (["nonsense", "1", "10.0.0.2", "22"], "not an IPv4 or IPv6 address"),
     (["10.0.0.1", "1", "10.0.0.2", "22", "6"], "10.0.0.1 is not an IPv6 address"),
     (["10.0.0.1", "1", "10.0.0.2", "22", "--protocol-version", "21.99"], "unknown Slurm release"),
-    (["10.0.0.1", "1", "10.0.0.2", "22", "--conf", "/nonexistent/slurm.conf"], "no such file"),
+    (["10.0.0.1", "70000", "10.0.0.2", "22"], "port '70000' is not a number between 1 and 65535"),
+    (["10.0.0.1", "1", "::1", "22"], "addresses of different families: 10.0.0.1 and ::1"),
+    (["--timeout", "nan", "10.0.0.1", "1", "10.0.0.2", "22"], "'nan' is not a positive number of seconds"),
 ])
 def test_argument_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Usage errors: exit 2, argparse's usage, then one line with the reason."""
     monkeypatch.setenv("SLURM_CONF", str(_conf(tmp_path)))
-    assert main(argv) == 1
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err
+    assert err.splitlines()[-1].startswith("slurm-callerid: error: ") and message in err.splitlines()[-1]
+
+
+def test_missing_conf_is_a_local_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["10.0.0.1", "1", "10.0.0.2", "22", "--conf", "/nonexistent/slurm.conf"]) == 1
+    err = capsys.readouterr().err
+    assert "no such file" in err and "remote slurmd" not in err and len(err.splitlines()) == 1
 
 
 def _conf(tmp_path: Path, port: int = 1) -> Path:
@@ -134,3 +152,166 @@ def test_no_config_uses_defaults(capsys: pytest.CaptureFixture[str], monkeypatch
                str(SLURM_22_05), "127.0.0.1", "1", "127.0.0.1", "2"])
     err = capsys.readouterr().err
     assert rc == 1 and "no slurm.conf found" in err and "using defaults" in err
+
+
+# --- no input ends in a traceback -------------------------------------------------------------------
+
+QUERY = ["127.0.0.1", "40000", "127.0.0.1", "22"]
+BATTERY: dict[str, tuple[list[str], int]] = {
+    "no-arguments": ([], 2),
+    "unknown-option": (["--bogus", *QUERY], 2),
+    "port-zero": (["127.0.0.1", "0", "127.0.0.1", "22"], 2),
+    "port-65536": (["127.0.0.1", "40000", "127.0.0.1", "65536"], 2),
+    "port-negative": (["127.0.0.1", "-1", "127.0.0.1", "22"], 2),
+    "port-huge": (["127.0.0.1", "9" * 5000, "127.0.0.1", "22"], 2),
+    "port-arabic-digits": (["127.0.0.1", "\u0662\u0662", "127.0.0.1", "22"], 2),
+    "address-empty": (["", "40000", "127.0.0.1", "22"], 2),
+    "address-five-octets": (["1.2.3.4.5", "40000", "127.0.0.1", "22"], 2),
+    "address-not-utf8": (["127.0.0.\udcff", "40000", "127.0.0.1", "22"], 2),
+    "address-huge": (["1" * 100000, "40000", "127.0.0.1", "22"], 2),
+    "family-mismatch": ([*QUERY, "6"], 2),
+    "family-bad": ([*QUERY, "5"], 2),
+    "timeout-zero": (["--timeout", "0", *QUERY], 2),
+    "timeout-negative": (["--timeout", "-1", *QUERY], 2),
+    "timeout-inf": (["--timeout", "inf", *QUERY], 2),
+    "timeout-text": (["--timeout", "soon", *QUERY], 2),
+    "version-unknown": (["--protocol-version", "21.99", *QUERY], 2),
+    "version-too-big": (["--protocol-version", "0x10000", *QUERY], 2),
+    "version-arabic": (["--protocol-version", "\u0662\u0664.\u0661\u0661", *QUERY], 2),
+    "slurmd-port-zero": (["--port", "0", *QUERY], 2),
+    "conf-missing": (["--conf", "{missing}", *QUERY], 1),
+    "conf-directory": (["--conf", "{dir}", *QUERY], 1),
+    "munged-missing": (["--munge-socket", "{missing}", "--port", "1", *QUERY], 1),
+    "munged-not-a-socket": (["--munge-socket", "{empty}", "--port", "1", *QUERY], 1),
+    "batch-unknown-option": (["batch", "--bogus"], 2),
+    "batch-missing": (["batch", "{missing}"], 1),
+    "batch-directory": (["batch", "{dir}"], 1),
+    "batch-dev-zero": (["batch", "/dev/zero"], 1),
+    "batch-long-line": (["batch", "{long_line}"], 1),
+    "batch-bad-lines": (["batch", "{bad_lines}"], 1),
+    "decode-unknown-option": (["decode", "--bogus"], 2),
+    "decode-timeout-zero": (["decode", "--timeout", "0", "{frame}"], 2),
+    "decode-missing": (["decode", "--no-munge", "{missing}"], 1),
+    "decode-directory": (["decode", "--no-munge", "{dir}"], 1),
+    "decode-dev-zero": (["decode", "--no-munge", "/dev/zero"], 1),
+    "decode-empty": (["decode", "--no-munge", "{empty}"], 1),
+    "decode-nested-json": (["decode", "--no-munge", "{nested}"], 1),
+    "decode-deep-json": (["decode", "--no-munge", "{deep}"], 0),
+    "decode-huge-number": (["decode", "--no-munge", "{huge_number}"], 1),
+    "decode-bad-hex": (["decode", "--no-munge", "--hex", "{bad_hex}"], 1),
+    "decode-odd-hex": (["decode", "--no-munge", "{odd_hex}"], 1),
+    "decode-bad-hex-in-json": (["decode", "--no-munge", "{bad_json_hex}"], 1),
+    "decode-truncated": (["decode", "--no-munge", "--raw", "{truncated}"], 1),
+    "decode-binary": (["decode", "--no-munge", "{binary}"], 1),
+    "decode-munged-missing": (["decode", "--munge-socket", "{missing}", "{frame}"], 1),
+    "decode-conf-missing": (["decode", "--conf", "{missing}", "{frame}"], 1),
+}
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> dict[str, str]:
+    frame = FRAMES[0][2]
+    deep = '{"a": ' * 500 + f'{{"frames_hex": ["{frame.hex()}"]}}' + "}" * 500
+    contents: dict[str, bytes] = {
+        "empty": b"", "nested": b"[" * 100000, "deep": deep.encode(), "huge_number": b"[" + b"1" * 5000 + b"]",
+        "bad_hex": b"zz", "odd_hex": b"abc", "bad_json_hex": b'{"x_hex": ["zz"]}', "truncated": frame[:-3],
+        "binary": b"\x00\xff" * 100, "frame": frame, "long_line": b"1" * 100000 + b"\n",
+        "bad_lines": b"\xff\xfe garbage\n127.0.0.1 99999 127.0.0.1 22\n127.0.0.1 1 ::1 2\n",
+    }
+    paths = {"missing": str(tmp_path / "missing"), "dir": str(tmp_path)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+        paths[name] = str(tmp_path / name)
+    return paths
+
+
+def run_main(argv: list[str]) -> int | str | None:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize(("argv", "code"), BATTERY.values(), ids=BATTERY.keys())
+def test_no_traceback_for_any_input(argv: list[str], code: int, bad_files: dict[str, str], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "test.conf"
+    conf.write_text(f"AuthInfo=socket={tmp_path / 'no-munged'}\nSlurmdPort=1\nTCPTimeout=1\nMessageTimeout=1\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    started = time.monotonic()
+    assert run_main([arg.format(**bad_files) for arg in argv]) == code
+    assert time.monotonic() - started < 5
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err
+    if code == 1:  # a local failure: one line, and no slurmd was asked
+        assert len(err.splitlines()) <= 1 and "remote slurmd" not in err
+    if code == 2:
+        assert err.splitlines()[-1].startswith("slurm-callerid") and ": error: " in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [[], ["batch"], ["decode"]], ids=["query", "batch", "decode"])
+def test_help_and_version(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from slurmproto import __version__
+
+    assert run_main([*command, "--help"]) == 0
+    assert capsys.readouterr().out.startswith(f"usage: {' '.join(['slurm-callerid', *command])} ")
+    assert run_main([*command, "--version"]) == 0
+    assert capsys.readouterr().out == f"slurm-callerid {__version__}\n"
+
+
+def test_unexpected_exception_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(argv: list[str]) -> int:
+        raise RuntimeError("first line\nsecond line")
+
+    monkeypatch.setattr("slurmproto.cli._dispatch", broken)
+    assert main(QUERY) == 1
+    assert capsys.readouterr().err == "slurm-callerid: internal error: RuntimeError: first line second line\n"
+
+
+def test_permission_denied_is_not_no_such_file(shared_dir: Path) -> None:
+    """As a user who cannot read the file: the reason is 'Permission denied', never 'No such file'."""
+    from tests.support.procs import runnable_by_others
+
+    if not runnable_by_others(sys.executable):
+        pytest.skip(f"{sys.executable} cannot be run by other users (run the tests through tox)")
+    secret = shared_dir / "root-only"
+    secret.write_bytes(FRAMES[0][2])
+    secret.chmod(0o600)
+    conf = shared_dir / "slurm.conf"
+    conf.write_text("SlurmdPort=1\n")
+    conf.chmod(0o644)
+    nobody = pwd.getpwnam("nobody")
+    for argv, expected in ((["decode", "--no-munge", str(secret)], f"cannot read {secret}: Permission denied"),
+                           (["batch", str(secret)], f"{secret}: Permission denied")):
+        code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from slurmproto.cli import main; "
+                f"sys.exit(main({argv!r}))")
+        proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=30,
+                              user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], cwd="/",
+                              env={"SLURM_CONF": str(conf)}, check=False)
+        assert proc.returncode == 1 and expected in proc.stderr, proc.stderr
+        assert "No such file" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+NO_LIBMUNGE = """
+import sys
+import slurmproto.munge as munge
+munge._LIBRARY_NAMES = ("libmunge-not-installed.so.2",)
+from slurmproto.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("argv", "stdout"), [
+    ([*QUERY, "--port", "1"], ""),
+    (["decode", "{frame}"], '"error_type": "MungeUnavailable"'),
+], ids=["query", "decode"])
+def test_no_libmunge(argv: list[str], stdout: str, bad_files: dict[str, str], tmp_path: Path) -> None:
+    conf = tmp_path / "test.conf"
+    conf.write_text("SlurmdPort=1\n")
+    proc = subprocess.run([sys.executable, "-c", NO_LIBMUNGE, *(a.format(**bad_files) for a in argv)], cwd=REPO,
+                          capture_output=True, text=True, timeout=30, env={"SLURM_CONF": str(conf)}, check=False)
+    assert proc.returncode == 1 and stdout in proc.stdout
+    assert "libmunge-not-installed.so.2" in proc.stderr and "apt-get install libmunge2" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "remote slurmd" not in proc.stderr and "munge: " in proc.stderr

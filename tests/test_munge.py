@@ -407,3 +407,39 @@ def test_contexts_are_destroyed() -> None:
         munge.MungeContext("/nonexistent/munge.socket" + "x" * 200, ttl=5, uid_restriction=1).close()
         munge.MungeContext("/nonexistent/munge.socket" + "x" * 200)  # freed by __del__
     assert rss_kib() - before < 2048
+
+
+def test_deadline_bounds_a_stuck_munged(tmp_path: Path) -> None:
+    """libmunge retries a munged that accepts and never answers for ~10 s; `timeout` bounds each call."""
+    from slurmproto.errors import Timeout
+    from tests.test_hostile_client import StuckMunged
+
+    with StuckMunged(tmp_path / "stuck.socket") as stuck:
+        c = munge.MungeContext(stuck.path)
+        # The second call waits behind the first (still inside libmunge): bounded all the same.
+        for call in (lambda: c.encode(b"x", timeout=0.5), lambda: c.decode(b"MUNGE:AAAA:", timeout=0.5)):
+            started = time.monotonic()
+            with pytest.raises(munge.MungeDeadline, match=r"\(socket .*stuck.socket\) did not answer within 0.5 s") \
+                    as info:
+                call()
+            assert time.monotonic() - started < 1.0
+        assert isinstance(info.value, Timeout) and (info.value.code, info.value.rc) == (munge.EMUNGE_TIMEOUT, 5004)
+        started = time.monotonic()
+        c.close()  # does not wait for the abandoned call
+        assert time.monotonic() - started < 0.1
+        with pytest.raises(ValueError, match="closed"):
+            c.encode()
+
+
+def test_close_during_a_call_destroys_when_it_returns(tmp_path: Path) -> None:
+    c = munge.MungeContext(tmp_path / "unused.socket")
+    c._lock.acquire()  # as if another thread were inside libmunge with the contexts
+    c.close()  # returns at once
+    assert c._lib is not None and c._enc is not None
+    c._release()  # that call returns
+    assert c._lib is None and c._enc is None and c._dec is None
+
+
+def test_timeout_zero_does_not_call_munge(tmp_path: Path) -> None:
+    with munge.MungeContext(tmp_path / "unused.socket") as c, pytest.raises(munge.MungeDeadline):
+        c.encode(b"x", timeout=0)
