@@ -153,20 +153,34 @@ class Gatherer:
             self.connection = (rip, rport, lip, lport)
         return self.connection
 
-    def rpc(self, user: str) -> Rpc:
-        rip, rport, lip, lport = self.checked_connection()
-        from slurmproto.client import callerid
-        from slurmproto.errors import ConnectError, SlurmError
+    def rpc_options(self) -> dict[str, Any]:
+        """callerid()'s settings from slurm.conf and the options (SlurmdUser looked up within the deadline)."""
+        from slurmproto.client import trusted_uids
+        from slurmproto.conf import ConfError
+        from slurmproto.errors import LocalTimeout
         from slurmproto.localslurm import libslurm_version
-        from slurmproto.munge import MungeError
         from slurmproto.versions import parse_version
 
         conf = self.load_conf()
         version = None if self.opts.protocol_version == "auto" else parse_version(self.opts.protocol_version)
-        options = {"port": conf.slurmd_port, "version": version,
-                   "start_version": libslurm_version() if version is None else None,
-                   "munge_socket": self.opts.munge_socket or conf.munge_socket, "munge_ttl": conf.auth_ttl,
-                   "connect_timeout": float(conf.tcp_timeout), "message_timeout": float(conf.message_timeout)}
+        try:
+            trusted = trusted_uids(conf, self.deadline)
+        except (ConfError, LocalTimeout) as exc:
+            raise FactError(f"SlurmdUser: {exc}") from None
+        return {"port": conf.slurmd_port, "version": version,
+                "start_version": libslurm_version() if version is None else None,
+                "munge_socket": self.opts.munge_socket or conf.munge_socket, "munge_ttl": conf.auth_ttl,
+                "connect_timeout": float(conf.tcp_timeout), "message_timeout": float(conf.message_timeout),
+                "trusted_uids": trusted}
+
+    def rpc(self, user: str) -> Rpc:
+        rip, rport, lip, lport = self.checked_connection()
+        from slurmproto.client import callerid
+        from slurmproto.errors import ConnectError, ForgedReply, SlurmError
+        from slurmproto.munge import MungeError
+
+        options = self.rpc_options()
+        where = f"From {rip} port {rport} as {user}"
         try:
             try:
                 result = callerid(rip, rport, lip, lport, timeout=self.rpc_budget(), **options)
@@ -180,16 +194,19 @@ class Gatherer:
                 result = callerid(rip, rport, lip, lport, timeout=self.rpc_budget(), slurmd=fallback, **options)
         except MungeError as exc:  # this node cannot sign a request: not the source's doing
             raise FactError(f"munge: {exc}") from None
+        except ForgedReply as exc:  # never believed: as if the source had not answered
+            self.log("error", f"{where}: {exc}")
+            self.log("info", f"{where}: unable to determine source job")
+            return Rpc(None, str(exc))
         except (SlurmError, OSError, ValueError) as exc:
-            self.log("debug", f"From {rip} port {rport} as {user}: unable to retrieve callerid data from remote "
-                     f"slurmd ({exc})")
-            self.log("info", f"From {rip} port {rport} as {user}: unable to determine source job")
+            self.log("debug", f"{where}: unable to retrieve callerid data from remote slurmd ({exc})")
+            self.log("info", f"{where}: unable to determine source job")
             return Rpc(None, str(exc))
         if result.job_id is None:
-            self.log("debug", f"From {rip} port {rport} as {user}: job indeterminate")
-            self.log("info", f"From {rip} port {rport} as {user}: unable to determine source job")
+            self.log("debug", f"{where}: job indeterminate")
+            self.log("info", f"{where}: unable to determine source job")
             return Rpc(None)
-        self.log("info", f"From {rip} port {rport} as {user}: member of job {result.job_id}")
+        self.log("info", f"{where}: member of job {result.job_id}")
         return Rpc(result.job_id)
 
     def own_address(self, address: str) -> str | None:

@@ -342,6 +342,8 @@ def load_conf(path: str | None, say: Callable[[str], None]) -> Any:
 def _settings(args: argparse.Namespace, say: Callable[[str], None],
               started: float) -> tuple[dict[str, Any], float]:
     """callerid() keyword arguments from the options and slurm.conf, and the first query's deadline."""
+    from slurmproto.client import trusted_uids
+
     conf = load_conf(args.conf, say)
     budget = args.timeout
     if budget is None:
@@ -374,20 +376,6 @@ def _local_version(conf: Any, deadline: float, say: Callable[[str], None]) -> in
     start = local_protocol_version(spool, deadline=deadline)
     say(f"local Slurm: {name_of(start) if start else 'unknown'}")
     return start
-
-
-def trusted_uids(conf: Any, deadline: float) -> frozenset[int]:
-    """Whose credentials a reply may carry: root and SlurmdUser (looked up within the deadline)."""
-    if conf is None:
-        return frozenset({0})
-    from slurmproto.deadline import call_within
-    from slurmproto.errors import LocalTimeout
-
-    left = deadline - time.monotonic()
-    uid: int = call_within(left, lambda: LocalTimeout(
-        f"looking up SlurmdUser {conf.slurmd_user!r}: the user database did not answer within "
-        f"{max(left, 0):.3g} s"), conf.slurmd_uid)
-    return frozenset({0, uid})
 
 
 # --- output ----------------------------------------------------------------------------------------

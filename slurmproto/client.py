@@ -38,14 +38,14 @@ from slurmproto.errors import (
     UnexpectedMessage,
 )
 from slurmproto.messages import NetworkCallerIdRequest, NetworkCallerIdResponse, ReturnCode
-from slurmproto.versions import SLURM_25_05, name_of, next_version
+from slurmproto.versions import max_attempts, name_of, next_version, refusal_names_version
 
 if TYPE_CHECKING:
+    from slurmproto.conf import SlurmConf
     from slurmproto.munge import MungeContext
 
 MAX_REPLY = 64 * 1024
 """A callerid reply is about 250 bytes; refuse to buffer more than this from a peer."""
-MAX_ATTEMPTS = 3
 REFUSED_BY_VERSION = 1007  # SLURM_PROTOCOL_AUTHENTICATION_ERROR, 25.05+ answer to an unknown version
 TRUSTED_UIDS = frozenset({0})
 """Whose credentials a reply may carry by default: root (SlurmdUser's default)."""
@@ -260,7 +260,7 @@ class _Fallback:
         self.last_error: SlurmError | None = None
 
     def next(self) -> int | None:
-        if len(self.attempts) >= (1 if self.version is not None else MAX_ATTEMPTS):
+        if len(self.attempts) >= (1 if self.version is not None else max_attempts()):
             return None
         if self.version is not None:
             return self.version
@@ -287,7 +287,7 @@ class _Fallback:
                 raise UnexpectedMessage(f"slurmd answered {type(message).__name__} to a callerid request")
             signer = _verify(reply, call)
             if isinstance(message, ReturnCode) and message.return_code == REFUSED_BY_VERSION \
-                    and reply.version >= SLURM_25_05 and reply.version != attempt_version:
+                    and refusal_names_version(reply.version) and reply.version != attempt_version:
                 self.refused(attempt_version, f"refused with RC 1007 by a slurmd speaking "
                              f"{name_of(reply.version)}", started, RemoteError(REFUSED_BY_VERSION, reply.version))
                 self.peer_version = reply.version
@@ -348,3 +348,18 @@ def _result(reply: Frame, raw: bytes, signer: int | None, slurmd: tuple[str, int
     job = message.job_id if message.job_id != NO_VAL else None
     return CallerIdResult(job, message.node_name, message.step_id, reply.version, slurmd, signer,
                           timings=timings, received=raw, reply=message)
+
+
+def trusted_uids(conf: SlurmConf | None, deadline: float) -> frozenset[int]:
+    """Whose credentials a reply may carry: root and SlurmdUser (looked up within the deadline; root
+    without asking NSS)."""
+    if conf is None or conf.slurmd_user == "root":
+        return TRUSTED_UIDS
+    from slurmproto.deadline import call_within
+    from slurmproto.errors import LocalTimeout
+
+    left = deadline - time.monotonic()
+    uid: int = call_within(left, lambda: LocalTimeout(
+        f"looking up SlurmdUser {conf.slurmd_user!r}: the user database did not answer within "
+        f"{max(left, 0):.3g} s"), conf.slurmd_uid)
+    return frozenset({0, uid})
