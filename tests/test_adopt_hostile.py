@@ -323,3 +323,18 @@ def test_forged_callerid_answer_is_never_believed(python: str, fake_slurmd: Fake
     assert fake_slurmd.adopted(951) == fake_slurmd.adopted(952) == []
     errors = [r.message for r in devlog.messages(ident="slurm-adopt", since=since) if r.severity_name == "err"]
     assert any(f"signed by uid {alice.pw_uid}" in m for m in errors), errors
+
+
+# --- the watchdog ---------------------------------------------------------------------------------------------
+
+WATCHDOG = "from adopt.hook import _watchdog; _watchdog(0.3, 7, lambda level, message: None); "
+
+
+@pytest.mark.parametrize(("work", "status"), [
+    ("import time; time.sleep(30)", 7),  # waiting: the watchdog thread ends it with the failure status
+    ("sum(range(10**12))", -14),  # one C call holding the GIL: SIGALRM's default action, 0.5 s later
+], ids=["blocked", "gil-held"])
+def test_watchdog_ends_the_hook_whatever_it_does(python: str, work: str, status: int) -> None:
+    began = time.monotonic()
+    proc = subprocess.run([python, "-I", "-c", WATCHDOG + work], capture_output=True, timeout=20)
+    assert proc.returncode == status and time.monotonic() - began < 1.5, proc
