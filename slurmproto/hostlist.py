@@ -45,17 +45,21 @@ def expand_hostlist(expr: str) -> list[str]:
 def _expand_item(item: str) -> list[str]:
     """Expand one name with bracket groups (brackets already checked to be balanced and flat), group by
     group from the left: a loop, not recursion, so a name of a thousand groups is no RecursionError."""
-    names = [""]
+    groups: list[tuple[str, list[str]]] = []
     rest = item
     while (open_at := rest.find("[")) >= 0:
         close_at = rest.index("]", open_at)
-        numbers = _expand_ranges(rest[open_at + 1:close_at])
+        groups.append((rest[:open_at], _expand_ranges(rest[open_at + 1:close_at])))
+        rest = rest[close_at + 1:]
+    if not groups:
+        return [item]
+    names = [""]
+    for index, (prefix, numbers) in enumerate(groups):
         if len(names) * len(numbers) > MAX_HOSTLIST:
             raise ValueError(f"more than {MAX_HOSTLIST} names")
-        prefix = rest[:open_at]
-        names = [name + prefix + number for name in names for number in numbers]
-        rest = rest[close_at + 1:]
-    return [name + rest for name in names]
+        tail = rest if index == len(groups) - 1 else ""  # the text after the last group, added in the same pass
+        names = [name + prefix + number + tail for name in names for number in numbers]
+    return names
 
 
 def _expand_ranges(body: str) -> list[str]:
