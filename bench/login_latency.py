@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from fake_slurmd.munged import Munged
+from tests.support.deploy import hook_command
 from tests.support.slurm_cluster import SlurmCluster
 from tests.support.sshd import Sshd
 
@@ -28,7 +29,7 @@ def _time_login(sshd: Sshd, user: str) -> float:
 
 
 def login_section(munged: Munged, runs: int) -> list[str]:
-    hook = str(Path(sys.executable).parent / "slurm-adopt")
+    hook = hook_command(str(Path(sys.executable).parent.parent))  # the README's pam.d form
     rows = []
     with SlurmCluster(munged) as cluster:
         common = f"service={{service}} nodename={cluster.node_name}"

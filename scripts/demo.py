@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from fake_slurmd import FakeSlurmd, NodeSpec, Scenario  # noqa: E402
 from fake_slurmd.munged import Munged  # noqa: E402
+from tests.support.deploy import hook_command  # noqa: E402
 from tests.support.procs import ensure_user  # noqa: E402
 from tests.support.sshd import Sshd  # noqa: E402
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> int:
     if os.geteuid() != 0:
         say("the demo starts munged and sshd and writes a PAM service file: run it as root")
         return 1
-    hook = str(Path(sys.executable).parent / "slurm-adopt")
+    hook = hook_command(str(Path(sys.executable).parent.parent))  # the README's pam.d form
     for user in ("alice", "bob"):
         ensure_user(user)
     shared = Path(tempfile.mkdtemp(prefix="slurm-adopt-demo-"))
@@ -96,7 +97,8 @@ def main() -> int:
         conn = stack.enter_context(fake.connect_from_job(1, *listener.getsockname(), user="alice"))
         stack.enter_context(listener.accept()[0])
         connection = f"{conn.local[0]} {conn.local[1]} {conn.remote[0]} {conn.remote[1]}"
-        argv = [hook, "--explain", "--user", "alice", "--connection", connection, f"conf={conf}", "nodename=node1",
+        admin = str(Path(sys.executable).parent / "slurm-adopt")  # at a shell, the console script
+        argv = [admin, "--explain", "--user", "alice", "--connection", connection, f"conf={conf}", "nodename=node1",
                 f"munge_socket={munged.socket}"]
         say(f"   $ slurm-adopt --explain --user alice --connection '{connection}' conf=... nodename=node1")
         explain = subprocess.run(argv, capture_output=True, text=True, timeout=60)
