@@ -4,10 +4,8 @@ refusing to act without PAM_TYPE."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from adopt.admin import main
 from fake_slurmd.controller import FakeSlurmd
 from slurmproto import package_version
 from tests.support.procs import installed_or_skip
+from tests.support.stuck_munged import StuckMunged
 
 
 def check(capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, str, str]:
@@ -60,19 +59,10 @@ def test_check_config_missing_spool(fake_slurmd: FakeSlurmd, tmp_path: Path,
     assert status == 1 and "gone is not a directory" in err
 
 
-@pytest.fixture
-def stuck_munged(tmp_path: Path) -> Iterator[str]:
-    path = str(tmp_path / "munge.socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-        listener.bind(path)
-        listener.listen(8)
-        yield path
-
-
 @pytest.mark.parametrize("which", ["stuck", "absent"])
-def test_check_config_munged_unusable(conf: Path, stuck_munged: str, tmp_path: Path, which: str,
+def test_check_config_munged_unusable(conf: Path, stuck_munged: StuckMunged, tmp_path: Path, which: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    socket_path = stuck_munged if which == "stuck" else str(tmp_path / "no.socket")
+    socket_path = str(stuck_munged.path) if which == "stuck" else str(tmp_path / "no.socket")
     began = time.monotonic()
     status, _, err = check(capsys, f"conf={conf}", "nodename=node1", f"munge_socket={socket_path}", "deadline=1")
     assert time.monotonic() - began < 1.5

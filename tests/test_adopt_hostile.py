@@ -22,6 +22,7 @@ import pytest
 from fake_slurmd.controller import FakeSlurmd
 from tests.support.munged import Munged
 from tests.support.procs import installed_or_skip
+from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher
 
 NO_JOBS = b"Access denied by pam_slurm_adopt: you have no active jobs on this node"
@@ -208,16 +209,6 @@ def test_hostile_conf_ends_in_the_generic_verdict(python: str, hostile_confs: di
 # --- deadlines ----------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def stuck_munged(tmp_path: Path) -> Iterator[str]:
-    """A munged socket that accepts and never answers."""
-    path = str(tmp_path / "munge.socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-        listener.bind(path)
-        listener.listen(64)
-        yield path
-
-
-@pytest.fixture
 def held_connection() -> Iterator[str]:
     """A TCP connection whose both ends this process holds (it stands in for sshd, the hook's parent):
     SSH_CONNECTION for it."""
@@ -231,12 +222,12 @@ def held_connection() -> Iterator[str]:
 
 
 def test_stuck_munged_costs_at_most_the_deadline(python: str, fake_slurmd: FakeSlurmd, node: list[str],
-                                                 stuck_munged: str, held_connection: str,
+                                                 stuck_munged: StuckMunged, held_connection: str,
                                                  devlog: DevLogCatcher) -> None:
     fake_slurmd.add_job({"job_id": 941, "user": "alice", "start_time": 1})
     fake_slurmd.add_job({"job_id": 942, "user": "alice", "start_time": 2})
     since = devlog.mark()
-    run = run_hook(python, [*node, f"munge_socket={stuck_munged}", "deadline=1", "action_generic_failure=deny"],
+    run = run_hook(python, [*node, f"munge_socket={stuck_munged.path}", "deadline=1", "action_generic_failure=deny"],
                    user="alice", env={"SSH_CONNECTION": held_connection})
     assert run.status == 1 and run.seconds < 1.6, run
     assert_clean(run)

@@ -5,18 +5,14 @@ Every case ends in its own error within the deadline: elapsed <= timeout + 0.5 s
 
 from __future__ import annotations
 
-import contextlib
 import pwd
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
@@ -38,6 +34,7 @@ from slurmproto.versions import SLURM_24_11
 from tests.support.munged import Munged
 from tests.support.peers import Behaviour, ScriptedPeer, send
 from tests.support.procs import ensure_user
+from tests.support.stuck_munged import StuckMunged
 from tests.test_client import HTTP_405
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,40 +161,6 @@ def test_cli_trusts_slurmd_user_only(munged: Munged, alice: pwd.struct_passwd, t
 
 
 # --- a munged that accepts and never answers ---------------------------------------------------------
-
-
-class StuckMunged:
-    """A unix socket that accepts connections and never answers (libmunge alone retries for ~10 s)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.listener.bind(str(path))
-        self.listener.listen(64)
-        self.held: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                self.held.append(self.listener.accept()[0])
-
-    def __enter__(self) -> StuckMunged:
-        self._thread.start()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self._thread.join(2)
-        for conn in self.held:
-            conn.close()
-
-
-@pytest.fixture
-def stuck_munged(tmp_path: Path) -> Iterator[StuckMunged]:
-    with StuckMunged(tmp_path / "stuck.socket") as stuck:
-        yield stuck
 
 
 def test_stuck_munged_costs_the_deadline(stuck_munged: StuckMunged) -> None:

@@ -21,6 +21,7 @@ import pytest
 from slurmproto import munge
 from slurmproto.errors import AuthError
 from tests.support.munged import Munged
+from tests.support.stuck_munged import StuckMunged
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -409,26 +410,24 @@ def test_contexts_are_destroyed() -> None:
     assert rss_kib() - before < 2048
 
 
-def test_deadline_bounds_a_stuck_munged(tmp_path: Path) -> None:
+def test_deadline_bounds_a_stuck_munged(stuck_munged: StuckMunged) -> None:
     """libmunge retries a munged that accepts and never answers for ~10 s; `timeout` bounds each call."""
     from slurmproto.errors import Timeout
-    from tests.test_hostile_client import StuckMunged
 
-    with StuckMunged(tmp_path / "stuck.socket") as stuck:
-        c = munge.MungeContext(stuck.path)
-        # The second call waits behind the first (still inside libmunge): bounded all the same.
-        for call in (lambda: c.encode(b"x", timeout=0.5), lambda: c.decode(b"MUNGE:AAAA:", timeout=0.5)):
-            started = time.monotonic()
-            with pytest.raises(munge.MungeDeadline, match=r"\(socket .*stuck.socket\) did not answer within 0.5 s") \
-                    as info:
-                call()
-            assert time.monotonic() - started < 1.0
-        assert isinstance(info.value, Timeout) and (info.value.code, info.value.rc) == (munge.EMUNGE_TIMEOUT, 5004)
+    c = munge.MungeContext(stuck_munged.path)
+    # The second call waits behind the first (still inside libmunge): bounded all the same.
+    for call in (lambda: c.encode(b"x", timeout=0.5), lambda: c.decode(b"MUNGE:AAAA:", timeout=0.5)):
         started = time.monotonic()
-        c.close()  # does not wait for the abandoned call
-        assert time.monotonic() - started < 0.1
-        with pytest.raises(ValueError, match="closed"):
-            c.encode()
+        with pytest.raises(munge.MungeDeadline, match=r"\(socket .*stuck.socket\) did not answer within 0.5 s") \
+                as info:
+            call()
+        assert time.monotonic() - started < 1.0
+    assert isinstance(info.value, Timeout) and (info.value.code, info.value.rc) == (munge.EMUNGE_TIMEOUT, 5004)
+    started = time.monotonic()
+    c.close()  # does not wait for the abandoned call
+    assert time.monotonic() - started < 0.1
+    with pytest.raises(ValueError, match="closed"):
+        c.encode()
 
 
 def test_close_during_a_call_destroys_when_it_returns(tmp_path: Path) -> None:

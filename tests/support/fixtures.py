@@ -18,6 +18,7 @@ from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
+from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable
 
 TEST_USERS = ("alice", "bob")
@@ -103,6 +104,13 @@ def sshd_factory() -> Iterator[SshdFactory]:
 def fake_slurmd_munge_socket(munged: Munged) -> str:
     """The fake_slurmd plugin's munged is the session's (one private munged for everything)."""
     return str(munged.socket)
+
+
+@pytest.fixture
+def stuck_munged(tmp_path: Path) -> Iterator[StuckMunged]:
+    """A munged socket that accepts and never answers."""
+    with StuckMunged(tmp_path / "stuck.socket") as stuck:
+        yield stuck
 
 
 @pytest.fixture(scope="session")
