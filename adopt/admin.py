@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 from adopt.decision import Facts
 from adopt.gather import Gatherer, parse_connection
 from adopt.hook import ALLOW, exit_status, run
-from adopt.options import LOG_LEVELS, Options, parse_options
+from adopt.options import LOG_LEVELS, OPTIONS, Options, parse_options
 
 USAGE = 2
 NOT_UNDER_PAM = (
@@ -40,13 +41,22 @@ def _connection(text: str) -> str:
     return text
 
 
+def options_help(width: int = 78) -> str:
+    """The options, from the table: name, whose, values (default first), what it does."""
+    lines = ["OPTIONS, as in pam.d (name=value): the module's, then this hook's own [ours]:"]
+    for option in OPTIONS:
+        head = f"{option.name}{' [ours]' if option.ours else ''}: {option.values} - "
+        lines += textwrap.wrap(head + option.doc, width, initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     from slurmproto import package_version
 
     parser = argparse.ArgumentParser(
-        prog="slurm-adopt", description="pam_slurm_adopt as a pam_exec hook. Under pam_exec (PAM_TYPE set) it "
-        "decides a login; at a shell it only explains and checks.",
-        epilog="OPTIONS are the pam.d options (action_no_jobs=deny, conf=/etc/slurm/slurm.conf, ...).")
+        prog="slurm-adopt", description=textwrap.fill("pam_slurm_adopt as a pam_exec hook. Under pam_exec "
+        "(PAM_TYPE set) it decides a login; at a shell it only explains and checks.", 78),
+        epilog=options_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--explain", action="store_true", help="walk through a login's decision, adopting nothing")
@@ -135,14 +145,14 @@ class _Report:
 
 
 def check_config(args: list[str]) -> int:
-    """The options as the hook reads them, then the node as the hook will find it; 1 on any problem."""
+    """The options as the hook reads them (as pam.d would spell them), then the node as the hook will find
+    it; 1 on any problem."""
     opts, problems = parse_options(args)
     report = _Report()
     for problem in problems:
         report.problem(f"option: {problem}")
-    for name, value in vars(opts).items():
-        shown = value.value if hasattr(value, "value") else value
-        print(f"{name}={'' if shown is None else shown}")
+    for option in OPTIONS:
+        print(option.pam(opts))
     _check_node(opts, report)
     return 1 if report.problems else 0
 

@@ -29,6 +29,13 @@ class Outcome(Enum):
     SESSION_ERR = "PAM_SESSION_ERR"
 
 
+class Stage(Enum):
+    """Which adoption the flow tries: into the job the callerid RPC named, or into the newest (or only) job."""
+
+    RPC = "rpc"
+    NEWEST = "newest"
+
+
 class Step(NamedTuple):
     """One of the user's extern steps on this node."""
 
@@ -54,10 +61,10 @@ class Facts(NamedTuple):
     node_known: bool = True
     """False: the node name (so where its steps are) could not be determined."""
     rpc: Rpc | None = None
-    adoptions: tuple[tuple[str, int, bool], ...] = ()
-    """(stage, job, adopted?) for each adoption tried; stage is "rpc" or "newest"."""
+    adoptions: tuple[tuple[Stage, int, bool], ...] = ()
+    """(stage, job, adopted?) for each adoption tried."""
 
-    def adopted(self, stage: str, job_id: int) -> bool | None:
+    def adopted(self, stage: Stage, job_id: int) -> bool | None:
         return next((ok for s, j, ok in self.adoptions if (s, j) == (stage, job_id)), None)
 
 
@@ -79,8 +86,10 @@ class NeedRpc(NamedTuple):
 
 
 class NeedAdopt(NamedTuple):
+    """Adopt the login into this job (the answer goes into Facts.adoptions, with the stage)."""
+
     job_id: int
-    stage: str
+    stage: Stage
 
 
 Decision = Verdict | NeedSteps | NeedRpc | NeedAdopt
@@ -133,9 +142,9 @@ def decide(opts: Options, facts: Facts) -> Decision:
         job = facts.rpc.job_id
         # Adopt into the job the source names, when it is one of this user's jobs here.
         if job is not None and any(s.job_id == job for s in steps):
-            adopted = facts.adopted("rpc", job)
+            adopted = facts.adopted(Stage.RPC, job)
             if adopted is None:
-                return NeedAdopt(job, "rpc")
+                return NeedAdopt(job, Stage.RPC)
             if adopted:
                 return Verdict(Outcome.SUCCESS, f"the connection comes from job {job}: adopted", job_id=job)
     if several:
@@ -145,9 +154,9 @@ def decide(opts: Options, facts: Facts) -> Decision:
             return Verdict(Outcome.PERM_DENIED, f"uid {facts.uid} owns multiple jobs and action_unknown=deny => "
                            "deny", UNKNOWN_SOURCE)
     newest = steps[0].job_id
-    adopted = facts.adopted("newest", newest)
+    adopted = facts.adopted(Stage.NEWEST, newest)
     if adopted is None:
-        return NeedAdopt(newest, "newest")
+        return NeedAdopt(newest, Stage.NEWEST)
     if adopted:
         which = "its only job" if not several else "the newest job"
         return Verdict(Outcome.SUCCESS, f"adopted into {which}, {newest}", job_id=newest)

@@ -3,10 +3,8 @@
     account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ \
         /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]
 
-OPTIONS are the module's (action_no_jobs=, action_unknown=, action_adopt_failure=, action_generic_failure=,
-ignore_root=, single_job_skip_rpc=, log_level=, nodename=, service=, disable_x11=, join_container=) and
-this hook's (deadline=SECONDS, conf=PATH, munge_socket=PATH, protocol_version=auto|RELEASE,
-ignore_as=success|failure). Run without PAM_TYPE in its environment, it acts as the admin command
+OPTIONS are the module's and this hook's own, as in pam.d (name=value); adopt.options holds their table
+(`slurm-adopt --help` lists it). Run without PAM_TYPE in its environment, it acts as the admin command
 (adopt.admin: --explain, --check-config, --session-env, --help, --version) and adopts nothing.
 
 What it reads from its environment: PAM_TYPE, PAM_SERVICE, PAM_USER and SSH_CONNECTION (pam_exec's and

@@ -1,14 +1,23 @@
-"""pam_slurm_adopt's options, parsed as Slurm 26.05 parses them, plus this hook's own.
+"""pam_slurm_adopt's options, plus this hook's own, as one table (the class `Options`): each option once,
+with its kind, default, whose it is and a one-line doc. The table drives parsing (as Slurm 26.05 parses),
+`--check-config`'s listing in pam.d syntax, the admin command's help and the README's table (a test keeps
+that one in step).
 
-Names are matched case-insensitively by prefix, as the module does (`action_unknown=newest` and
+Names are matched case-insensitively; values as the module does, by prefix (`action_unknown=newest` and
 `ACTION_UNKNOWN=Newest` are the same; so is `action_unknown=newestx`). A value the module would not
-understand is reported and the default kept; so is an unknown option. Booleans take 0/1 (and
+understand is reported and the current value kept; so is an unknown option. Booleans take 0/1 (and
 join_container true/false), as in 24.11 and later.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
 
 LOG_LEVELS = ("quiet", "fatal", "error", "info", "verbose", "debug", "debug2", "debug3", "debug4", "debug5")
 """Slurm's log levels, by number (0 quiet ... 9 debug5)."""
@@ -22,110 +31,70 @@ class Action(Enum):
     NEWEST = "newest"
 
 
-class Options:
-    """Every option with the module's default (26.05), then ours."""
-
-    def __init__(self) -> None:
-        self.action_no_jobs = Action.DENY  # deny | ignore
-        self.action_unknown = Action.NEWEST  # newest | allow | deny
-        self.action_adopt_failure = Action.ALLOW  # allow | deny
-        self.action_generic_failure = Action.IGNORE  # allow | ignore | deny
-        self.ignore_root = True
-        self.single_job_skip_rpc = True
-        self.log_level = INFO
-        self.nodename: str | None = None
-        self.service = "sshd"  # "*" means any
-        self.disable_x11 = False
-        self.join_container = True
-        # This hook's own options.
-        self.deadline = 3.0
-        """Seconds the whole decision may take (pam_exec has no timeout of its own)."""
-        self.conf: str | None = None
-        """slurm.conf (pam_exec hands the hook only the PAM environment, not sshd's SLURM_CONF)."""
-        self.munge_socket: str | None = None
-        self.protocol_version: str = "auto"
-        self.ignore_as = "success"
-        """The exit status for the module's PAM_IGNORE, which pam_exec cannot return: success (0) suits
-        `required` lines, failure (1) `[success=done default=ignore]` ("sufficient") lines."""
-
-    def __repr__(self) -> str:
-        return "Options(" + ", ".join(f"{k}={v!r}" for k, v in vars(self).items()) + ")"
+class Unrecognized(ValueError):
+    """A value the option does not take (the text says what it takes): the current value is kept."""
 
 
-_ACTIONS = {
-    "action_no_jobs": (Action.DENY, Action.IGNORE),
-    "action_unknown": (Action.ALLOW, Action.NEWEST, Action.DENY),
-    "action_generic_failure": (Action.ALLOW, Action.IGNORE, Action.DENY),
-    "action_adopt_failure": (Action.ALLOW, Action.DENY),
-}
-_BOOLEANS = {"single_job_skip_rpc": ("1", "0"), "ignore_root": ("1", "0"), "disable_x11": ("1", "0"),
-             "join_container": ("true", "false")}
+class Replaced(ValueError):
+    """A value the module replaces by another (`value`); the text says so in full."""
+
+    def __init__(self, message: str, value: object) -> None:
+        super().__init__(message)
+        self.value = value
 
 
-def parse_options(args: list[str]) -> tuple[Options, list[str]]:
-    """Options from the module arguments, and one message per argument that was not understood."""
-    opts = Options()
-    problems: list[str] = []
-    for arg in args:
-        name, sep, value = arg.partition("=")
-        key = name.lower()
-        if not sep:
-            problems.append(f"ignoring unrecognized option '{arg}'")
-        elif key in _ACTIONS:
-            choices = _ACTIONS[key]
-            lowered = value.lower()
-            if key == "action_unknown" and lowered.startswith("any"):
-                lowered = "newest"  # the name older releases used
-            match = next((c for c in choices if lowered.startswith(c.value)), None)
-            if match is None:
-                default = getattr(opts, key).value
-                problems.append(f"unrecognized {key}={value} (expected {'|'.join(c.value for c in choices)}), "
-                                f"keeping '{default}'")
-            else:
-                setattr(opts, key, match)
-        elif key in _BOOLEANS:
-            true, false = _BOOLEANS[key]
-            if value.lower().startswith(true):
-                setattr(opts, key, True)
-            elif value.lower().startswith(false):
-                setattr(opts, key, False)
-            else:
-                default = true if getattr(opts, key) else false
-                problems.append(f"unrecognized {key}={value} (expected {true} or {false}), keeping '{default}'")
-        elif key == "log_level":
-            level, problem = _log_level(value)
-            opts.log_level = level
-            if problem:
-                problems.append(problem)
-        elif key in ("nodename", "service"):
-            setattr(opts, key, value)
-        elif key in ("conf", "munge_socket"):
-            setattr(opts, key, value or None)
-        elif key == "protocol_version":
-            opts.protocol_version = value
-            if value != "auto":
-                try:
-                    from slurmproto.versions import parse_version
+class Kind(Generic[T]):
+    """How one kind of option's value is read from pam.d (`read` raises Unrecognized or Replaced) and
+    written back (`show`); `spellings` lists its values when there are only a few."""
 
-                    parse_version(value)
-                except ValueError as exc:
-                    problems.append(f"{exc}, keeping 'auto'")
-                    opts.protocol_version = "auto"
-        elif key == "ignore_as":
-            if value.lower() in ("success", "failure"):
-                opts.ignore_as = value.lower()
-            else:
-                problems.append(f"unrecognized ignore_as={value} (expected success or failure), keeping 'success'")
-        elif key == "deadline":
-            seconds = float(value) if _is_decimal(value) else 0.0
-            if 0 < seconds <= 300:
-                opts.deadline = seconds
-            else:
-                problems.append(f"unrecognized deadline={value} (seconds, above 0 and at most 300), keeping "
-                                f"'{opts.deadline:g}'")
-        else:
-            problems.append(f"ignoring unrecognized option '{arg}'")
-    return opts, problems
+    def __init__(self, read: Callable[[str], T], show: Callable[[T], str],
+                 spellings: tuple[str, ...] = ()) -> None:
+        self.read, self.show, self.spellings = read, show, spellings
+
+
+def action(*choices: Action, aliases: tuple[tuple[str, Action], ...] = ()) -> Kind[Action]:
+    """One of `choices`, by prefix; an alias (by prefix too) stands for a choice."""
+    def read(value: str) -> Action:
+        lowered = value.lower()
+        alias = next((to.value for name, to in aliases if lowered.startswith(name)), None)
+        match = next((c for c in choices if (alias or lowered).startswith(c.value)), None)
+        if match is None:
+            raise Unrecognized(f"expected {'|'.join(c.value for c in choices)}")
+        return match
+    return Kind(read, lambda chosen: chosen.value, tuple(c.value for c in choices))
+
+
+def boolean(true: str, false: str) -> Kind[bool]:
+    """True or false, by the prefix of their spelling."""
+    def read(value: str) -> bool:
+        if value.lower().startswith(true):
+            return True
+        if value.lower().startswith(false):
+            return False
+        raise Unrecognized(f"expected {true} or {false}")
+    return Kind(read, lambda on: true if on else false, (true, false))
+
+
+def one_of(*words: str) -> Kind[str]:
+    """One of `words`, whole (case-insensitive)."""
+    def read(value: str) -> str:
+        if value.lower() not in words:
+            raise Unrecognized(f"expected {' or '.join(words)}")
+        return value.lower()
+    return Kind(read, str, words)
+
+
+def _log_level(value: str) -> int:
+    """A level by name or number; anything else is the highest level, as the module does."""
+    top = len(LOG_LEVELS) - 1
+    if value.isascii() and value.isdigit():  # str.isdigit() alone also takes "²", which int() refuses
+        number = int(value)
+        if number > top:
+            raise Replaced(f"log level {number} too high, lowering to max", top)
+        return number
+    if value.lower() in LOG_LEVELS:
+        return LOG_LEVELS.index(value.lower())
+    raise Replaced(f"unrecognized log level {value}, setting to max", top)
 
 
 def _is_decimal(text: str) -> bool:
@@ -135,12 +104,130 @@ def _is_decimal(text: str) -> bool:
     return all(part.isascii() and part.isdigit() for part in (whole, fraction or "0")) and len(text) <= 12
 
 
-def _log_level(value: str) -> tuple[int, str | None]:
-    """A level by name or number; anything else is the highest level, as the module does."""
-    top = len(LOG_LEVELS) - 1
-    if value.isascii() and value.isdigit():  # str.isdigit() alone also takes "²", which int() refuses
-        number = int(value)
-        return (number, None) if number <= top else (top, f"log level {number} too high, lowering to max")
-    if value.lower() in LOG_LEVELS:
-        return LOG_LEVELS.index(value.lower()), None
-    return top, f"unrecognized log level {value}, setting to max"
+def _seconds(value: str) -> float:
+    seconds = float(value) if _is_decimal(value) else 0.0
+    if not 0 < seconds <= 300:
+        raise Unrecognized("seconds, above 0 and at most 300")
+    return seconds
+
+
+def _release(value: str) -> str:
+    if value != "auto":
+        from slurmproto.versions import parse_version  # only when named: the hook's start stays light
+
+        try:
+            parse_version(value)
+        except ValueError as exc:
+            raise Replaced(f"{exc}, keeping 'auto'", "auto") from None
+    return value
+
+
+def _unset_as_empty(value: str | None) -> str:
+    return "" if value is None else value
+
+
+LOG_LEVEL = Kind(_log_level, lambda level: LOG_LEVELS[level])
+TEXT: Kind[str] = Kind(str, str)
+NAME: Kind[str | None] = Kind(str, _unset_as_empty)
+"""Text, unset (None) by default."""
+PATH: Kind[str | None] = Kind(lambda value: value or None, _unset_as_empty)
+"""A path; empty is unset (None)."""
+SECONDS = Kind(_seconds, lambda seconds: f"{seconds:g}")
+RELEASE = Kind(_release, str)
+
+
+class Option(Generic[T]):
+    """One option: how its value is read, its default, a one-line doc, whether it is this hook's own
+    (not the module's), and its values for the docs when the kind cannot list them.
+
+    A class attribute of Options: read on an Options instance it is that instance's value."""
+
+    def __init__(self, kind: Kind[T], default: T, doc: str, *, ours: bool = False, values: str = "") -> None:
+        self.kind, self.default, self.doc, self.ours = kind, default, doc, ours
+        shown = kind.show(default)
+        self.values = values or ", ".join(sorted(kind.spellings, key=lambda spelling: spelling != shown))
+        """Its values, default first (the docs' "values" column)."""
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Option[T]: ...
+    @overload
+    def __get__(self, instance: Options, owner: type) -> T: ...
+    def __get__(self, instance: Options | None, owner: type) -> Option[T] | T:
+        return self if instance is None else self.default  # set values live in the instance's __dict__
+
+    def pam(self, opts: Options) -> str:
+        """`name=value` as in pam.d."""
+        return f"{self.name}={self.kind.show(getattr(opts, self.name))}"
+
+
+class Options:
+    """Every option with the module's default (26.05), then ours."""
+
+    action_no_jobs = Option(action(Action.DENY, Action.IGNORE), Action.DENY,
+                            'the user has no job here: deny ("you have no active jobs on this node") or ignore')
+    action_unknown = Option(action(Action.ALLOW, Action.NEWEST, Action.DENY, aliases=(("any", Action.NEWEST),)),
+                            Action.NEWEST, "several jobs, none known as the source: adopt into the newest (26.05's, "
+                            'on every release: latest started, then highest job id), allow, or deny ("unable to '
+                            "determine source job\"); any (older releases' name) is newest")
+    action_adopt_failure = Option(action(Action.ALLOW, Action.DENY), Action.ALLOW,
+                                  'adoption failed: allow, or deny ("adoption failure")')
+    action_generic_failure = Option(action(Action.ALLOW, Action.IGNORE, Action.DENY), Action.IGNORE,
+                                    "anything else failed (no slurm.conf, munged unusable, an SSH_CONNECTION sshd "
+                                    "does not hold, the deadline); the module would carry on to action_unknown "
+                                    "for the last two")
+    ignore_root = Option(boolean("1", "0"), True, "let root through untouched; 0 is overridden, as the module does")
+    single_job_skip_rpc = Option(boolean("1", "0"), True,
+                                 "one job: adopt into it without asking the source's slurmd which job it is")
+    log_level = Option(LOG_LEVEL, INFO, "what goes to syslog (authpriv)",
+                       values="info; quiet, fatal, error, verbose, debug..debug5, or 0-9")
+    nodename = Option(NAME, None, "also used on the RPC path (the module before 26.05 guessed it there)",
+                      values="this host's NodeName")
+    service = Option(TEXT, "sshd", "the PAM service to act for; any other is let through untouched",
+                     values="sshd; * for any")
+    disable_x11 = Option(boolean("1", "0"), False, "0: the hook logs the job's DISPLAY, but cannot export it")
+    join_container = Option(boolean("true", "false"), True,
+                            "true: the hook asks for the job's namespaces, but cannot move sshd into them")
+    # This hook's own options.
+    deadline = Option(SECONDS, 3.0, "the whole decision, whatever it waits for (pam_exec has no timeout); "
+                      "then action_generic_failure", ours=True, values="3 (seconds, at most 300)")
+    conf = Option(PATH, None, "slurm.conf (pam_exec gives the hook the PAM environment only, never SLURM_CONF)",
+                  ours=True, values="/etc/slurm/slurm.conf, then /run/slurm/conf/slurm.conf")
+    munge_socket = Option(PATH, None, "munged's socket", ours=True, values="slurm.conf's AuthInfo socket=")
+    protocol_version = Option(RELEASE, "auto", "the callerid RPC's header version", ours=True,
+                              values="auto, or a release such as 24.11")
+    ignore_as = Option(one_of("success", "failure"), "success",
+                       "the exit status for PAM_IGNORE, which pam_exec cannot return: success (0) suits "
+                       "required lines, failure (1) [success=done default=ignore] lines", ours=True)
+
+    def __repr__(self) -> str:
+        return "Options(" + ", ".join(f"{o.name}={getattr(self, o.name)!r}" for o in OPTIONS) + ")"
+
+
+OPTIONS: tuple[Option[Any], ...] = tuple(o for o in vars(Options).values() if isinstance(o, Option))
+"""The table, in the order of the docs."""
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def parse_options(args: list[str]) -> tuple[Options, list[str]]:
+    """Options from the module arguments, and one message per argument that was not understood."""
+    opts = Options()
+    problems: list[str] = []
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        option = _BY_NAME.get(name.lower()) if sep else None
+        if option is None:
+            problems.append(f"ignoring unrecognized option '{arg}'")
+            continue
+        try:
+            setattr(opts, option.name, option.kind.read(value))
+        except Unrecognized as exc:
+            problems.append(f"unrecognized {option.name}={value} ({exc}), "
+                            f"keeping '{option.kind.show(getattr(opts, option.name))}'")
+        except Replaced as exc:
+            setattr(opts, option.name, exc.value)
+            problems.append(str(exc))
+    return opts, problems

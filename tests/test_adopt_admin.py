@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from adopt.admin import main
+from adopt.options import OPTIONS, parse_options
 from fake_slurmd.controller import FakeSlurmd
 from slurmproto import package_version
 from tests.support.procs import installed_or_skip
@@ -83,6 +84,27 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"slurm-adopt {package_version()}"
+
+
+def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    for option in OPTIONS:
+        head = f"  {option.name}{' [ours]' if option.ours else ''}: "
+        assert any(line.startswith(head) for line in lines), (head, lines)
+
+
+def test_check_config_lists_the_options_in_pam_syntax(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [f"conf={tmp_path / 'none.conf'}", "action_unknown=Any", "log_level=2", "deadline=1.50"]
+    status, out, _ = check(capsys, *args)
+    assert status == 1
+    assert out.splitlines()[:len(OPTIONS)] == [
+        "action_no_jobs=deny", "action_unknown=newest", "action_adopt_failure=allow",
+        "action_generic_failure=ignore", "ignore_root=1", "single_job_skip_rpc=1", "log_level=error",
+        "nodename=", "service=sshd", "disable_x11=0", "join_container=true", "deadline=1.5",
+        f"conf={tmp_path / 'none.conf'}", "munge_socket=", "protocol_version=auto", "ignore_as=success"]
+    assert parse_options(out.splitlines()[:len(OPTIONS)])[1] == []
 
 
 def test_no_mode_and_no_pam_type_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,10 +1,14 @@
-"""Option parsing as pam_slurm_adopt 26.05 does it, and `slurm-adopt --check-config`."""
+"""Option parsing as pam_slurm_adopt 26.05 does it, and the options table behind the listing and the docs."""
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from adopt.options import INFO, Action, Options, parse_options
+from adopt.options import INFO, OPTIONS, Action, Option, Options, parse_options
 
 
 def test_defaults_are_26_05s() -> None:
@@ -66,3 +70,67 @@ def test_bad_values_keep_the_default(arg: str, name: str | None, default: object
     assert len(problems) == 1 and problem in problems[0]
     if name:
         assert getattr(opts, name) == default
+
+
+# --- the table drives the docs and the listing ------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_HEADER = "| option | values (default first) | whose | what it does |"
+
+
+def readme_row(option: Option[Any]) -> str:
+    return f"| {option.name} | {option.values} | {'ours' if option.ours else 'module'} | {option.doc} |"
+
+
+def readme_rows() -> list[str]:
+    """The rows of the README's options table (after its header and rule)."""
+    lines = README.read_text().splitlines()
+    start = lines.index(README_HEADER) + 2
+    return list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+
+
+@pytest.mark.parametrize("index", range(len(OPTIONS)), ids=[o.name for o in OPTIONS])
+def test_readme_table_row_matches_the_options_table(index: int) -> None:
+    rows = readme_rows()
+    expected = "\n".join([README_HEADER, "|---|---|---|---|", *map(readme_row, OPTIONS)])
+    assert len(rows) == len(OPTIONS), f"README.md's options table should read:\n{expected}"
+    assert rows[index] == readme_row(OPTIONS[index]), f"README.md's options table should read:\n{expected}"
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=[o.name for o in OPTIONS])
+def test_each_option_is_described(option: Option[Any]) -> None:
+    assert option.name and option.doc and "\n" not in option.doc and option.values
+    assert getattr(Options(), option.name) == option.default
+    if option.kind.spellings:  # the default comes first
+        assert option.values.split(", ")[0] == option.kind.show(option.default)
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    ([], "action_unknown=newest"), (["action_unknown=any"], "action_unknown=newest"),
+    ([], "ignore_root=1"), (["ignore_root=0"], "ignore_root=0"), ([], "disable_x11=0"),
+    ([], "join_container=true"), (["join_container=FALSE"], "join_container=false"),
+    ([], "deadline=3"), (["deadline=0.5"], "deadline=0.5"),
+    ([], "log_level=info"), (["log_level=7"], "log_level=debug3"),
+    ([], "nodename="), (["nodename=node7"], "nodename=node7"), ([], "conf="), ([], "protocol_version=auto"),
+    (["IGNORE_AS=Failure"], "ignore_as=failure"),
+])
+def test_listing_in_pam_syntax(args: list[str], line: str) -> None:
+    opts, problems = parse_options(args)
+    assert problems == [] and line in [option.pam(opts) for option in OPTIONS]
+
+
+@pytest.mark.parametrize("args", [[], ["action_no_jobs=ignore", "ignore_root=0", "log_level=debug5", "deadline=2.5",
+                                        "conf=/x", "protocol_version=24.11", "ignore_as=failure", "service=*"]])
+def test_listing_reads_back_as_the_same_options(args: list[str]) -> None:
+    """What --check-config prints is pam.d syntax that reads back to the same options."""
+    opts = parse_options(args)[0]
+    listing = [option.pam(opts) for option in OPTIONS]
+    again, problems = parse_options(listing)
+    assert problems == [] and [option.pam(again) for option in OPTIONS] == listing
+
+
+def test_a_later_value_wins_and_a_bad_one_keeps_the_current() -> None:
+    opts, problems = parse_options(["deadline=2", "deadline=0", "ignore_as=failure", "ignore_as=x"])
+    assert (opts.deadline, opts.ignore_as) == (2.0, "failure")
+    assert problems == ["unrecognized deadline=0 (seconds, above 0 and at most 300), keeping '2'",
+                        "unrecognized ignore_as=x (expected success or failure), keeping 'failure'"]
