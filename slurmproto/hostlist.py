@@ -16,11 +16,19 @@ def expand_hostlist(expr: str) -> list[str]:
     """
     if "[" not in expr and "]" not in expr:
         return expr.replace(",", " ").split()
+    _check_brackets(expr)
     out: list[str] = []
+    for item in hostlist_items(expr):
+        out.extend(_expand_item(item))
+        if len(out) > MAX_HOSTLIST:
+            raise ValueError(f"more than {MAX_HOSTLIST} names")
+    return out
+
+
+def _check_brackets(expr: str) -> None:
+    """ValueError unless the brackets of `expr` are balanced and flat."""
     depth = 0
-    start = 0
-    items = []
-    for i, ch in enumerate(expr):
+    for ch in expr:
         if ch == "[":
             if depth:
                 raise ValueError("nested '['")
@@ -29,18 +37,8 @@ def expand_hostlist(expr: str) -> list[str]:
             if not depth:
                 raise ValueError("']' without '['")
             depth = 0
-        elif not depth and (ch == "," or ch.isspace()):
-            items.append(expr[start:i])
-            start = i + 1
     if depth:
         raise ValueError("'[' without ']'")
-    items.append(expr[start:])
-    for item in items:
-        if item:
-            out.extend(_expand_item(item))
-            if len(out) > MAX_HOSTLIST:
-                raise ValueError(f"more than {MAX_HOSTLIST} names")
-    return out
 
 
 def _expand_item(item: str) -> list[str]:

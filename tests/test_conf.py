@@ -1,4 +1,5 @@
-"""slurmproto.conf: syntax, includes, nodes, typed keys, search order and errors (never reads /etc)."""
+"""slurmproto.confsyntax, slurmproto.conf and slurmproto.hostlist: syntax, includes, nodes, typed keys,
+search order and errors (never reads /etc)."""
 
 from __future__ import annotations
 
@@ -194,6 +195,11 @@ def test_syntax_gives_neutral_entries_with_file_and_line(tmp_path: Path) -> None
         Entry(str(tmp_path / "inc.conf"), 2, [("SlurmdPort", "1"), ("NodeName", "n")]),  # no key has a meaning
         Entry(str(tmp_path / "s.conf"), 5, [("C", "2")]),
     ]
+
+
+def test_an_error_comes_before_a_later_include_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "slurm.conf"
+    assert error_of(tmp_path, "SlurmdPort=x\nInclude missing.conf\n") == f"{path}:1: SlurmdPort: 'x' is not a number"
 
 
 def test_syntax_asks_for_the_cluster_name_at_percent_c(tmp_path: Path) -> None:
