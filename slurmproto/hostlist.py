@@ -1,4 +1,5 @@
-"""Slurm hostlist expressions: ``node[01-04,7]`` and friends, as in NodeName, NodeAddr and Port."""
+"""Slurm hostlist expressions (``node[01-04,7]`` and friends, as in NodeName, NodeAddr and Port): their
+expansion, and how many names one expands to, counted without expanding it."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ def expand_hostlist(expr: str) -> list[str]:
     """
     if "[" not in expr and "]" not in expr:
         return expr.replace(",", " ").split()
+    _check_brackets(expr)
     out: list[str] = []
+    for item in hostlist_items(expr):
+        out.extend(_expand_item(item))
+        if len(out) > MAX_HOSTLIST:
+            raise ValueError(f"more than {MAX_HOSTLIST} names")
+    return out
+
+
+def _check_brackets(expr: str) -> None:
+    """ValueError unless the brackets of `expr` are balanced and flat."""
     depth = 0
-    start = 0
-    items = []
-    for i, ch in enumerate(expr):
+    for ch in expr:
         if ch == "[":
             if depth:
                 raise ValueError("nested '['")
@@ -28,18 +37,8 @@ def expand_hostlist(expr: str) -> list[str]:
             if not depth:
                 raise ValueError("']' without '['")
             depth = 0
-        elif not depth and (ch == "," or ch.isspace()):
-            items.append(expr[start:i])
-            start = i + 1
     if depth:
         raise ValueError("'[' without ']'")
-    items.append(expr[start:])
-    for item in items:
-        if item:
-            out.extend(_expand_item(item))
-            if len(out) > MAX_HOSTLIST:
-                raise ValueError(f"more than {MAX_HOSTLIST} names")
-    return out
 
 
 def _expand_item(item: str) -> list[str]:
@@ -77,3 +76,40 @@ def _expand_ranges(body: str) -> list[str]:
         width = len(lo)
         numbers.extend(str(k).zfill(width) for k in range(first, last + 1))
     return numbers
+
+
+def hostlist_size(expr: str) -> int:
+    """How many names a hostlist expands to, from its bracket ranges alone (0 where it is malformed:
+    expand_hostlist() then says why)."""
+    total = 0
+    for item in expr.replace(",", " ").split() if "[" not in expr else hostlist_items(expr):
+        count = 1
+        rest = item
+        while (open_at := rest.find("[")) >= 0:
+            close_at = rest.find("]", open_at)
+            if close_at < 0:
+                return 0
+            count *= sum(_range_size(part) for part in rest[open_at + 1:close_at].split(","))
+            rest = rest[close_at + 1:]
+        total += count
+    return total
+
+
+def hostlist_items(expr: str) -> list[str]:
+    """The names of a hostlist before expansion: split at commas and blanks outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(expr):
+        if ch in "[]":
+            depth = ch == "["
+        elif not depth and (ch == "," or ch.isspace()):
+            items.append(expr[start:i])
+            start = i + 1
+    items.append(expr[start:])
+    return [item for item in items if item]
+
+
+def _range_size(part: str) -> int:
+    lo, _, hi = part.partition("-")
+    if not (lo.isascii() and lo.isdigit() and (not hi or (hi.isascii() and hi.isdigit()))):
+        return 0
+    return max(0, int(hi) - int(lo) + 1) if hi else 1

@@ -1,4 +1,5 @@
-"""slurmproto.conf: syntax, includes, nodes, typed keys, search order and errors (never reads /etc)."""
+"""slurmproto.confsyntax, slurmproto.conf and slurmproto.hostlist: syntax, includes, nodes, typed keys,
+search order and errors (never reads /etc)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,19 @@ from slurmproto.conf import (
     MAX_NODE_DEFAULT_KEYS,
     MAX_NODES,
     MAX_TOTAL_BYTES,
+    TYPED_KEYS,
     ConfError,
     NodeConf,
     SlurmConf,
-    expand_hostlist,
+    TypedKey,
     find_conf,
     load,
     parse_file,
     parse_text,
 )
+from slurmproto.confsyntax import Entry, read_text
 from slurmproto.errors import SlurmError
+from slurmproto.hostlist import expand_hostlist, hostlist_size
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,13 +62,10 @@ def error_of(tmp_path: Path, text: str, name: str = "slurm.conf") -> str:
 def test_pairs_keys_case_insensitive_last_wins(tmp_path: Path) -> None:
     conf = conf_of(tmp_path, "ClusterName=one\nclustername=Two\nSlurmctldHost=a\nSLURMCTLDHOST=b(10.0.0.2)\n")
     assert conf.get("CLUSTERNAME") == "Two"
-    assert conf.cluster_name == "two"  # Slurm lowercases ClusterName
-    assert conf.getall("SlurmctldHost") == ["a", "b(10.0.0.2)"]
-    assert conf.slurmctld_hosts == [("a", "a"), ("b", "10.0.0.2")]
-    assert "clusterName" in conf
+    assert conf.get("clusterName") == "Two"
+    assert conf.get("SlurmctldHost") == "b(10.0.0.2)"
     assert conf.get("Missing") is None
     assert conf.get("Missing", "dflt") == "dflt"
-    assert conf.getall("Missing") == []
 
 
 def test_several_pairs_per_line_and_unknown_keys(tmp_path: Path) -> None:
@@ -79,7 +80,7 @@ def test_whitespace_around_equals(tmp_path: Path) -> None:
     # Slurm's key=value regex allows blanks on both sides of "=", so "Key= Other=x" gives Key "Other=x".
     conf = conf_of(tmp_path, "SlurmdPort = 7001\nAuthAltTypes= auth/jwt\nMpiParams= SlurmdTimeout=2\n")
     assert conf.slurmd_port == 7001
-    assert conf.auth_alt_types == ["auth/jwt"]
+    assert conf.get("AuthAltTypes") == "auth/jwt"
     assert conf.get("MpiParams") == "SlurmdTimeout=2"
     assert conf.get("SlurmdTimeout") is None
 
@@ -183,6 +184,36 @@ def test_parse_text(tmp_path: Path) -> None:
     assert conf.path == tmp_path / "virtual.conf"
     with pytest.raises(ConfError, match=r"^<string>:1: expected Key=Value"):
         parse_text("junk\n")
+
+
+def test_syntax_gives_neutral_entries_with_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "inc.conf", "\nSlurmdPort=1 NodeName=n\n")
+    entries = list(read_text('# c\nA=1 \\\n B="x y"\nInclude inc.conf\nC=2\n', str(tmp_path / "s.conf"),
+                             lambda: None))
+    assert entries == [
+        Entry(str(tmp_path / "s.conf"), 2, [("A", "1"), ("B", "x y")]),
+        Entry(str(tmp_path / "inc.conf"), 2, [("SlurmdPort", "1"), ("NodeName", "n")]),  # no key has a meaning
+        Entry(str(tmp_path / "s.conf"), 5, [("C", "2")]),
+    ]
+
+
+def test_an_error_comes_before_a_later_include_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "slurm.conf"
+    assert error_of(tmp_path, "SlurmdPort=x\nInclude missing.conf\n") == f"{path}:1: SlurmdPort: 'x' is not a number"
+
+
+def test_syntax_asks_for_the_cluster_name_at_percent_c(tmp_path: Path) -> None:
+    write(tmp_path / "named.conf", "X=1\n")
+    asked: list[int] = []
+
+    def cluster() -> str:
+        asked.append(1)
+        return "NAMED"
+
+    entries = read_text("Include %c.conf\n", str(tmp_path / "s.conf"), cluster)
+    assert asked == []  # read lazily: nothing before the entries are asked for
+    assert [e.pairs for e in entries] == [[("X", "1")]]
+    assert asked == [1]
 
 
 # --- includes -----------------------------------------------------------------------------------------
@@ -301,6 +332,11 @@ def test_expand_hostlist(expr: str, names: list[str]) -> None:
     assert expand_hostlist(expr) == names
 
 
+@pytest.mark.parametrize("expr", ["", "a", "a,b c", "n[01-04,7]", "x[8-10]-ib[1-2],y", "a[5-]", "a[1,3-4][2-3]"])
+def test_hostlist_size_is_the_number_of_names(expr: str) -> None:
+    assert hostlist_size(expr) == len(expand_hostlist(expr))
+
+
 @pytest.mark.parametrize("expr", [
     "a[1-2", "a]1", "a[[1]]", "a[]", "a[x-y]", "a[3-1]", "a[1,,2]", "a[-1]", "a[0-99999999]",
 ])
@@ -359,8 +395,7 @@ def test_node_ports(tmp_path: Path) -> None:
     conf = conf_of(tmp_path, "SlurmdPort=6900\nNodeName=n[1-3] Port=[17001-17003]\nNodeName=m Port=0x1B59\n")
     assert [conf.nodes[f"n{i}"].port for i in (1, 2, 3)] == [17001, 17002, 17003]
     assert conf.nodes["m"].port == 7001
-    assert conf.node_port("n2") == 17002
-    assert conf.node_port("unknown") == 6900
+    assert conf.slurmd_port == 6900  # the port of nodes without a Port
     assert "Port" not in conf.nodes["n1"].options
     assert "Port count" in error_of(tmp_path, "NodeName=n[1-3] Port=[1-2]\n")
     path = tmp_path / "slurm.conf"
@@ -387,7 +422,7 @@ def test_records_own_the_rest_of_the_line(tmp_path: Path) -> None:
     ))
     assert conf.slurmd_port == 7009  # the SlurmdPort after NodeName belongs to the node
     assert conf.nodes["n1"].options["SlurmdPort"] == "1"
-    assert [dict(p) for p in conf.partitions] == [
+    assert [dict(p) for p in conf.records["PartitionName"]] == [
         {"PartitionName": "DEFAULT", "MaxTime": "10"},
         {"PartitionName": "p1", "Nodes": "n1", "Default": "YES"},
     ]
@@ -417,21 +452,15 @@ def test_defaults(tmp_path: Path) -> None:
     assert conf.slurmd_spool_dir == "/var/spool/slurmd"
     assert conf.auth_type == "auth/munge"
     assert conf.auth_info is None
-    assert conf.auth_alt_types == []
     assert conf.munge_socket is None
     assert conf.auth_ttl is None
     assert conf.message_timeout == 10
     assert conf.tcp_timeout == 2
     assert conf.slurm_user == "root"
     assert conf.slurmd_user == "root"
-    assert conf.cluster_name is None
-    assert conf.communication_parameters == []
-    assert conf.hash_plugin == "hash/k12"
-    assert conf.tls_type == "tls/none"
-    assert conf.plugin_dir is None
-    assert conf.slurmctld_hosts == []
+    assert not conf.has_communication_parameter("block_null_hash")
     assert conf.nodes == {}
-    assert conf.partitions == []
+    assert conf.records == {}
 
 
 def test_typed_keys(tmp_path: Path) -> None:
@@ -444,19 +473,57 @@ def test_typed_keys(tmp_path: Path) -> None:
     assert conf.slurmd_port == 6819
     assert conf.slurmd_spool_dir == "/spool/%n"
     assert conf.auth_type == "auth/slurm"
-    assert conf.auth_alt_types == ["auth/jwt", "auth/munge"]
     assert conf.message_timeout == 30  # strtoul base 0, as Slurm parses numbers
     assert conf.tcp_timeout == 8
     assert conf.slurm_user == "slurm"
     assert conf.slurmd_user == "root"
-    assert conf.cluster_name == "c"
-    assert conf.communication_parameters == ["block_null_hash", "disable_http", "keepaliveinterval=30"]
     assert conf.has_communication_parameter("Block_Null_Hash")
+    assert conf.has_communication_parameter("disable_http")
     assert conf.has_communication_parameter("keepaliveinterval")
     assert not conf.has_communication_parameter("block_zero_hash")
-    assert conf.hash_plugin == "hash/sha3"
-    assert conf.tls_type == "tls/s2n"
-    assert conf.plugin_dir == "/usr/lib/slurm"
+    assert conf.get("HashPlugin") == "hash/sha3"
+
+
+# Each typed key: its spelling, the attribute that reads it, its default, and a value of its kind with
+# what the attribute then gives.
+TYPED: list[tuple[str, str, object, str, object]] = [
+    ("SlurmdPort", "slurmd_port", 6818, "0x1B59", 7001),
+    ("SlurmdSpoolDir", "slurmd_spool_dir", "/var/spool/slurmd", "/s/%n", "/s/%n"),
+    ("AuthType", "auth_type", "auth/munge", "auth/slurm", "auth/slurm"),
+    ("AuthInfo", "auth_info", None, "socket=/m,ttl=3", "socket=/m,ttl=3"),
+    ("MessageTimeout", "message_timeout", 10, "UNLIMITED", 0xFFFF),
+    ("TCPTimeout", "tcp_timeout", 2, "017", 15),
+    ("SlurmUser", "slurm_user", "root", "slurm", "slurm"),
+    ("SlurmdUser", "slurmd_user", "root", "4242", "4242"),
+]
+
+
+def test_the_key_table_lists_every_typed_key() -> None:
+    attributes = {name: key for name, key in vars(SlurmConf).items() if isinstance(key, TypedKey)}
+    assert {name: key.spelling for name, key in attributes.items()} == {c[1]: c[0] for c in TYPED}
+    assert {key.spelling.lower(): key for key in attributes.values()} == TYPED_KEYS
+    assert all(key.__doc__ and key.spelling in key.__doc__ for key in attributes.values())
+
+
+@pytest.mark.parametrize(("spelling", "attribute", "default", "value", "typed"), TYPED, ids=[c[0] for c in TYPED])
+def test_typed_key(tmp_path: Path, spelling: str, attribute: str, default: object, value: str,
+                   typed: object) -> None:
+    assert getattr(SlurmConf, attribute).default == default
+    assert getattr(conf_of(tmp_path, "# unset\n"), attribute) == default
+    conf = conf_of(tmp_path, f"{spelling.lower()}={value}\n")
+    assert getattr(conf, attribute) == typed
+    assert conf.get(spelling) == value
+    if isinstance(default, str) or default is None:
+        assert getattr(conf_of(tmp_path, f'{spelling}=""\n'), attribute) == default  # empty: the default
+
+
+def test_a_conf_built_by_hand(tmp_path: Path) -> None:
+    node = NodeConf("n1", "10.0.0.1", "h1", None, parse_text("NodeName=x CPUs=1\n").nodes["x"].options)
+    conf = SlurmConf(tmp_path / "made.conf", {}, values={"SlurmdPort": "7012"}, nodes={"n1": node})
+    assert (conf.slurmd_port, conf.tcp_timeout, conf.nodes["n1"], conf.guess_nodename("h1")) == (
+        7012, 2, node, "n1")
+    with pytest.raises(ConfError, match=r"made\.conf: SlurmdPort: 'x' is not a number"):
+        _ = SlurmConf(tmp_path / "made.conf", values={"slurmdport": "x"}).slurmd_port
 
 
 def test_infinite_timeout(tmp_path: Path) -> None:
@@ -497,12 +564,6 @@ def test_auth_info(tmp_path: Path, info: str, socket: str | None, ttl: int | Non
     assert conf.auth_info == info
     assert conf.munge_socket == socket
     assert conf.auth_ttl == ttl
-
-
-def test_slurmctld_host_fallback(tmp_path: Path) -> None:
-    conf = conf_of(tmp_path, "ControlMachine=ctl\nControlAddr=10.1.1.1\n")
-    assert conf.slurmctld_hosts == [("ctl", "10.1.1.1")]
-    assert conf_of(tmp_path, "ControlMachine=ctl\n").slurmctld_hosts == [("ctl", "ctl")]
 
 
 def test_uids(tmp_path: Path) -> None:
@@ -608,9 +669,9 @@ def test_find_conf_order(tmp_path: Path) -> None:
     assert find_conf(explicit, env=env, search=search) == explicit
     assert find_conf(str(explicit), env=env, search=search) == explicit
 
-    assert load(env={}, search=search).cluster_name == "etc"
-    assert load(env=env, search=search).cluster_name == "env"
-    assert load(explicit, env=env, search=search).cluster_name == "explicit"
+    assert load(env={}, search=search).get("ClusterName") == "etc"
+    assert load(env=env, search=search).get("ClusterName") == "env"
+    assert load(explicit, env=env, search=search).get("ClusterName") == "explicit"
     assert load(explicit).path == explicit
 
 
@@ -757,8 +818,8 @@ PartitionName=debug Nodes=ALL Default=YES OverSubscribe=FORCE:8
 
 def test_debian_like_config(tmp_path: Path) -> None:
     conf = conf_of(tmp_path, DEBIAN_LIKE)
-    assert conf.cluster_name == "localcluster"
-    assert conf.slurmctld_hosts == [("localhost", "127.0.0.1")]
+    assert conf.get("ClusterName") == "localcluster"
+    assert conf.get("SlurmctldHost") == "localhost(127.0.0.1)"
     assert conf.slurmd_port == 6818
     assert conf.slurmd_spool_dir == "/var/lib/slurm/slurmd"
     assert conf.slurm_user == "slurm"
@@ -767,7 +828,7 @@ def test_debian_like_config(tmp_path: Path) -> None:
     node = conf.nodes["node1"]
     assert (node.name, node.hostname, node.addr, node.port) == ("node1", "myhost", "127.0.0.1", None)
     assert dict(node.options) == {"CPUs": "2", "State": "UNKNOWN"}
-    assert [dict(p) for p in conf.partitions] == [
+    assert [dict(p) for p in conf.records["PartitionName"]] == [
         {"PartitionName": "debug", "Nodes": "ALL", "Default": "YES", "OverSubscribe": "FORCE:8"},
     ]
     assert conf.guess_nodename("myhost", {}) == "node1"
@@ -795,7 +856,8 @@ def test_import_is_light() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
                          cwd=REPO).stdout.split()
-    assert set(out) <= {"__future__", "slurmproto", "slurmproto.conf", "slurmproto.errors", "slurmproto.hostlist"}, out
+    assert set(out) <= {"__future__", "slurmproto", "slurmproto.conf", "slurmproto.confsyntax", "slurmproto.errors",
+                      "slurmproto.hostlist"}, out
 
 
 def test_fast_path_agrees_with_the_scanner() -> None:
@@ -803,7 +865,7 @@ def test_fast_path_agrees_with_the_scanner() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from slurmproto.conf import _fast_pairs, _scan_pairs
+    from slurmproto.confsyntax import _fast_pairs, _scan_pairs
 
     @settings(max_examples=300, deadline=None)
     @given(st.text(alphabet='ab_.=" \t-+#x\\', max_size=30))
