@@ -1,4 +1,4 @@
-"""Real frames captured from Slurm 22.05.8 and the worked examples of the facts document."""
+"""Real frames captured from Slurm 22.05.8, and frames worked out by hand from the pack functions of its source."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_vector_payload_is_k12_of_body(case: str, recorded: dict[str, Any], raw:
     assert check_payload(bytes.fromhex(payload), frame.body, frame.header.msg_type) == HashType.K12
 
 
-# --- the worked examples (facts document §13) -----------------------------------------------------
+# --- frames worked out by hand from slurm_protocol_pack.c and pack.c ------------------------------------
 
 REQUEST_BODY = bytes.fromhex(
     "000000100a000001000000000000000000000000"

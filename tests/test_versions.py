@@ -58,7 +58,7 @@ from slurmproto.versions import (
     refusal_names_version,
 )
 
-# Accepted header versions per slurmd release (facts §1.2) and the stepd minimum (§9.3).
+# Accepted header versions per slurmd release and the stepd minimum (each tag's SLURM_MIN_PROTOCOL_VERSION).
 WINDOWS = {
     "22.05": (0x2400, 0x2600), "23.02": (0x2500, 0x2700), "23.11": (0x2600, 0x2800), "24.05": (0x2700, 0x2900),
     "24.11": (0x2700, 0x2A00), "25.05": (0x2800, 0x2B00), "25.11": (0x2900, 0x2C00), "26.05": (0x2A00, 0x2D00),
