@@ -120,3 +120,35 @@ def test_importing_settings_loads_no_codec() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert proc.stdout.strip() == ""
 
+
+# --- every entry point takes them from here ----------------------------------------------------------
+
+
+def test_the_hook_asks_with_slurm_confs_settings(tmp_path: Path) -> None:
+    from adopt.gather import Gatherer
+    from adopt.options import parse_options
+
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("SlurmdPort=7000\nTCPTimeout=3\nMessageTimeout=4\nAuthInfo=socket=/conf.sock,ttl=60\n"
+                    "CommunicationParameters=block_zero_hash\n")
+    opts, problems = parse_options([f"conf={conf}", "munge_socket=/opt.sock", "protocol_version=24.11"])
+    gatherer = Gatherer(opts, {}, lambda level, text: None, adopt_pid=1, deadline=time.monotonic() + 2)
+    options = gatherer.rpc_options()
+    assert not problems and options == {
+        "port": 7000, "connect_timeout": 3.0, "message_timeout": 4.0, "munge_socket": "/opt.sock", "munge_ttl": 60,
+        "checks": PayloadChecks(block_zero_hash=True), "version": 0x2A00, "start_version": None,
+        "trusted_uids": frozenset({0})}
+
+
+def test_the_cli_asks_with_slurm_confs_settings(tmp_path: Path) -> None:
+    from slurmproto.cli import _batch_parser, _settings
+
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("SlurmdPort=7000\nTCPTimeout=3\nMessageTimeout=4\nCommunicationParameters=block_null_hash\n")
+    args = _batch_parser().parse_args(["--conf", str(conf), "--protocol-version", "24.11", "--port", "7001"])
+    started = time.monotonic()
+    options, deadline = _settings(args, lambda text: None, started)
+    assert deadline == started + 7.0 and options == {
+        "port": 7001, "connect_timeout": 3.0, "message_timeout": 4.0, "munge_socket": None, "munge_ttl": None,
+        "checks": PayloadChecks(block_null_hash=True), "version": 0x2A00, "start_version": None, "timeout": 7.0,
+        "trusted_uids": frozenset({0})}
