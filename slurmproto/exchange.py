@@ -130,6 +130,8 @@ class CalleridExchange:
         self.last_error: SlurmError | None = None
         self._pending: Send | None = None
         self._started = 0.0
+        self.finished = False
+        """A Fail or a result was handed out: no further request."""
 
     @property
     def where(self) -> str:
@@ -144,8 +146,12 @@ class CalleridExchange:
 
     def next_request(self) -> Send | Fail:
         """The next frame to send (a fresh credential each time), or Fail(Refused) when none is left."""
+        if self.finished or self._pending is not None:
+            raise RuntimeError("the callerid exchange has ended" if self.finished else
+                               "a request of the callerid exchange is still outstanding")
         version = self._next_version()
         if version is None:
+            self.finished = True
             tried = ", ".join(f"{name_of(a.version)} (0x{a.version:04x})" for a in self.attempts)
             return Fail(Refused(f"{self.last_error} (tried protocol versions {tried}; a slurmd also closes "
                                 "without answering when it rejects the credential)", list(self.attempts)))
@@ -166,7 +172,14 @@ class CalleridExchange:
 
     def on_reply(self, reply: Frame, raw: bytes = b"") -> Action:
         """A whole reply frame (`raw`: its bytes as received, kept in the result)."""
-        sent = self._take()
+        action = self._classify(reply, raw, self._take())
+        self.finished = not isinstance(action, Send)
+        return action
+
+    # --- the rules ---------------------------------------------------------------------------------
+
+    def _classify(self, reply: Frame, raw: bytes, sent: Send) -> Action:
+        """What a reply to `sent` means: a refusal naming the peer's version, an error, or the answer."""
         message = reply.message
         if not isinstance(message, ReturnCode | NetworkCallerIdResponse):  # refused whoever signed it
             return Fail(UnexpectedMessage(f"slurmd answered {type(message).__name__} to a callerid request"))
@@ -181,8 +194,6 @@ class CalleridExchange:
                                  f"refused with RC 1007 by a slurmd speaking {name_of(reply.version)}")
         self.attempts.append(Attempt(sent.version, f"answered {MsgType(message.MSG_TYPE).name}", self._spent()))
         return self._result(reply, raw, signer, sent)
-
-    # --- the rules ---------------------------------------------------------------------------------
 
     def _next_version(self) -> int | None:
         if len(self.attempts) >= self.bound:

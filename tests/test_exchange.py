@@ -205,6 +205,23 @@ def test_event_without_a_request_is_a_programming_error() -> None:
         exchange().on_closed()
 
 
+def test_no_request_while_one_is_outstanding() -> None:
+    machine = exchange()
+    machine.next_request()
+    with pytest.raises(RuntimeError, match="still outstanding"):
+        machine.next_request()
+
+
+@pytest.mark.parametrize("reply", [callerid_reply(SLURM_24_11), rc_reply(5003, SLURM_24_11)],
+                         ids=["answered", "failed"])
+def test_no_request_after_the_end(reply: bytes) -> None:
+    machine = exchange(version=SLURM_24_11)
+    machine.next_request()
+    assert not isinstance(machine.on_reply(frame(reply)), Send) and machine.finished
+    with pytest.raises(RuntimeError, match="has ended"):
+        machine.next_request()
+
+
 # --- replies: what is believed, what is refused ---------------------------------------------------------
 
 
