@@ -290,3 +290,13 @@ def test_result(reply: bytes, job: int | None, signer_uid: int | None) -> None:
     assert (result.job_id, result.found, result.signer_uid) == (job, job is not None, signer_uid)
     message: Message | None = result.reply
     assert (message is None) == (job is None and signer_uid is None)
+
+
+@pytest.mark.parametrize("named", [lambda sent: sent + 0x100, lambda sent: 0x2E00, lambda sent: 0xFFFF,
+                                   lambda sent: sent ^ 0x01], ids=["next", "future", "max", "odd"])
+def test_rc_1007_naming_any_version_is_bounded(named: Callable[[int], int]) -> None:
+    """An unsigned RC 1007 costs nothing to forge: whatever versions it names, the bound holds."""
+    machine = exchange()
+    result = play(machine, lambda m, sent: m.on_reply(frame(rc_reply(1007, named(sent.version)))))
+    assert isinstance(result, Fail) and isinstance(result.error, Refused | RemoteError)
+    assert len(machine.attempts) <= max_attempts()
