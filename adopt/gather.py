@@ -155,23 +155,20 @@ class Gatherer:
 
     def rpc_options(self) -> dict[str, Any]:
         """callerid()'s settings from slurm.conf and the options (SlurmdUser looked up within the deadline)."""
-        from slurmproto.client import trusted_uids
         from slurmproto.conf import ConfError
         from slurmproto.errors import LocalTimeout
         from slurmproto.localslurm import libslurm_version
+        from slurmproto.settings import Settings
         from slurmproto.versions import parse_version
 
-        conf = self.load_conf()
+        settings = Settings.from_conf(self.load_conf(), munge_socket=self.opts.munge_socket)
         version = None if self.opts.protocol_version == "auto" else parse_version(self.opts.protocol_version)
         try:
-            trusted = trusted_uids(conf, self.deadline)
+            trusted = settings.trusted_uids(self.deadline)
         except (ConfError, LocalTimeout) as exc:
             raise FactError(f"SlurmdUser: {exc}") from None
-        return {"port": conf.slurmd_port, "version": version,
-                "start_version": libslurm_version() if version is None else None,
-                "munge_socket": self.opts.munge_socket or conf.munge_socket, "munge_ttl": conf.auth_ttl,
-                "connect_timeout": float(conf.tcp_timeout), "message_timeout": float(conf.message_timeout),
-                "trusted_uids": trusted}
+        return {**settings.callerid_options(), "version": version,
+                "start_version": libslurm_version() if version is None else None, "trusted_uids": trusted}
 
     def rpc(self, user: str) -> Rpc:
         rip, rport, lip, lport = self.checked_connection()

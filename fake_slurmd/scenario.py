@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT, SLURM_INTERACTIVE_STEP
+from slurmproto.settings import DEFAULT_SLURMD_PORT
 from slurmproto.versions import BY_NAME
 
 STEP_WORDS = {"extern": SLURM_EXTERN_CONT, "batch": SLURM_BATCH_SCRIPT, "interactive": SLURM_INTERACTIVE_STEP}
@@ -79,7 +80,7 @@ class ScenarioError(ValueError):
 class NodeSpec:
     name: str
     address: str = "127.0.0.1"
-    port: int = 6818
+    port: int = DEFAULT_SLURMD_PORT
     netns: str | None = None
 
 
@@ -342,7 +343,7 @@ def node_from_dict(data: Any, at: At) -> NodeSpec:
         raise at.key("name").error("missing")
     name = node_name(table["name"], at.key("name"))
     address = ip_address(_optional(table, "address", "127.0.0.1"), at.key("address"))
-    port = _int(_optional(table, "port", 6818), at.key("port"), 0, 65535, "a port")
+    port = _int(_optional(table, "port", DEFAULT_SLURMD_PORT), at.key("port"), 0, 65535, "a port")
     netns = _optional(table, "netns")
     return NodeSpec(name, address, port, None if netns is None else _path(netns, at.key("netns")))
 

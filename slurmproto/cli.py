@@ -114,6 +114,8 @@ def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _options() -> argparse.ArgumentParser:
     """The options shared by a single query and `batch`."""
+    from slurmproto.settings import DEFAULT_SLURMD_PORT
+
     options = _common(argparse.ArgumentParser(add_help=False))
     options.add_argument("--json", action="store_true", help="print the result as JSON")
     options.add_argument("--timeout", type=_arg(seconds), metavar="SECONDS",
@@ -122,7 +124,7 @@ def _options() -> argparse.ArgumentParser:
     options.add_argument("--protocol-version", type=_arg(protocol_version), default="auto", metavar="VERSION",
                          help="header version: auto (default), a release such as 24.11, or a number (0x2a00)")
     options.add_argument("--port", type=_arg(port_number),
-                         help="slurmd port (default: SlurmdPort from slurm.conf, 6818)")
+                         help=f"slurmd port (default: SlurmdPort from slurm.conf, {DEFAULT_SLURMD_PORT})")
     options.add_argument("-v", "--verbose", action="store_true", help="show what was sent and received")
     return options
 
@@ -342,26 +344,16 @@ def load_conf(path: str | None, say: Callable[[str], None]) -> Any:
 def _settings(args: argparse.Namespace, say: Callable[[str], None],
               started: float) -> tuple[dict[str, Any], float]:
     """callerid() keyword arguments from the options and slurm.conf, and the first query's deadline."""
-    from slurmproto.client import trusted_uids
+    from slurmproto.settings import Settings
 
     conf = load_conf(args.conf, say)
-    budget = args.timeout
-    if budget is None:
-        budget = float(conf.tcp_timeout + conf.message_timeout) if conf else 12.0
+    settings = Settings.from_conf(conf, port=args.port, munge_socket=args.munge_socket)
+    budget = args.timeout if args.timeout is not None else settings.timeout
     deadline = started + budget
     version = args.protocol_version
     start = None if version is not None else _local_version(conf, deadline, say)
-    return {
-        "port": args.port or (conf.slurmd_port if conf else 6818),
-        "version": version,
-        "start_version": start,
-        "munge_socket": args.munge_socket or (conf.munge_socket if conf else None),
-        "munge_ttl": conf.auth_ttl if conf else None,
-        "connect_timeout": float(conf.tcp_timeout) if conf else 2.0,
-        "message_timeout": float(conf.message_timeout) if conf else 10.0,
-        "timeout": budget,
-        "trusted_uids": trusted_uids(conf, deadline),
-    }, deadline
+    return {**settings.callerid_options(), "version": version, "start_version": start, "timeout": budget,
+            "trusted_uids": settings.trusted_uids(deadline)}, deadline
 
 
 def _local_version(conf: Any, deadline: float, say: Callable[[str], None]) -> int | None:

@@ -1,10 +1,8 @@
 """Asking a slurmd which job holds a TCP connection (slurm_network_callerid), with deadlines.
 
 One TCP connection per attempt: connect (TCPTimeout), send the request, read one reply (MessageTimeout),
-all within an overall deadline. slurmd has no version negotiation: it closes the connection (up to
-24.11, and 26.05 without its HTTP listener), answers RC 1007 in its own version (25.05, 25.11) or answers
-HTTP 405 (25.11+) when it does not speak the request's header version. In `auto` mode the client starts
-from the local Slurm's version and, on such a refusal, tries versions of other releases, two more at most.
+all within an overall deadline. Which version to send, and what a reply means (refusal, forgery,
+answer), is decided by slurmproto.exchange.CalleridExchange; this module only drives sockets around it.
 """
 
 from __future__ import annotations
@@ -12,43 +10,42 @@ from __future__ import annotations
 import math
 import socket
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from slurmproto.auth import check_payload
-from slurmproto.codec import Decoder, Frame, FrameOptions, sign_and_encode
-from slurmproto.constants import (
-    AF_INET,
-    AF_INET6,
+from slurmproto.codec import Decoder, Frame, FrameOptions
+from slurmproto.constants import AF_INET, AF_INET6
+from slurmproto.errors import ConnectError, HttpReply, PeerClosed, Timeout
+from slurmproto.exchange import (
+    REFUSED_BY_VERSION,
+    TRUSTED_UIDS,
+    Action,
+    Attempt,
+    CalleridExchange,
+    CallerIdResult,
+    Fail,
+    Send,
+)
+from slurmproto.messages import NetworkCallerIdRequest
+from slurmproto.settings import (
+    DEFAULT_MESSAGE_TIMEOUT,
     DEFAULT_SLURMD_PORT,
-    NO_VAL,
-    MsgType,
+    DEFAULT_TCP_TIMEOUT,
+    NO_PAYLOAD_CHECKS,
+    PayloadChecks,
+    Settings,
 )
-from slurmproto.errors import (
-    AuthError,
-    ConnectError,
-    ForgedReply,
-    HttpReply,
-    PeerClosed,
-    Refused,
-    RemoteError,
-    SlurmError,
-    Timeout,
-    UnexpectedMessage,
-)
-from slurmproto.messages import NetworkCallerIdRequest, NetworkCallerIdResponse, ReturnCode
-from slurmproto.versions import max_attempts, name_of, next_version, refusal_names_version
 
 if TYPE_CHECKING:
     from slurmproto.conf import SlurmConf
-    from slurmproto.munge import MungeContext
 
+__all__ = ["MAX_REPLY", "REFUSED_BY_VERSION", "TRUSTED_UIDS", "Attempt", "CallerIdResult", "Endpoint",
+           "PayloadChecks", "callerid", "callerid_request", "trusted_uids"]
+
+_T = TypeVar("_T")
 MAX_REPLY = 64 * 1024
 """A callerid reply is about 250 bytes; refuse to buffer more than this from a peer."""
-REFUSED_BY_VERSION = 1007  # SLURM_PROTOCOL_AUTHENTICATION_ERROR, 25.05+ answer to an unknown version
-TRUSTED_UIDS = frozenset({0})
-"""Whose credentials a reply may carry by default: root (SlurmdUser's default)."""
 
 
 @dataclass(frozen=True)
@@ -87,38 +84,6 @@ def callerid_request(src: Endpoint, port_src: int, dst: Endpoint, port_dst: int)
                                   port_src, port_dst, src.af)
 
 
-@dataclass
-class Attempt:
-    """One connection to the slurmd, in one protocol version."""
-
-    version: int
-    outcome: str
-    seconds: float
-
-
-@dataclass
-class CallerIdResult:
-    job_id: int | None
-    """None: slurmd did not name a job (unknown connection, or not the asker's job)."""
-    node_name: str | None
-    step_id: int | None
-    """The step holding the process, when the reply carries one (25.11+ layout; 25.11 sends NO_VAL)."""
-    protocol_version: int
-    slurmd: tuple[str, int]
-    signer_uid: int | None = None
-    """Who signed the reply's credential (slurmd's uid), when it had one."""
-    attempts: list[Attempt] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent per phase: munge_encode, connect, send, receive, verify, total."""
-    sent: bytes = b""
-    received: bytes = b""
-    reply: NetworkCallerIdResponse | None = None
-
-    @property
-    def found(self) -> bool:
-        return self.job_id is not None
-
-
 class _Clock:
     def __init__(self, timeout: float) -> None:
         self.start = time.monotonic()
@@ -141,8 +106,6 @@ class _Call:
     family: int
     connect_timeout: float
     message_timeout: float
-    trusted: frozenset[int]
-    munge: MungeContext
     clock: _Clock
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -219,9 +182,10 @@ def _receive(sock: socket.socket, call: _Call, receive_deadline: float) -> tuple
 
 def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DEFAULT_SLURMD_PORT,
              version: int | None = None, start_version: int | None = None, munge_socket: str | None = None,
-             munge_ttl: int | None = None, connect_timeout: float = 2.0, message_timeout: float = 10.0,
-             timeout: float | None = None, slurmd: str | None = None,
-             trusted_uids: Collection[int] = TRUSTED_UIDS) -> CallerIdResult:
+             munge_ttl: int | None = None, connect_timeout: float = DEFAULT_TCP_TIMEOUT,
+             message_timeout: float = DEFAULT_MESSAGE_TIMEOUT, timeout: float | None = None,
+             slurmd: str | None = None, trusted_uids: Collection[int] = TRUSTED_UIDS,
+             checks: PayloadChecks = NO_PAYLOAD_CHECKS) -> CallerIdResult:
     """Ask the slurmd on `src` which job holds the TCP connection src:port_src -> dst:port_dst.
 
     `slurmd` sends the request to another address of the source node (default: `src` itself), e.g. its
@@ -231,7 +195,8 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
     starting from `start_version` (e.g. the local Slurm's) when given. `timeout` bounds the whole call,
     munged included (default: connect_timeout + message_timeout). A reply is believed only when its
     credential was minted by one of `trusted_uids` (root and SlurmdUser; default root only): anything
-    else raises ForgedReply. Raises a SlurmError subclass when no answer is had.
+    else raises ForgedReply. `checks`: CommunicationParameters' payload options for the reply's
+    credential. Raises a SlurmError subclass when no answer is had.
     """
     from slurmproto.munge import MungeContext  # ctypes: only when a request is really sent
 
@@ -241,125 +206,47 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
     target = Endpoint.parse(slurmd) if slurmd else source
     munge = MungeContext(munge_socket, ttl=munge_ttl)
     try:  # close() never waits: a munge call abandoned at the deadline closes the context when it returns
-        call = _Call(target.host, port, target.af, connect_timeout, message_timeout, frozenset(trusted_uids),
-                     munge, clock)
-        return _Fallback(version, start_version).run(request, call)
+        call = _Call(target.host, port, target.af, connect_timeout, message_timeout, clock)
+        exchange = CalleridExchange(
+            request, sign=_timed(call, "munge_encode", "munge_encode", munge.encode),
+            decode=_timed(call, "verify", "munge_decode", munge.decode), slurmd=(call.host, call.port),
+            version=version, start_version=start_version, trusted_uids=trusted_uids, checks=checks)
+        return _drive(exchange, call)
     finally:
         munge.close()
 
 
-class _Fallback:
-    """The attempts of one call: which version to try next, and why the earlier ones were refused."""
-
-    def __init__(self, version: int | None, start_version: int | None) -> None:
-        self.version, self.start = version, start_version
-        self.attempts: list[Attempt] = []
-        self.rejected: list[int] = []
-        self.http_seen = False
-        self.peer_version: int | None = None
-        self.last_error: SlurmError | None = None
-
-    def next(self) -> int | None:
-        if len(self.attempts) >= (1 if self.version is not None else max_attempts()):
-            return None
-        if self.version is not None:
-            return self.version
-        return next_version(self.rejected, start=self.start, http_seen=self.http_seen,
-                            peer_version=self.peer_version)
-
-    def refused(self, version: int, outcome: str, started: float, error: SlurmError) -> None:
-        self.attempts.append(Attempt(version, outcome, time.monotonic() - started))
-        self.rejected.append(version)
-        self.http_seen = self.http_seen or isinstance(error, HttpReply)
-        self.last_error = error
-
-    def run(self, request: NetworkCallerIdRequest, call: _Call) -> CallerIdResult:
-        while (attempt_version := self.next()) is not None:
-            started = time.monotonic()
-            frame = _sign(request, attempt_version, call)  # a fresh credential each time
-            try:
-                reply, raw = _exchange(frame, call)
-            except (PeerClosed, HttpReply) as exc:
-                self.refused(attempt_version, str(exc), started, exc)
-                continue
-            message = reply.message
-            if not isinstance(message, ReturnCode | NetworkCallerIdResponse):  # refused whoever signed it
-                raise UnexpectedMessage(f"slurmd answered {type(message).__name__} to a callerid request")
-            signer = _verify(reply, call)
-            if isinstance(message, ReturnCode) and message.return_code == REFUSED_BY_VERSION \
-                    and refusal_names_version(reply.version) and reply.version != attempt_version:
-                self.refused(attempt_version, f"refused with RC 1007 by a slurmd speaking "
-                             f"{name_of(reply.version)}", started, RemoteError(REFUSED_BY_VERSION, reply.version))
-                self.peer_version = reply.version
-                continue
-            self.attempts.append(Attempt(attempt_version, f"answered {MsgType(message.MSG_TYPE).name}",
-                                         time.monotonic() - started))
-            result = _result(reply, raw, signer, (call.host, call.port), call.timings)
-            result.sent, result.attempts = frame, self.attempts
-            call.timings["total"] = time.monotonic() - call.clock.start
-            return result
-        tried = ", ".join(f"{name_of(a.version)} (0x{a.version:04x})" for a in self.attempts)
-        raise Refused(f"{self.last_error} (tried protocol versions {tried}; a slurmd also closes without "
-                      f"answering when it rejects the credential)", list(self.attempts))
+def _drive(exchange: CalleridExchange, call: _Call) -> CallerIdResult:
+    """Run the exchange over sockets: one connection per Send, until a result or an error."""
+    action: Action = exchange.next_request()
+    while isinstance(action, Send):
+        try:
+            reply, raw = _exchange(action.frame, call)
+        except PeerClosed as exc:
+            action = exchange.on_closed(exc)
+        except HttpReply as exc:
+            action = exchange.on_http(exc)
+        else:
+            action = exchange.on_reply(reply, raw)
+    if isinstance(action, Fail):
+        raise action.error
+    action.timings = call.timings
+    call.timings["total"] = time.monotonic() - call.clock.start
+    return action
 
 
-def _sign(request: NetworkCallerIdRequest, version: int, call: _Call) -> bytes:
-    t0 = time.monotonic()
-
-    def sign(payload: bytes) -> bytes:
-        return call.munge.encode(payload, timeout=call.clock.left(math.inf, "munge_encode"))
-
-    frame = sign_and_encode(request, version, sign)
-    call.add("munge_encode", t0)
-    return frame
-
-
-def _verify(reply: Frame, call: _Call) -> int | None:
-    """The uid that signed the reply, once munged, the signer and the body hash all agree; None if unsigned.
-
-    Slurm's own client (slurm_network_callerid) believes any valid credential, whoever minted it; we
-    accept only root and SlurmdUser, or any local user listening on the slurmd port (or answering in
-    its place) could name the job. An unsigned reply (23.02+ RC replies carry no credential) is only
-    ever taken as a failure or as "indeterminate", never as a job: what a peer could say by closing.
-    """
-    if reply.auth is None or reply.auth.credential is None:
-        if isinstance(reply.message, NetworkCallerIdResponse):
-            raise AuthError("slurmd's callerid reply carries no credential")
-        return None
-    t0 = time.monotonic()
-    decoded = call.munge.decode(reply.auth.credential, timeout=call.clock.left(math.inf, "munge_decode"))
-    if decoded.uid not in call.trusted:
-        raise ForgedReply(decoded.uid, call.trusted, f"{call.host}:{call.port}")
-    check_payload(decoded.payload, reply.body, reply.header.msg_type)
-    call.add("verify", t0)
-    return decoded.uid
-
-
-def _result(reply: Frame, raw: bytes, signer: int | None, slurmd: tuple[str, int],
-            timings: dict[str, float]) -> CallerIdResult:
-    message = reply.message
-    if isinstance(message, ReturnCode):
-        if message.return_code != 0:
-            raise RemoteError(message.return_code, reply.version)
-        # rc 0 without a job: Slurm's client reports success and leaves the job unset.
-        return CallerIdResult(None, None, None, reply.version, slurmd, signer, timings=timings, received=raw)
-    if not isinstance(message, NetworkCallerIdResponse):  # already refused by _Fallback.run
-        raise UnexpectedMessage(f"slurmd answered {type(message).__name__} to a callerid request")
-    job = message.job_id if message.job_id != NO_VAL else None
-    return CallerIdResult(job, message.node_name, message.step_id, reply.version, slurmd, signer,
-                          timings=timings, received=raw, reply=message)
+def _timed(call: _Call, phase: str, what: str, munge_call: Callable[..., _T]) -> Callable[[Any], _T]:
+    """A munge call bounded by what is left of the deadline (`what` names it), its time added to `phase`."""
+    def timed(data: Any) -> _T:
+        t0 = time.monotonic()
+        try:
+            return munge_call(data, timeout=call.clock.left(math.inf, what))
+        finally:
+            call.add(phase, t0)
+    return timed
 
 
 def trusted_uids(conf: SlurmConf | None, deadline: float) -> frozenset[int]:
     """Whose credentials a reply may carry: root and SlurmdUser (looked up within the deadline; root
-    without asking NSS)."""
-    if conf is None or conf.slurmd_user == "root":
-        return TRUSTED_UIDS
-    from slurmproto.deadline import call_within
-    from slurmproto.errors import LocalTimeout
-
-    left = deadline - time.monotonic()
-    uid: int = call_within(left, lambda: LocalTimeout(
-        f"looking up SlurmdUser {conf.slurmd_user!r}: the user database did not answer within "
-        f"{max(left, 0):.3g} s"), conf.slurmd_uid)
-    return frozenset({0, uid})
+    without asking NSS). See Settings.trusted_uids."""
+    return Settings.from_conf(conf).trusted_uids(deadline)

@@ -144,6 +144,28 @@ def test_json_error(capsys: pytest.CaptureFixture[str], munged: Munged, tmp_path
     assert rc == 1 and result["error_type"] == "ConnectError" and "refused" in result["error"]
 
 
+def test_communication_parameters_reach_the_payload_check(capsys: pytest.CaptureFixture[str], munged: Munged,
+                                                          tmp_path: Path) -> None:
+    """CommunicationParameters=block_null_hash: a reply whose credential has no payload hash is refused."""
+    import socket
+
+    from tests.support.peers import ScriptedPeer
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        with MungeContext(munged.socket) as munge:
+            credential = munge.encode(b"").decode()
+        conn.sendall(encode_frame(NetworkCallerIdResponse(77, 0, "node7"), SLURM_22_05, credential=credential))
+        conn.close()
+
+    with ScriptedPeer(answer) as peer:
+        conf = tmp_path / "slurm.conf"
+        conf.write_text(f"SlurmdPort={peer.port}\nCommunicationParameters=block_null_hash\n")
+        rc = main(["--json", "--conf", str(conf), "--munge-socket", str(munged.socket), "--protocol-version",
+                   "22.05", "127.0.0.1", "40000", "127.0.0.1", "22"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 1 and result["error_type"] == "HashMismatch" and "block_null_hash" in result["error"]
+
+
 def test_no_config_uses_defaults(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                  munged: Munged) -> None:
     monkeypatch.delenv("SLURM_CONF", raising=False)

@@ -24,6 +24,7 @@ from slurmproto.errors import (
 )
 from slurmproto.messages import JobIdRequest, NetworkCallerIdResponse, ReturnCode
 from slurmproto.munge import BadCredFormat, MungeContext
+from slurmproto.settings import PayloadChecks
 from slurmproto.versions import SLURM_22_05, SLURM_24_11, SLURM_25_05, SLURM_25_11, SLURM_26_05, accepting
 from tests.support.munged import Munged
 from tests.support.peers import Behaviour, DroppingHost, ScriptedPeer, close, hold, send
@@ -145,6 +146,27 @@ def test_hash_mismatch(munged: Munged) -> None:
     with ScriptedPeer(answer(munged, "24.11", tamper=tamper)) as peer, pytest.raises(HashMismatch) as info:
         ask(peer, munged, version=SLURM_24_11)
     assert info.value.rc == 5003
+
+
+def empty_payload_answer(munged: Munged) -> Behaviour:
+    """A 24.11 answer whose credential carries no payload hash (what block_null_hash refuses)."""
+    def behaviour(conn: socket.socket, request: bytes) -> None:
+        with MungeContext(munged.socket) as munge:
+            credential = munge.encode(b"").decode()
+        conn.sendall(encode_frame(NetworkCallerIdResponse(77, 0, "node7"), SLURM_24_11, credential=credential))
+        conn.close()
+    return behaviour
+
+
+@pytest.mark.parametrize(("checks", "job"), [(PayloadChecks(), 77), (PayloadChecks(block_null_hash=True), None)])
+def test_block_null_hash_reaches_the_payload_check(munged: Munged, checks: PayloadChecks, job: int | None) -> None:
+    with ScriptedPeer(empty_payload_answer(munged)) as peer:
+        if job is None:
+            with pytest.raises(HashMismatch, match="block_null_hash"):
+                ask(peer, munged, version=SLURM_24_11, checks=checks)
+        else:
+            result = ask(peer, munged, version=SLURM_24_11, checks=checks)
+            assert result.job_id == job  # type: ignore[attr-defined]
 
 
 def test_garbage_credential(munged: Munged) -> None:
