@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["decode"]:
-        from slurmproto.decode import run as decode
+        from slurmproto.capture import run as decode
 
         return decode(_decode_parser().parse_args(argv[1:]))
     if argv[:1] == ["batch"]:

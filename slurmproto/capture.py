@@ -1,4 +1,5 @@
-"""`slurm-callerid decode`: captured frames to JSON (header, auth, credential check, body)."""
+"""`slurm-callerid decode`: frames from captures (hex, raw or JSON) printed as JSON: header, auth, credential
+check, body. The decoder itself is slurmproto.codec."""
 
 from __future__ import annotations
 
