@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIGLESS_CONF", "DEFAULT_CONF", "DEFAULT_SEARCH_PATHS", "MAX_CONF_FILES", "MAX_FILE_BYTES",
     "MAX_HOSTLIST_NAMES", "MAX_INCLUDE_DEPTH", "MAX_NODE_DEFAULT_KEYS", "MAX_NODES", "MAX_TOTAL_BYTES",
-    "TYPED_KEYS", "ConfError", "ConfNotFound", "NodeConf", "Options", "SlurmConf", "TypedKey", "find_conf",
+    "TYPED_KEYS", "ConfError", "ConfNotFound", "KeyValues", "NodeConf", "SlurmConf", "TypedKey", "find_conf",
     "load", "parse_file", "parse_text",
 ]
 
@@ -79,7 +79,7 @@ class ConfNotFound(ConfError):
     """No slurm.conf was named and none exists where Slurm looks."""
 
 
-class Options(Mapping[str, str]):
+class KeyValues(Mapping[str, str]):
     """A read-only mapping with case-insensitive keys that remembers how each key was spelled.
 
     Read-only so that all nodes of one NodeName line can share one instance (a hostlist may expand to
@@ -89,7 +89,7 @@ class Options(Mapping[str, str]):
 
     __slots__ = ("_base", "_items")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = (), base: Options | None = None) -> None:
+    def __init__(self, items: Iterable[tuple[str, str]] = (), base: KeyValues | None = None) -> None:
         # lowercased key -> (key as written, value); a later key overrides an earlier one.
         self._items: dict[str, tuple[str, str]] = {k.lower(): (k, v) for k, v in items}
         self._base = base
@@ -119,7 +119,7 @@ class Options(Mapping[str, str]):
         return len(self._merged())
 
     def __repr__(self) -> str:
-        return f"Options({dict(self._merged().values())!r})"
+        return f"KeyValues({dict(self._merged().values())!r})"
 
 
 class NodeConf(NamedTuple):
@@ -132,7 +132,7 @@ class NodeConf(NamedTuple):
     """NodeHostname; defaults to the node name."""
     port: int | None
     """Port of this node's slurmd, None when slurm.conf sets none (then SlurmdPort applies)."""
-    options: Options
+    options: KeyValues
     """The other keys of the node's line and of NodeName=DEFAULT (shared by nodes of the same line)."""
 
 
@@ -252,7 +252,7 @@ class SlurmConf:
 
     def __init__(self, path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *,
                  values: Mapping[str, str] | None = None, nodes: dict[str, NodeConf] | None = None,
-                 records: dict[str, list[Options]] | None = None) -> None:
+                 records: dict[str, list[KeyValues]] | None = None) -> None:
         """`values`: the top-level keys (names case-insensitive), checked already (see TYPED_KEYS);
         `nodes` and `records` are kept as given (not copied)."""
         self._path = os.fspath(path)
@@ -261,7 +261,7 @@ class SlurmConf:
         self._values = {key.lower(): value for key, value in (values or {}).items()}
         self.nodes: dict[str, NodeConf] = {} if nodes is None else nodes
         """Every node (expanded, in file order), by NodeName."""
-        self.records: dict[str, list[Options]] = {} if records is None else records
+        self.records: dict[str, list[KeyValues]] = {} if records is None else records
         """Every record line (NodeName, PartitionName, NodeSet, DownNodes, FrontendName) raw, by kind;
         DEFAULT lines included."""
 
@@ -450,10 +450,10 @@ class _Builder:
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
         self.nodes: dict[str, NodeConf] = {}
-        self.records: dict[str, list[Options]] = {}
+        self.records: dict[str, list[KeyValues]] = {}
         # NodeName=DEFAULT keys so far; without Port for the nodes' options (their Port is a field).
-        self.node_defaults = Options()
-        self.node_default_options = Options()
+        self.node_defaults = KeyValues()
+        self.node_default_options = KeyValues()
         self.names_left = MAX_HOSTLIST_NAMES
 
     def cluster_name(self) -> str | None:
@@ -478,30 +478,30 @@ class _Builder:
                 self.values[lkey] = value
 
     def record(self, kind: str, pairs: list[tuple[str, str]], path: str, lineno: int) -> None:
-        options = Options(pairs)
+        options = KeyValues(pairs)
         self.records.setdefault(kind, []).append(options)
         if kind == "NodeName":
             self.node_line(pairs, options, path, lineno)
 
-    def node_default_line(self, pairs: list[tuple[str, str]], line: Options, path: str, lineno: int) -> None:
+    def node_default_line(self, pairs: list[tuple[str, str]], line: KeyValues, path: str, lineno: int) -> None:
         for key in ("NodeHostname", "NodeAddr", "BcastAddr"):
             if key in line:
                 raise ConfError(f"{key} not allowed with NodeName=DEFAULT", path, lineno)
         if (port := line.get("Port")) is not None:
             self.ports(port, path, lineno)
         # Later DEFAULT lines add to (and override) the earlier ones.
-        defaults = Options([*self.node_defaults.items(), *pairs[1:]])
+        defaults = KeyValues([*self.node_defaults.items(), *pairs[1:]])
         if len(defaults) > MAX_NODE_DEFAULT_KEYS:
             raise ConfError(f"NodeName=DEFAULT lines set more than {MAX_NODE_DEFAULT_KEYS} keys", path, lineno)
         self.node_defaults = defaults
-        self.node_default_options = Options((k, v) for k, v in defaults.items() if k.lower() != "port")
+        self.node_default_options = KeyValues((k, v) for k, v in defaults.items() if k.lower() != "port")
 
-    def node_line(self, pairs: list[tuple[str, str]], line: Options, path: str, lineno: int) -> None:
+    def node_line(self, pairs: list[tuple[str, str]], line: KeyValues, path: str, lineno: int) -> None:
         names_expr = pairs[0][1]
         if names_expr.lower() == "default":
             self.node_default_line(pairs, line, path, lineno)
             return
-        merged = Options(pairs[1:], self.node_defaults)
+        merged = KeyValues(pairs[1:], self.node_defaults)
         table = self.nodes
         if hostlist_size(names_expr) > MAX_NODES - len(table):
             raise ConfError(f"NodeName: {names_expr!r}: more than {MAX_NODES} nodes in one configuration "
@@ -522,7 +522,7 @@ class _Builder:
         if len(ports) not in (1, len(names)):
             raise ConfError(f"Port count must be 1 or that of NodeName ({len(ports)} != {len(names)})",
                             path, lineno)
-        options = Options(((k, v) for k, v in pairs[1:] if k.lower() not in ("nodehostname", "nodeaddr", "port")),
+        options = KeyValues(((k, v) for k, v in pairs[1:] if k.lower() not in ("nodehostname", "nodeaddr", "port")),
                           self.node_default_options)
         for i, name in enumerate(names):
             if name in table:
