@@ -36,15 +36,9 @@ def _is_port(text: str) -> bool:
 
 
 def _is_ip(text: str) -> bool:
-    import socket
+    from slurmproto.addresses import is_ip
 
-    for family, address in ((socket.AF_INET, text), (socket.AF_INET6, text.partition("%")[0])):
-        try:
-            socket.inet_pton(family, address)
-            return True
-        except (OSError, ValueError):  # ValueError: a character that cannot be encoded
-            continue
-    return False
+    return is_ip(text)
 
 
 class FactError(Exception):

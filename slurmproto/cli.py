@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import math
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -312,15 +311,15 @@ def _batch_query(line: str, settings: dict[str, Any], learned: dict[str, int], a
 
 def _check_query(family: str | None, src: str, dst: str) -> None:
     """As scontrol: with a trailing 4 or 6, the addresses must be of that family; both of one family."""
+    from slurmproto.addresses import is_ip, pack
     from slurmproto.client import Endpoint
+    from slurmproto.constants import AF_INET, AF_INET6
 
     if family is not None:
-        kind = socket.AF_INET if family == "4" else socket.AF_INET6
+        wanted = AF_INET if family == "4" else AF_INET6
         for text in (src, dst):
-            try:
-                socket.inet_pton(kind, text)
-            except (OSError, ValueError):
-                raise ValueError(f"{text} is not an IPv{family} address") from None
+            if not is_ip(text) or pack(text)[0] != wanted:
+                raise ValueError(f"{text} is not an IPv{family} address")
     if Endpoint.parse(src).af != Endpoint.parse(dst).af:
         raise ValueError(f"addresses of different families: {src} and {dst}")
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from slurmproto.addresses import pack, unmapped, unpack
 from slurmproto.codec import Decoder, Frame, FrameOptions
 from slurmproto.constants import AF_INET, AF_INET6
 from slurmproto.errors import ConnectError, HttpReply, PeerClosed, Timeout
@@ -59,18 +60,10 @@ class Endpoint:
     @classmethod
     def parse(cls, text: str) -> Endpoint:
         text = text.strip().strip("[]")
-        try:
-            return cls(AF_INET, socket.inet_pton(socket.AF_INET, text), text)
-        except (OSError, ValueError):  # ValueError: a NUL, or a character that is not UTF-8
-            pass
-        try:
-            packed = socket.inet_pton(socket.AF_INET6, text.split("%", 1)[0])
-        except (OSError, ValueError):
-            raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
-        if packed[:12] == b"\0" * 10 + b"\xff\xff":
-            ipv4 = packed[12:]
-            return cls(AF_INET, ipv4, socket.inet_ntop(socket.AF_INET, ipv4))
-        return cls(AF_INET6, packed, socket.inet_ntop(socket.AF_INET6, packed))
+        written_af, written = pack(text)
+        af, packed = unmapped(written_af, written)
+        # Shown as written for IPv4; IPv6 (and mapped IPv4) in canonical form.
+        return cls(af, packed, text if written_af == AF_INET else unpack(af, packed))
 
 
 def callerid_request(src: Endpoint, port_src: int, dst: Endpoint, port_dst: int) -> NetworkCallerIdRequest:

@@ -87,12 +87,11 @@ _Form = tuple[int, bytes, int, bytes, int]
 
 
 def _pack_addr(text: str) -> bytes:
-    for family in (_AF_INET, _AF_INET6):
-        try:
-            return socket.inet_pton(family, text)
-        except OSError:
-            pass
-    raise ValueError(f"not an IP address: {text!r}")
+    from slurmproto.addresses import is_ip, pack
+
+    if not is_ip(text):
+        raise ValueError(f"not an IP address: {text!r}")
+    return pack(text)[1]
 
 
 def _as_v4(addr: bytes) -> bytes | None:
