@@ -12,6 +12,7 @@ import pytest
 
 from fake_slurmd.behaviour import BEHAVIOURS, Refusal, release_for
 from fake_slurmd.membership import ancestors, cgroup_relative, descendants, job_contains, job_of, step_of
+from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, Scenario, ScenarioError
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
 
@@ -138,7 +139,7 @@ def test_membership_kinds(tmp_path: Path) -> None:
             assert job_of({2: by_pid, 1: by_tree}, "node1", child) is by_tree  # lowest job id first
             assert job_of({5: Job(5, 0, nodes=("other",), pids={child})}, "node1", child) is None
         finally:
-            parent.kill()
+            stop_process(parent)
 
 
 def test_steps() -> None:

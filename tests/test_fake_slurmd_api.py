@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
-from fake_slurmd.munged import terminate
+from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.client import CallerIdResult, callerid
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
@@ -107,21 +107,15 @@ def _first_line(proc: subprocess.Popen[str], timeout: float = 10) -> str:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     line = proc.stdout.readline() if ready else ""
     if not line:
-        proc.kill()
-        proc.wait(5)
+        stop_process(proc, grace=5)
         raise AssertionError(f"process {proc.pid} printed nothing (exit status {proc.returncode})")
     return line.strip()
 
 
 def _finish(proc: subprocess.Popen[str]) -> None:
     """Close the holder's stdin (it and its child exit), killing it if it lingers."""
-    if proc.stdin is not None and not proc.stdin.closed:
-        proc.stdin.close()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    stdin = proc.stdin
+    stop_process(proc, grace=5, ask=stdin.close if stdin is not None else None)
 
 
 @contextlib.contextmanager
@@ -378,7 +372,7 @@ def test_node_in_a_network_namespace(netns: str, munged: Munged, listener: socke
         assert fake.node("nsnode").port == fake.node("hostnode").port == fake.port
         server = subprocess.Popen([*in_ns, sys.executable, "-c", _LISTEN], stdout=subprocess.PIPE, text=True,
                                   cwd="/", env=_env())
-        stack.callback(terminate, server)
+        stack.callback(stop_process, server)
         server_port = int(_first_line(server))
         # `ip netns exec` execs the command: the pid spawn_in_job registered is the holder's own.
         held = stack.enter_context(_holding(_in_job(fake, 51), ("127.0.0.1", server_port), prefix=in_ns))
