@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import json
 import os
@@ -13,15 +12,15 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 import slurmproto
+from fake_slurmd.controller import FakeStepds
 from fake_slurmd.scenario import Job
 from fake_slurmd.stepd import FakeStepd, OtherRequest, known_requests
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
@@ -29,54 +28,37 @@ from slurmproto.stepd import StepdClient, StepdError, StepdRefused, StepRequest,
 from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release, release_at_or_below
 from tests.support.procs import need_programs, need_root
 
-T = TypeVar("T")
 JOB_UID = 4242
 NOBODY = 65534
 R22, R24_11, R25_05, R25_11, R26 = (BY_NAME[n] for n in ("22.05", "24.11", "25.05", "25.11", "26.05"))
 CODE_ROOT = str(Path(slurmproto.__file__).resolve().parents[1])
 
 
-class Loop:
-    """An asyncio loop in a background thread; the test thread plays the clients."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 class Harness:
-    """Starts FakeStepds in a short, world-searchable directory and records their log events."""
+    """Starts FakeStepds (on a FakeStepds controller; the test thread plays the clients) in a short,
+    world-searchable directory and records their log events."""
 
-    def __init__(self, loop: Loop, directory: str) -> None:
-        self.loop = loop
+    def __init__(self, stepds: FakeStepds, directory: str) -> None:
+        self.controller = stepds
         self.dir = directory
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self.stepds: list[FakeStepd] = []
+        self.started = 0
 
     def log(self, event: str, **fields: Any) -> None:
         self.events.append((event, fields))
 
     def start(self, release: Release | None, *, step_id: int = SLURM_EXTERN_CONT, job: Job | None = None,
               contains: Callable[[int], bool] = lambda pid: False, **kwargs: Any) -> FakeStepd:
-        job = job or Job(job_id=100 + len(self.stepds), uid=JOB_UID)
+        job = job or Job(job_id=100 + self.started, uid=JOB_UID)
         path = os.path.join(self.dir, f"node1_{job.job_id}.{step_id}")
         kwargs.setdefault("slurm_uid", os.geteuid())  # not root: the test user stands in for SlurmUser
         stepd = FakeStepd(path, job, step_id, release=release, contains=contains, log=self.log, **kwargs)
-        self.loop.run(stepd.start())
-        self.stepds.append(stepd)
+        self.controller.add(stepd)
+        self.started += 1
         return stepd
 
     def close(self, stepd: FakeStepd) -> None:
-        self.loop.run(stepd.close())
+        self.controller.remove(stepd)
 
     def requests(self, verdict: str | None = None) -> list[dict[str, Any]]:
         return [f for e, f in self.events if e == "request" and verdict in (None, f["verdict"])]
@@ -84,16 +66,12 @@ class Harness:
 
 @pytest.fixture
 def harness() -> Iterator[Harness]:
-    loop = Loop()
     directory = tempfile.mkdtemp(prefix="fstepd.", dir="/tmp")
     os.chmod(directory, 0o755)  # other users reach the sockets, as in a spool dir
-    h = Harness(loop, directory)
     try:
-        yield h
+        with FakeStepds() as stepds:
+            yield Harness(stepds, directory)
     finally:
-        for stepd in h.stepds:
-            loop.run(stepd.close())
-        loop.stop()
         os.rmdir(directory)
 
 
@@ -542,7 +520,7 @@ def test_a_failing_contains_closes_only_that_connection(harness: Harness) -> Non
 def test_restart_after_close(harness: Harness) -> None:
     stepd = harness.start(R26)
     harness.close(stepd)
-    harness.loop.run(stepd.start())
+    harness.controller.add(stepd)
     with StepdClient(stepd.path, version=R26.protocol_version) as client:
         assert client.daemon_pid() == os.getpid()
 
