@@ -307,4 +307,4 @@ def test_connection_flood_beyond_the_limit(munged: Munged, caplog: pytest.LogCap
 
 
 def _refusals(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [r.fields for r in list(caplog.records) if r.getMessage() == "refused"]  # type: ignore[attr-defined]
+    return [vars(r)["fields"] for r in list(caplog.records) if r.getMessage() == "refused"]

@@ -19,18 +19,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
-from slurmproto.client import CallerIdResult, callerid
+from slurmproto.client import CallerIdResult
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
 from slurmproto.errors import Refused
 from slurmproto.stepd import StepdClient, step_socket, stepd_available
 from slurmproto.versions import BY_NAME, SLURM_24_11
+from tests.support.callerid import CalleridOptions, ask_callerid, refused_attempts
 from tests.support.munged import Munged
 from tests.support.procs import need_root
 
@@ -130,9 +131,8 @@ def _holding(start: Starter, address: tuple[str, int], *, child: bool = False,
 
 
 def _ask(fake: FakeSlurmd, munged: Munged, local: tuple[str, int], remote: tuple[str, int],
-         **options: Any) -> CallerIdResult:
-    return callerid(local[0], local[1], remote[0], remote[1], port=fake.port, munge_socket=str(munged.socket),
-                    **options)
+         **options: Unpack[CalleridOptions]) -> CallerIdResult:
+    return ask_callerid(local, remote, port=fake.port, munge_socket=str(munged.socket), **options)
 
 
 def _socket_names(fake: FakeSlurmd) -> list[str]:
@@ -232,7 +232,7 @@ def test_marker_release_and_scenario(fake_slurmd: FakeSlurmd, munged: Munged, li
         with pytest.raises(Refused) as refused:
             _ask(fake_slurmd, munged, conn.local, conn.remote, version=0x2D00)
         answer = _ask(fake_slurmd, munged, conn.local, conn.remote, version=SLURM_24_11)
-    assert "closed the connection" in refused.value.attempts[0].outcome  # type: ignore[attr-defined]
+    assert "closed the connection" in refused_attempts(refused.value)[0].outcome
     assert (answer.job_id, answer.node_name, answer.protocol_version) == (71, "nodem", SLURM_24_11)
 
 

@@ -22,8 +22,9 @@ import pytest
 import slurmproto
 from fake_slurmd.controller import FakeStepds
 from fake_slurmd.scenario import Job
-from fake_slurmd.stepd import FakeStepd, OtherRequest, known_requests
+from fake_slurmd.stepd import FakeStepd, known_requests
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
+from slurmproto.constants import OtherStepRequest as OtherRequest
 from slurmproto.stepd import StepdClient, StepdError, StepdRefused, StepRequest, handshake
 from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release, release_at_or_below
 from tests.support.procs import need_programs, need_root
@@ -464,10 +465,10 @@ def test_stalled_clients_are_dropped(harness: Harness, sent: bytes | str) -> Non
     sock = socket.socket(socket.AF_UNIX)
     sock.settimeout(5)
     sock.connect(stepd.path)
-    if sent == "handshake":
-        handshake(sock, R22.protocol_version)
+    if isinstance(sent, bytes):
+        sock.sendall(sent)
     else:
-        sock.sendall(bytes(sent))  # type: ignore[arg-type]
+        handshake(sock, R22.protocol_version)
     wait_until(lambda: stepd.connections == 1)
     started = time.monotonic()
     assert closed_by_peer(sock)
