@@ -11,6 +11,7 @@ from typing import Unpack
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd, JobConnection
+from fake_slurmd.plugin import FakeNodeFactory
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.client import CallerIdResult, callerid
 from slurmproto.constants import NO_VAL, SLURM_BATCH_SCRIPT
@@ -72,10 +73,10 @@ def test_real_scontrol_callerid(fake_slurmd: FakeSlurmd, listener: socket.socket
 
 
 @pytest.mark.parametrize("release", RELEASES, ids=[r.name for r in RELEASES])
-def test_client_against_every_release(release: Release, munged: Munged, listener: socket.socket) -> None:
-    scenario = Scenario([NodeSpec("node1", port=0)], {5: Job(5, 0)}, release=release.name)
-    with FakeSlurmd(scenario, munge_socket=str(munged.socket)) as fake, \
-            fake.connect_from_job(5, *listener.getsockname()) as conn:
+def test_client_against_every_release(release: Release, munged: Munged, listener: socket.socket,
+                                      fake_node: FakeNodeFactory) -> None:
+    fake = fake_node([Job(5, 0)], release=release.name)
+    with fake.connect_from_job(5, *listener.getsockname()) as conn:
         # Starting from 22.05 (the local Slurm): the client must find a version this release speaks.
         result = _ask(fake, conn, munged, start_version=SLURM_22_05)
         pinned = _ask(fake, conn, munged, version=release.protocol_version)
@@ -93,10 +94,9 @@ def test_client_against_every_release(release: Release, munged: Munged, listener
     ("26.05", 0x2900, "HTTP/1.1 405"),
 ])
 def test_refusals_per_release(release: str, version: int, outcome: str, munged: Munged,
-                              listener: socket.socket) -> None:
-    scenario = Scenario([NodeSpec("node1", port=0)], {5: Job(5, 0)}, release=release)
-    with FakeSlurmd(scenario, munge_socket=str(munged.socket)) as fake, \
-            fake.connect_from_job(5, *listener.getsockname()) as conn, pytest.raises(Refused) as info:
+                              listener: socket.socket, fake_node: FakeNodeFactory) -> None:
+    fake = fake_node([Job(5, 0)], release=release)
+    with fake.connect_from_job(5, *listener.getsockname()) as conn, pytest.raises(Refused) as info:
         _ask(fake, conn, munged, version=version)
     assert outcome in refused_attempts(info.value)[0].outcome
 

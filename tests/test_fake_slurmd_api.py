@@ -24,6 +24,7 @@ from typing import Unpack
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.plugin import FakeNodeFactory
 from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.client import CallerIdResult
@@ -220,6 +221,19 @@ def test_fixture_defaults(fake_slurmd: FakeSlurmd, munged: Munged, listener: soc
     with fake_slurmd.connect_from_job(72, *_address(listener)) as conn:
         answer = _ask(fake_slurmd, munged, conn.local, conn.remote, version=BY_NAME["26.05"].protocol_version)
     assert answer.job_id == 72 and answer.protocol_version == 0x2D00
+
+
+def test_fake_node_factory(fake_node: FakeNodeFactory, munged: Munged, listener: socket.socket) -> None:
+    """Nodes of their own, each with its jobs (Job or [[jobs]] dict) and release; stopped after the test."""
+    one = fake_node([{"job_id": 3, "user": "root", "start_time": 1000}], release="24.11")
+    two = fake_node([Job(4, 0)], client_timeout=2.0)
+    assert one.release is BY_NAME["24.11"] and two.release is None and two.client_timeout == 2.0
+    assert sorted(one.jobs) == [3] and one.jobs[3].start_time == 1000 and sorted(two.jobs) == [4]
+    assert one.port != two.port and one.munge_socket == str(munged.socket)
+    with one.connect_from_job(3, *_address(listener)) as conn:
+        assert _ask(one, munged, conn.local, conn.remote).job_id == 3
+    with pytest.raises(ValueError, match="job ids repeat"):
+        fake_node([Job(5, 0), Job(5, 0)])
 
 
 @pytest.mark.fake_slurmd(release="24.11", scenario=MARKER_SCENARIO)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.plugin import FakeNodeFactory
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.auth import payload_hash
 from slurmproto.client import Endpoint, callerid, callerid_request
@@ -160,21 +161,19 @@ def test_bad_frames(fake: FakeSlurmd, munged: Munged, case: str) -> None:
     _still_serving(fake, munged)
 
 
-def test_job_id_rpc(munged: Munged) -> None:
+def test_job_id_rpc(munged: Munged, fake_node: FakeNodeFactory) -> None:
     """slurmd also answers REQUEST_JOB_ID (it asks itself that inside every callerid)."""
-    with FakeSlurmd(Scenario([NodeSpec("node1", port=0)], {5: Job(5, 0, pids={os.getpid()})}),
-                    munge_socket=str(munged.socket)) as fake:
-        found = _exchange(fake.port, _signed(munged, JobIdRequest(os.getpid()), BY_NAME["24.11"].protocol_version))
-        missing = _exchange(fake.port, _signed(munged, JobIdRequest(1), BY_NAME["24.11"].protocol_version))
+    fake = fake_node([Job(5, 0, pids={os.getpid()})])
+    found = _exchange(fake.port, _signed(munged, JobIdRequest(os.getpid()), BY_NAME["24.11"].protocol_version))
+    missing = _exchange(fake.port, _signed(munged, JobIdRequest(1), BY_NAME["24.11"].protocol_version))
     [frame] = decode_stream(found)
     assert isinstance(frame.message, JobIdResponse) and frame.message.job_id == 5
     assert _rc(missing) == 2017
 
 
-def test_stalled_client_is_dropped(munged: Munged) -> None:
-    scenario = Scenario([NodeSpec("node1", port=0)], client_timeout=0.5)
-    with FakeSlurmd(scenario, munge_socket=str(munged.socket)) as fake, \
-            socket.create_connection(("127.0.0.1", fake.port)) as sock:
+def test_stalled_client_is_dropped(munged: Munged, fake_node: FakeNodeFactory) -> None:
+    fake = fake_node(client_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", fake.port)) as sock:
         _, message = _request(0x2600)
         sock.sendall(_signed(munged, message, 0x2600)[:30])
         sock.settimeout(5)
@@ -300,18 +299,17 @@ def test_bad_scenario_cli(tmp_path: Path) -> None:
                            "4294967279), got 'x'\n")
 
 
-def test_server_never_dies_under_random_bytes(munged: Munged) -> None:
+def test_server_never_dies_under_random_bytes(munged: Munged, fake_node: FakeNodeFactory) -> None:
     import random
 
     rng = random.Random(1)
-    with FakeSlurmd(Scenario([NodeSpec("node1", port=0)], client_timeout=0.3),
-                    munge_socket=str(munged.socket)) as fake:
-        _, message = _request(0x2600)
-        good = _signed(munged, message, 0x2600)
-        for _ in range(300):
-            data = bytearray(good)
-            for _ in range(rng.randint(1, 8)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            _exchange(fake.port, bytes(data[: rng.randint(0, len(data))]))
-        _still_serving(fake, munged)
-        assert fake.server is not None and fake.server.connections == 0
+    fake = fake_node(client_timeout=0.3)
+    _, message = _request(0x2600)
+    good = _signed(munged, message, 0x2600)
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        _exchange(fake.port, bytes(data[: rng.randint(0, len(data))]))
+    _still_serving(fake, munged)
+    assert fake.server is not None and fake.server.connections == 0
