@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.behaviour import BEHAVIOURS, Refusal, release_for
-from fake_slurmd.membership import ancestors, cgroup_relative, descendants, job_contains, job_of, step_of
+from fake_slurmd.membership import (
+    ancestors,
+    cgroup_relative,
+    descendants,
+    has_job_environ,
+    job_contains,
+    job_of,
+    parent_of,
+    step_of,
+)
 from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, Scenario, ScenarioError
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
@@ -120,6 +129,15 @@ def test_release_for() -> None:
     assert _release_name(0x2A80) == "24.11"
     assert _release_name(0x2D00) == "26.05"
     assert release_for(0x2300) is None and release_for(0x2E00) is None
+
+
+def test_process_facts_of_a_gone_process() -> None:
+    """A pid nobody holds (a child just reaped) has no parent, no job environment, no tree."""
+    with subprocess.Popen(["true"]) as proc:
+        pass
+    assert parent_of(os.getpid()) == os.getppid()
+    assert parent_of(proc.pid) is None and ancestors(proc.pid) == [proc.pid]
+    assert not has_job_environ(proc.pid, 1) and descendants(proc.pid) == set()
 
 
 def test_membership_kinds(tmp_path: Path) -> None:
