@@ -44,11 +44,17 @@ class LoopThread:
         loop.run_forever()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        """Run `coroutine` on the loop and return its result; raises what it raised."""
+        """Run `coroutine` on the loop and return its result; raises what it raised, or TimeoutError (and
+        cancels it) when it takes longer than `timeout` seconds."""
         if self._loop is None:
             coroutine.close()
             raise RuntimeError(f"{self.name}: the loop is not running")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def stop(self, timeout: float = 10) -> None:
         """Stop the loop and close it. Safe to call twice."""
