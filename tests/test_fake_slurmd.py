@@ -47,7 +47,10 @@ def test_fixture_and_job_connection(fake_slurmd: FakeSlurmd, listener: socket.so
                                                                            "node1_7.4294967292"]
 
 
-def test_real_scontrol_callerid(fake_slurmd: FakeSlurmd, listener: socket.socket, shared_dir: Path) -> None:
+@pytest.mark.parametrize(("asker", "expected"), [(None, "1002 node1\n"), ("alice", "1002 node1\n"), ("bob", "")],
+                         ids=["root", "the job's owner", "another user"])
+def test_real_scontrol_callerid(fake_slurmd: FakeSlurmd, listener: socket.socket, shared_dir: Path,
+                                asker: str | None, expected: str) -> None:
     """Debian's Slurm 22.05 scontrol cannot tell the fake from a slurmd."""
     reason = need_programs("scontrol", "runuser")
     if reason:
@@ -58,18 +61,15 @@ def test_real_scontrol_callerid(fake_slurmd: FakeSlurmd, listener: socket.socket
     fake_slurmd.add_job({"job_id": 1001, "user": "alice"})
     fake_slurmd.add_job({"job_id": 1002, "user": "alice"})
     with fake_slurmd.connect_from_job(1002, *listener.getsockname(), user="alice") as conn:
-        args = [conn.local[0], str(conn.local[1]), conn.remote[0], str(conn.remote[1])]
-        cases: list[tuple[str | None, str]] = [(None, "1002 node1\n"), ("alice", "1002 node1\n"), ("bob", "")]
-        for asker, expected in cases:
-            argv = ["scontrol", "callerid", *args]
-            if asker:
-                argv = ["runuser", "-u", asker, "--", *argv]
-            proc = subprocess.run(argv, env={"SLURM_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                                  capture_output=True, text=True, timeout=30, cwd="/")
-            assert proc.stdout == expected, proc.stderr
-            assert (proc.returncode == 0) == bool(expected)
-            if not expected:
-                assert INDETERMINATE in proc.stderr
+        argv = ["scontrol", "callerid", conn.local[0], str(conn.local[1]), conn.remote[0], str(conn.remote[1])]
+        if asker:
+            argv = ["runuser", "-u", asker, "--", *argv]
+        proc = subprocess.run(argv, env={"SLURM_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                              capture_output=True, text=True, timeout=30, cwd="/")
+    assert proc.stdout == expected, proc.stderr
+    assert (proc.returncode == 0) == bool(expected)
+    if not expected:
+        assert INDETERMINATE in proc.stderr
 
 
 @pytest.mark.parametrize("release", RELEASES, ids=[r.name for r in RELEASES])
