@@ -263,16 +263,27 @@ def test_owner_and_slurm_user_on_25_11(harness: Harness) -> None:
 # --- versions --------------------------------------------------------------------------------------
 
 
-def test_any_release_answers_in_the_clients_version(harness: Harness) -> None:
+@pytest.mark.parametrize("release", RELEASES, ids=[r.name for r in RELEASES])
+def test_any_release_answers_in_the_clients_version(harness: Harness, release: Release) -> None:
+    stepd = harness.start(None)
+    with StepdClient(stepd.path, version=release.protocol_version) as client:
+        assert client.protocol_version == release.protocol_version
+        assert client.step_uid() == JOB_UID
+
+
+@pytest.mark.parametrize(("asked", "answered"), [
+    (0x2400, 0x2600), (0x2500, 0x2600), (0x2650, 0x2600), (0x2B80, 0x2B00),
+    (0x2E00, NEWEST.protocol_version), (0x7FFF_FFFF, NEWEST.protocol_version),
+], ids=hex)
+def test_any_release_answers_other_versions_in_the_nearest_below(harness: Harness, asked: int,
+                                                                 answered: int) -> None:
+    stepd = harness.start(None)
+    with StepdClient(stepd.path, version=asked) as client:
+        assert client.protocol_version == answered, hex(asked)
+
+
+def test_any_release_refuses_below_the_oldest_and_follows_the_chosen_release(harness: Harness) -> None:
     stepd = harness.start(None, sluid=5)
-    for release in RELEASES:
-        with StepdClient(stepd.path, version=release.protocol_version) as client:
-            assert client.protocol_version == release.protocol_version
-            assert client.step_uid() == JOB_UID
-    for asked, answered in [(0x2400, 0x2600), (0x2500, 0x2600), (0x2650, 0x2600), (0x2B80, 0x2B00),
-                            (0x2E00, NEWEST.protocol_version), (0x7FFF_FFFF, NEWEST.protocol_version)]:
-        with StepdClient(stepd.path, version=asked) as client:
-            assert client.protocol_version == answered, hex(asked)
     with pytest.raises(StepdRefused):
         StepdClient(stepd.path, version=OLDEST.min_version - 0x100)
     # Behaviour follows the chosen release: SLUID is a 25.11 request, DEFUNCT before.
