@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 import shlex
-import signal
 import socket
 import statistics
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.munged import Munged
+from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.client import Endpoint, callerid, callerid_request
 from slurmproto.codec import decode_stream, sign_and_encode
@@ -209,8 +209,7 @@ def rss_section(munged: Munged, requests: int = 100_000, batch: int = 200) -> li
         elapsed = time.perf_counter() - started
         after = _rss_kb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop_process(proc, grace=30)
     return [f"fake-slurmd (its own process) answered {requests} requests, {batch} at a time, in {elapsed:.0f} s "
             f"({requests / elapsed:.0f}/s including munge encoding on the client side).", "",
             "| RSS before (MB) | RSS after (MB) | growth (MB) |", "|---|---|---|",

@@ -5,8 +5,9 @@
             ...                                                    # real clients ask fake.port about it
 
 The same object backs the `fake-slurmd` command and the `fake_slurmd` pytest fixture. It owns an asyncio
-loop in a thread: the callerid responder on every node's address and one simulated slurmstepd socket per
-step of every job, named like real ones in the spool dir.
+loop in a thread (a LoopThread): the callerid responder on every node's address and one simulated
+slurmstepd socket per step of every job, named like real ones in the spool dir. FakeStepds is the same kind
+of controller for simulated slurmstepds alone.
 """
 
 from __future__ import annotations
@@ -24,20 +25,21 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self
 
+from fake_slurmd.loop_thread import LoopThread
 from fake_slurmd.membership import job_contains
+from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, NodeSpec, Scenario, job_from_dict
 from fake_slurmd.server import CalleridServer
 from fake_slurmd.stepd import FakeStepd
 from slurmproto.stepd import step_socket
 from slurmproto.versions import release_named
 
-T = TypeVar("T")
 LOGGER = logging.getLogger("fake_slurmd")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -66,14 +68,10 @@ class JobConnection:
         return self.proc.pid
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stdin = self.proc.stdin
+        assert stdin is not None
+        # The holder ends when its stdin closes; SIGKILL if it does not within the grace period.
+        stop_process(self.proc, grace=5, ask=stdin.close)
 
     def __enter__(self) -> JobConnection:
         return self
@@ -98,8 +96,7 @@ class FakeSlurmd:
         self.nodes: list[NodeSpec] = []
         self.server: CalleridServer | None = None
         self._stepds: dict[str, FakeStepd] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = LoopThread("fake-slurmd", _loop_error)
         self._children: list[JobConnection] = []
         self._ctime_floor = 0  # ns: the newest step socket's ctime so far
         self._no_controller: socket.socket | None = None  # the SlurmctldPort slurm_conf() names (see there)
@@ -108,28 +105,13 @@ class FakeSlurmd:
 
     def start(self) -> FakeSlurmd:
         private_dir(self.spool_dir)
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="fake-slurmd", daemon=True)
-        self._thread.start()
-        ready.wait()
+        self._runner.start()
         try:
-            self._call(self._start())
+            self._runner.run(self._start())
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _run_loop(self, ready: threading.Event) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        self._loop.set_exception_handler(_loop_error)
-        self._loop.call_soon(ready.set)
-        self._loop.run_forever()
-
-    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     async def _start(self) -> None:
         self.server = CalleridServer(self.jobs, release=self.release, munge_socket=self.munge_socket,
@@ -176,13 +158,10 @@ class FakeSlurmd:
         for child in self._children:
             child.close()
         self._children.clear()
-        if self._loop is not None and self._thread is not None:
+        if self._runner.running:
             with contextlib.suppress(Exception):
-                self._call(self._stop(), timeout=30)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
-        self._loop = self._thread = None
+                self._runner.run(self._stop(), timeout=30)
+            self._runner.stop()
         if self._no_controller is not None:
             self._no_controller.close()
             self._no_controller = None
@@ -214,11 +193,11 @@ class FakeSlurmd:
         if job.job_id in self.jobs:
             raise ValueError(f"job {job.job_id} exists")
         self._set_jobs({**self.jobs, job.job_id: job})
-        self._call(self._start_stepds(job))
+        self._runner.run(self._start_stepds(job))
         return job
 
     def remove_job(self, job_id: int) -> None:
-        self._call(self._stop_stepds(job_id))
+        self._runner.run(self._stop_stepds(job_id))
         self._set_jobs({k: v for k, v in self.jobs.items() if k != job_id})
 
     def reload(self, scenario: Scenario) -> None:
@@ -256,7 +235,7 @@ class FakeSlurmd:
         assert proc.stdout is not None
         line = _readline(proc, timeout)
         if not line:
-            proc.kill()
+            stop_process(proc, grace=5)
             raise RuntimeError(f"job {job_id}'s process could not connect to {host}:{port}: {proc.stderr.read()}")  # type: ignore[union-attr]
         local_host, local_port, remote_host, remote_port = line.split()
         connection = JobConnection(job_id, proc, (local_host, int(local_port)), (remote_host, int(remote_port)))
@@ -305,6 +284,51 @@ class FakeSlurmd:
             sock.bind(("127.0.0.1", 0))  # no SO_REUSEADDR, no listen(): connections are refused
             self._no_controller = sock
         return int(self._no_controller.getsockname()[1])
+
+
+class FakeStepds:
+    """Simulated slurmstepds on their own, no callerid responder: a synchronous controller like FakeSlurmd.
+
+        with FakeStepds() as stepds:
+            stepd = stepds.add(FakeStepd(path, job, SLURM_EXTERN_CONT, release=None, contains=...))
+            ...                                   # clients talk to stepd.path; stepds.remove(stepd) closes it
+
+    Each stepd runs on the controller's loop thread; `stop()` closes every one still open.
+    """
+
+    def __init__(self) -> None:
+        self.stepds: list[FakeStepd] = []
+        self._runner = LoopThread("fake-stepds", _loop_error)
+
+    def start(self) -> Self:
+        self._runner.start()
+        return self
+
+    def add(self, stepd: FakeStepd) -> FakeStepd:
+        """Start listening on the stepd's socket; it is closed by stop() unless removed before."""
+        self._runner.run(stepd.start(), timeout=30)
+        if stepd not in self.stepds:
+            self.stepds.append(stepd)
+        return stepd
+
+    def remove(self, stepd: FakeStepd) -> None:
+        """Close the stepd (its socket is unlinked); add() starts it again."""
+        self._runner.run(stepd.close(), timeout=30)
+        if stepd in self.stepds:
+            self.stepds.remove(stepd)
+
+    def stop(self) -> None:
+        try:
+            for stepd in list(self.stepds):
+                self.remove(stepd)
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
 
 
 def private_dir(path: str) -> None:

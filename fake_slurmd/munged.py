@@ -5,27 +5,16 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
+from fake_slurmd.processes import stop_process
+
 MUNGED = "/usr/sbin/munged"
 MUNGEKEY = "/usr/sbin/mungekey"
-
-
-def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 10.0) -> None:
-    """SIGTERM a process we started, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 class Munged:
@@ -65,7 +54,7 @@ class Munged:
 
     def stop(self) -> None:
         if self.proc is not None:
-            terminate(self.proc)
+            stop_process(self.proc)
         self.proc = None
 
     def cleanup(self) -> None:

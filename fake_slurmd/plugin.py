@@ -1,9 +1,21 @@
-"""pytest plugin (entry point `fake_slurmd`): a `fake_slurmd` fixture, a running simulated node.
+"""pytest plugin (entry point `fake_slurmd`): running simulated nodes as fixtures.
+
+`fake_slurmd` is one node, node1 on 127.0.0.1 (a free port), no jobs:
 
     def test_login(fake_slurmd):
         fake_slurmd.add_job({"job_id": 7, "user": "alice"})
         with fake_slurmd.connect_from_job(7, "127.0.0.1", 22) as conn:
             ...
+
+`fake_node` is a factory for tests that need their own nodes, with given jobs (Job objects, or dicts with
+the keys of a scenario's [[jobs]] table) and release; every node it made is stopped when the test ends:
+
+    def test_refusal(fake_node):
+        fake = fake_node([Job(5, 0)], release="25.05", client_timeout=1.0)
+        ...
+
+Keyword arguments are those of `FakeSlurmd` (`munge_socket` defaults to the plugin's munged), plus `nodes`
+(NodeSpecs, default node1 on 127.0.0.1) and `client_timeout`.
 
 It needs a munged: `--fake-slurmd-munge-socket PATH` (or $FAKE_SLURMD_MUNGE_SOCKET) names a running one;
 otherwise, as root, the plugin starts a private munged for the session. Mark a test with
@@ -12,14 +24,16 @@ otherwise, as root, the plugin starts a private munged for the session. Mark a t
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.munged import MUNGED, Munged
-from fake_slurmd.scenario import NodeSpec, Scenario
+from fake_slurmd.scenario import Job, NodeSpec, Scenario, job_from_dict
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,3 +68,31 @@ def fake_slurmd(request: pytest.FixtureRequest, fake_slurmd_munge_socket: str) -
     scenario = Scenario.load(options["scenario"]) if options.get("scenario") else Scenario([NodeSpec("node1", port=0)])
     with FakeSlurmd(scenario, release=options.get("release"), munge_socket=fake_slurmd_munge_socket) as fake:
         yield fake
+
+
+class FakeNodeFactory(Protocol):
+    """`fake_node(jobs, release=..., nodes=..., client_timeout=..., **FakeSlurmd options)`: a started node."""
+
+    def __call__(self, jobs: Iterable[Job | Mapping[str, Any]] = (), *, release: str | None = None,
+                 nodes: Sequence[NodeSpec] = (), client_timeout: float | None = None,
+                 **options: Any) -> FakeSlurmd: ...
+
+
+@pytest.fixture
+def fake_node(fake_slurmd_munge_socket: str) -> Iterator[FakeNodeFactory]:
+    """A factory of started FakeSlurmd instances, each stopped at the end of the test (see the module's doc)."""
+    with contextlib.ExitStack() as stack:
+        def make(jobs: Iterable[Job | Mapping[str, Any]] = (), *, release: str | None = None,
+                 nodes: Sequence[NodeSpec] = (), client_timeout: float | None = None,
+                 **options: Any) -> FakeSlurmd:
+            built = [job if isinstance(job, Job) else job_from_dict(dict(job)) for job in jobs]
+            by_id = {job.job_id: job for job in built}
+            if len(by_id) != len(built):
+                raise ValueError(f"fake_node: job ids repeat in {[job.job_id for job in built]}")
+            scenario = Scenario(list(nodes) or [NodeSpec("node1", port=0)], by_id, release=release)
+            if client_timeout is not None:
+                scenario.client_timeout = client_timeout
+            options.setdefault("munge_socket", fake_slurmd_munge_socket)
+            return stack.enter_context(FakeSlurmd(scenario, **options))
+
+        yield make

@@ -28,10 +28,10 @@ def _reframe(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
-def test_every_truncation_is_truncated_frame() -> None:
-    for cut in range(1, len(REPLY)):
-        with pytest.raises(TruncatedFrame):
-            decode_stream(REPLY[:cut])
+@pytest.mark.parametrize("cut", range(1, len(REPLY)))
+def test_every_truncation_is_truncated_frame(cut: int) -> None:
+    with pytest.raises(TruncatedFrame):
+        decode_stream(REPLY[:cut])
 
 
 def test_truncated_inside_frame_waits_for_more() -> None:
@@ -55,13 +55,13 @@ def test_oversize_length_prefix_refused_before_buffering() -> None:
         decoder.next_frame()
 
 
-def test_wrong_plugin_id() -> None:
-    for plugin_id, name in ((102, "auth/jwt"), (103, "auth/slurm"), (7, "id 7")):
-        raw = encode_frame(NetworkCallerIdResponse(1, 0, "n"), SLURM_22_05, credential=CRED)
-        raw = raw[:20] + plugin_id.to_bytes(4, "big") + raw[24:]
-        with pytest.raises(UnknownAuthPlugin, match=name) as info:
-            decode_stream(raw)
-        assert info.value.plugin_id == plugin_id
+@pytest.mark.parametrize(("plugin_id", "name"), [(102, "auth/jwt"), (103, "auth/slurm"), (7, "id 7")])
+def test_wrong_plugin_id(plugin_id: int, name: str) -> None:
+    raw = encode_frame(NetworkCallerIdResponse(1, 0, "n"), SLURM_22_05, credential=CRED)
+    raw = raw[:20] + plugin_id.to_bytes(4, "big") + raw[24:]
+    with pytest.raises(UnknownAuthPlugin, match=name) as info:
+        decode_stream(raw)
+    assert info.value.plugin_id == plugin_id
 
 
 def test_string_without_nul() -> None:
@@ -91,7 +91,7 @@ def test_trailing_bytes() -> None:
         decode_frame(payload)
     # 22.05.8 tolerated bytes after the body.
     frame = decode_frame(payload, FrameOptions(exact_body_length=False))
-    assert frame.message.job_id == 42  # type: ignore[attr-defined]
+    assert isinstance(frame.message, NetworkCallerIdResponse) and frame.message.job_id == 42
 
 
 def test_body_length_longer_than_frame() -> None:
@@ -152,4 +152,4 @@ def test_errors_carry_slurm_numbers() -> None:
 def test_not_found_reply_decodes() -> None:
     [frame] = decode_stream(encode_frame(NetworkCallerIdResponse(NO_VAL, 0, "node1"), SLURM_22_05,
                                          credential=CRED))
-    assert not frame.message.found  # type: ignore[attr-defined]
+    assert isinstance(frame.message, NetworkCallerIdResponse) and not frame.message.found

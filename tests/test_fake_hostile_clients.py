@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import NodeSpec, Scenario
 from slurmproto.client import Endpoint, callerid, callerid_request
 from slurmproto.codec import sign_and_encode
@@ -98,9 +99,7 @@ def server(request: pytest.FixtureRequest, munged: Munged, tmp_path: Path) -> It
     try:
         yield running
     finally:
-        if running.proc.poll() is None:
-            running.proc.kill()
-            running.proc.wait(10)
+        stop_process(running.proc)
 
 
 def _connect(port: int) -> socket.socket:
@@ -308,4 +307,4 @@ def test_connection_flood_beyond_the_limit(munged: Munged, caplog: pytest.LogCap
 
 
 def _refusals(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [r.fields for r in list(caplog.records) if r.getMessage() == "refused"]  # type: ignore[attr-defined]
+    return [vars(r)["fields"] for r in list(caplog.records) if r.getMessage() == "refused"]

@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.behaviour import BEHAVIOURS, Refusal, release_for
-from fake_slurmd.membership import ancestors, cgroup_relative, descendants, job_contains, job_of, step_of
+from fake_slurmd.membership import (
+    ancestors,
+    cgroup_relative,
+    descendants,
+    has_job_environ,
+    job_contains,
+    job_of,
+    parent_of,
+    step_of,
+)
+from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, Scenario, ScenarioError
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
 
@@ -108,12 +118,26 @@ def test_behaviour_table(release: str, version: Refusal, unpack: Refusal, verify
     assert rules.bad_auth_flags == (0x44 if release == "26.05" else 0x40)
 
 
+def _release_name(version: int) -> str | None:
+    release = release_for(version)
+    return release.name if release is not None else None
+
+
 def test_release_for() -> None:
-    assert release_for(0x2600).name == "22.05"  # type: ignore[union-attr]
-    assert release_for(0x2400).name == "22.05"  # type: ignore[union-attr]
-    assert release_for(0x2A80).name == "24.11"  # type: ignore[union-attr]
-    assert release_for(0x2D00).name == "26.05"  # type: ignore[union-attr]
+    assert _release_name(0x2600) == "22.05"
+    assert _release_name(0x2400) == "22.05"
+    assert _release_name(0x2A80) == "24.11"
+    assert _release_name(0x2D00) == "26.05"
     assert release_for(0x2300) is None and release_for(0x2E00) is None
+
+
+def test_process_facts_of_a_gone_process() -> None:
+    """A pid nobody holds (a child just reaped) has no parent, no job environment, no tree."""
+    with subprocess.Popen(["true"]) as proc:
+        pass
+    assert parent_of(os.getpid()) == os.getppid()
+    assert parent_of(proc.pid) is None and ancestors(proc.pid) == [proc.pid]
+    assert not has_job_environ(proc.pid, 1) and descendants(proc.pid) == set()
 
 
 def test_membership_kinds(tmp_path: Path) -> None:
@@ -138,7 +162,7 @@ def test_membership_kinds(tmp_path: Path) -> None:
             assert job_of({2: by_pid, 1: by_tree}, "node1", child) is by_tree  # lowest job id first
             assert job_of({5: Job(5, 0, nodes=("other",), pids={child})}, "node1", child) is None
         finally:
-            parent.kill()
+            stop_process(parent)
 
 
 def test_steps() -> None:

@@ -14,7 +14,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -209,7 +209,7 @@ def _nobodys(tmp_path: Path) -> Path:
     return spool
 
 
-def _writable(mode: int) -> object:
+def _writable(mode: int) -> Callable[[Path], Path]:
     def make(tmp_path: Path) -> Path:
         spool = tmp_path / "spool"
         spool.mkdir()
@@ -230,8 +230,8 @@ def _a_file(tmp_path: Path) -> Path:
     (_nobodys, "spool dir is owned by uid 65534, not by this user"),
     (_a_file, "spool dir is not a directory"),
 ], ids=["world-writable", "sticky", "group-writable", "another user's", "a file"])
-def test_unsafe_spool_dir_is_refused(tmp_path: Path, make: object, reason: str) -> None:
-    spool = make(tmp_path)  # type: ignore[operator]
+def test_unsafe_spool_dir_is_refused(tmp_path: Path, make: Callable[[Path], Path], reason: str) -> None:
+    spool = make(tmp_path)
     before = os.lstat(spool)
     with pytest.raises(OSError) as info:
         FakeSlurmd(Scenario([NodeSpec("node1", port=0)]), spool_dir=str(spool)).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -175,8 +176,8 @@ def _latin1(tmp_path: Path) -> Path:
     (_big, "larger than 16 MiB"),
     (_latin1, "not UTF-8 text (byte 5)"),
 ], ids=["fifo", "directory", "dev-zero", "too big", "not utf-8"])
-def test_unreadable_scenario_files(tmp_path: Path, make: object, message: str) -> None:
-    path = make(tmp_path)  # type: ignore[operator]
+def test_unreadable_scenario_files(tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
+    path = make(tmp_path)
     started = time.monotonic()
     with pytest.raises(ScenarioError) as info:
         Scenario.load(path)

@@ -6,15 +6,18 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd, JobConnection
+from fake_slurmd.plugin import FakeNodeFactory
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
-from slurmproto.client import callerid
+from slurmproto.client import CallerIdResult, callerid
 from slurmproto.constants import NO_VAL, SLURM_BATCH_SCRIPT
 from slurmproto.errors import Refused
 from slurmproto.versions import RELEASES, SLURM_22_05, SLURM_25_11, SLURM_26_05, Release
+from tests.support.callerid import CalleridOptions, ask_callerid, refused_attempts
 from tests.support.munged import Munged
 from tests.support.procs import ensure_user, need_programs
 
@@ -28,9 +31,8 @@ def listener() -> Iterator[socket.socket]:
         yield server
 
 
-def _ask(fake: FakeSlurmd, conn: JobConnection, munged: Munged, **options: object) -> object:
-    return callerid(conn.local[0], conn.local[1], conn.remote[0], conn.remote[1], port=fake.port,
-                    munge_socket=str(munged.socket), **options)  # type: ignore[arg-type]
+def _ask(fake: FakeSlurmd, conn: JobConnection, munged: Munged, **options: Unpack[CalleridOptions]) -> CallerIdResult:
+    return ask_callerid(conn.local, conn.remote, port=fake.port, munge_socket=str(munged.socket), **options)
 
 
 def test_fixture_and_job_connection(fake_slurmd: FakeSlurmd, listener: socket.socket, munged: Munged) -> None:
@@ -40,12 +42,15 @@ def test_fixture_and_job_connection(fake_slurmd: FakeSlurmd, listener: socket.so
         assert conn.remote == listener.getsockname()
         assert int(Path(f"/proc/{conn.pid}/status").read_text().split("Uid:")[1].split()[0]) == alice.pw_uid
         result = _ask(fake_slurmd, conn, munged)
-    assert (result.job_id, result.node_name) == (7, "node1")  # type: ignore[attr-defined]
+    assert (result.job_id, result.node_name) == (7, "node1")
     assert sorted(p.name for p in Path(fake_slurmd.spool_dir).iterdir()) == ["node1_7.4294967291",
                                                                            "node1_7.4294967292"]
 
 
-def test_real_scontrol_callerid(fake_slurmd: FakeSlurmd, listener: socket.socket, shared_dir: Path) -> None:
+@pytest.mark.parametrize(("asker", "expected"), [(None, "1002 node1\n"), ("alice", "1002 node1\n"), ("bob", "")],
+                         ids=["root", "the job's owner", "another user"])
+def test_real_scontrol_callerid(fake_slurmd: FakeSlurmd, listener: socket.socket, shared_dir: Path,
+                                asker: str | None, expected: str) -> None:
     """Debian's Slurm 22.05 scontrol cannot tell the fake from a slurmd."""
     reason = need_programs("scontrol", "runuser")
     if reason:
@@ -56,31 +61,29 @@ def test_real_scontrol_callerid(fake_slurmd: FakeSlurmd, listener: socket.socket
     fake_slurmd.add_job({"job_id": 1001, "user": "alice"})
     fake_slurmd.add_job({"job_id": 1002, "user": "alice"})
     with fake_slurmd.connect_from_job(1002, *listener.getsockname(), user="alice") as conn:
-        args = [conn.local[0], str(conn.local[1]), conn.remote[0], str(conn.remote[1])]
-        for user, expected in ((None, "1002 node1\n"), ("alice", "1002 node1\n"), ("bob", "")):
-            argv = ["scontrol", "callerid", *args]
-            if user:
-                argv = ["runuser", "-u", user, "--", *argv]
-            proc = subprocess.run(argv, env={"SLURM_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                                  capture_output=True, text=True, timeout=30, cwd="/")
-            assert proc.stdout == expected, proc.stderr
-            assert (proc.returncode == 0) == bool(expected)
-            if not expected:
-                assert INDETERMINATE in proc.stderr
+        argv = ["scontrol", "callerid", conn.local[0], str(conn.local[1]), conn.remote[0], str(conn.remote[1])]
+        if asker:
+            argv = ["runuser", "-u", asker, "--", *argv]
+        proc = subprocess.run(argv, env={"SLURM_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                              capture_output=True, text=True, timeout=30, cwd="/")
+    assert proc.stdout == expected, proc.stderr
+    assert (proc.returncode == 0) == bool(expected)
+    if not expected:
+        assert INDETERMINATE in proc.stderr
 
 
 @pytest.mark.parametrize("release", RELEASES, ids=[r.name for r in RELEASES])
-def test_client_against_every_release(release: Release, munged: Munged, listener: socket.socket) -> None:
-    scenario = Scenario([NodeSpec("node1", port=0)], {5: Job(5, 0)}, release=release.name)
-    with FakeSlurmd(scenario, munge_socket=str(munged.socket)) as fake, \
-            fake.connect_from_job(5, *listener.getsockname()) as conn:
+def test_client_against_every_release(release: Release, munged: Munged, listener: socket.socket,
+                                      fake_node: FakeNodeFactory) -> None:
+    fake = fake_node([Job(5, 0)], release=release.name)
+    with fake.connect_from_job(5, *listener.getsockname()) as conn:
         # Starting from 22.05 (the local Slurm): the client must find a version this release speaks.
         result = _ask(fake, conn, munged, start_version=SLURM_22_05)
         pinned = _ask(fake, conn, munged, version=release.protocol_version)
-    assert result.job_id == pinned.job_id == 5  # type: ignore[attr-defined]
-    assert release.accepts(result.protocol_version) and len(result.attempts) <= 3  # type: ignore[attr-defined]
+    assert result.job_id == pinned.job_id == 5
+    assert release.accepts(result.protocol_version) and len(result.attempts) <= 3
     expected_step = {SLURM_25_11: NO_VAL, SLURM_26_05: SLURM_BATCH_SCRIPT}.get(release.protocol_version)
-    assert pinned.step_id == expected_step  # type: ignore[attr-defined]
+    assert pinned.step_id == expected_step
 
 
 @pytest.mark.parametrize(("release", "version", "outcome"), [
@@ -91,12 +94,11 @@ def test_client_against_every_release(release: Release, munged: Munged, listener
     ("26.05", 0x2900, "HTTP/1.1 405"),
 ])
 def test_refusals_per_release(release: str, version: int, outcome: str, munged: Munged,
-                              listener: socket.socket) -> None:
-    scenario = Scenario([NodeSpec("node1", port=0)], {5: Job(5, 0)}, release=release)
-    with FakeSlurmd(scenario, munge_socket=str(munged.socket)) as fake, \
-            fake.connect_from_job(5, *listener.getsockname()) as conn, pytest.raises(Refused) as info:
+                              listener: socket.socket, fake_node: FakeNodeFactory) -> None:
+    fake = fake_node([Job(5, 0)], release=release)
+    with fake.connect_from_job(5, *listener.getsockname()) as conn, pytest.raises(Refused) as info:
         _ask(fake, conn, munged, version=version)
-    assert outcome in info.value.attempts[0].outcome  # type: ignore[attr-defined]
+    assert outcome in refused_attempts(info.value)[0].outcome
 
 
 def test_owner_and_other_users(fake_slurmd: FakeSlurmd, listener: socket.socket, munged: Munged,
@@ -141,7 +143,7 @@ def test_several_nodes_one_process(munged: Munged, listener: socket.socket) -> N
             for conn, node, job in ((one, "node2", 11), (two, "node3", 12)):
                 assert conn.local[0] == fake.node(node).address
                 result = _ask(fake, conn, munged)
-                assert (result.job_id, result.node_name) == (job, node)  # type: ignore[attr-defined]
+                assert (result.job_id, result.node_name) == (job, node)
             # Asking the wrong node about a connection: it holds no such socket.
             wrong = callerid("127.0.0.3", one.local[1], one.remote[0], one.remote[1], port=fake.port,
                              munge_socket=str(munged.socket))

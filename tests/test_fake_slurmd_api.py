@@ -19,18 +19,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
-from fake_slurmd.munged import terminate
+from fake_slurmd.plugin import FakeNodeFactory
+from fake_slurmd.processes import stop_process
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
-from slurmproto.client import CallerIdResult, callerid
+from slurmproto.client import CallerIdResult
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
 from slurmproto.errors import Refused
 from slurmproto.stepd import StepdClient, step_socket, stepd_available
 from slurmproto.versions import BY_NAME, SLURM_24_11
+from tests.support.callerid import CalleridOptions, ask_callerid, refused_attempts
 from tests.support.munged import Munged
 from tests.support.procs import need_root
 
@@ -107,21 +109,15 @@ def _first_line(proc: subprocess.Popen[str], timeout: float = 10) -> str:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     line = proc.stdout.readline() if ready else ""
     if not line:
-        proc.kill()
-        proc.wait(5)
+        stop_process(proc, grace=5)
         raise AssertionError(f"process {proc.pid} printed nothing (exit status {proc.returncode})")
     return line.strip()
 
 
 def _finish(proc: subprocess.Popen[str]) -> None:
     """Close the holder's stdin (it and its child exit), killing it if it lingers."""
-    if proc.stdin is not None and not proc.stdin.closed:
-        proc.stdin.close()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    stdin = proc.stdin
+    stop_process(proc, grace=5, ask=stdin.close if stdin is not None else None)
 
 
 @contextlib.contextmanager
@@ -136,9 +132,8 @@ def _holding(start: Starter, address: tuple[str, int], *, child: bool = False,
 
 
 def _ask(fake: FakeSlurmd, munged: Munged, local: tuple[str, int], remote: tuple[str, int],
-         **options: Any) -> CallerIdResult:
-    return callerid(local[0], local[1], remote[0], remote[1], port=fake.port, munge_socket=str(munged.socket),
-                    **options)
+         **options: Unpack[CalleridOptions]) -> CallerIdResult:
+    return ask_callerid(local, remote, port=fake.port, munge_socket=str(munged.socket), **options)
 
 
 def _socket_names(fake: FakeSlurmd) -> list[str]:
@@ -228,6 +223,19 @@ def test_fixture_defaults(fake_slurmd: FakeSlurmd, munged: Munged, listener: soc
     assert answer.job_id == 72 and answer.protocol_version == 0x2D00
 
 
+def test_fake_node_factory(fake_node: FakeNodeFactory, munged: Munged, listener: socket.socket) -> None:
+    """Nodes of their own, each with its jobs (Job or [[jobs]] dict) and release; stopped after the test."""
+    one = fake_node([{"job_id": 3, "user": "root", "start_time": 1000}], release="24.11")
+    two = fake_node([Job(4, 0)], client_timeout=2.0)
+    assert one.release is BY_NAME["24.11"] and two.release is None and two.client_timeout == 2.0
+    assert sorted(one.jobs) == [3] and one.jobs[3].start_time == 1000 and sorted(two.jobs) == [4]
+    assert one.port != two.port and one.munge_socket == str(munged.socket)
+    with one.connect_from_job(3, *_address(listener)) as conn:
+        assert _ask(one, munged, conn.local, conn.remote).job_id == 3
+    with pytest.raises(ValueError, match="job ids repeat"):
+        fake_node([Job(5, 0), Job(5, 0)])
+
+
 @pytest.mark.fake_slurmd(release="24.11", scenario=MARKER_SCENARIO)
 def test_marker_release_and_scenario(fake_slurmd: FakeSlurmd, munged: Munged, listener: socket.socket) -> None:
     assert fake_slurmd.release is BY_NAME["24.11"]
@@ -238,7 +246,7 @@ def test_marker_release_and_scenario(fake_slurmd: FakeSlurmd, munged: Munged, li
         with pytest.raises(Refused) as refused:
             _ask(fake_slurmd, munged, conn.local, conn.remote, version=0x2D00)
         answer = _ask(fake_slurmd, munged, conn.local, conn.remote, version=SLURM_24_11)
-    assert "closed the connection" in refused.value.attempts[0].outcome  # type: ignore[attr-defined]
+    assert "closed the connection" in refused_attempts(refused.value)[0].outcome
     assert (answer.job_id, answer.node_name, answer.protocol_version) == (71, "nodem", SLURM_24_11)
 
 
@@ -378,7 +386,7 @@ def test_node_in_a_network_namespace(netns: str, munged: Munged, listener: socke
         assert fake.node("nsnode").port == fake.node("hostnode").port == fake.port
         server = subprocess.Popen([*in_ns, sys.executable, "-c", _LISTEN], stdout=subprocess.PIPE, text=True,
                                   cwd="/", env=_env())
-        stack.callback(terminate, server)
+        stack.callback(stop_process, server)
         server_port = int(_first_line(server))
         # `ip netns exec` execs the command: the pid spawn_in_job registered is the holder's own.
         held = stack.enter_context(_holding(_in_job(fake, 51), ("127.0.0.1", server_port), prefix=in_ns))

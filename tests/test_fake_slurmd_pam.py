@@ -10,6 +10,7 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from tests.support.fixtures import SshdFactory
+from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
 
 PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
@@ -17,7 +18,7 @@ NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this nod
 
 
 @pytest.fixture
-def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> object:
+def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> Sshd:
     if not Path(PAM_SLURM_ADOPT).exists():
         pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
     conf = fake_slurmd.slurm_conf(shared_dir / f"pam-{fake_slurmd.port}.conf")
@@ -25,8 +26,8 @@ def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: P
                         env={"SLURM_CONF": str(conf)}, users=["alice", "bob"])
 
 
-def _login_from_job(fake: FakeSlurmd, sshd: object, job_id: int, user: str) -> subprocess.CompletedProcess[str]:
-    argv = sshd.ssh_argv(user, "cat /proc/self/status")  # type: ignore[attr-defined]
+def _login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str) -> subprocess.CompletedProcess[str]:
+    argv = sshd.ssh_argv(user, "cat /proc/self/status")
     home = pwd.getpwnam(user).pw_dir
     proc = fake.spawn_in_job(job_id, argv, user=user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env={"HOME": home, "PATH": "/usr/bin:/bin"},
@@ -35,13 +36,13 @@ def _login_from_job(fake: FakeSlurmd, sshd: object, job_id: int, user: str) -> s
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def test_login_from_job_2_is_adopted_into_job_2(fake_slurmd: FakeSlurmd, adopt_sshd: object,
+def test_login_from_job_2_is_adopted_into_job_2(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd,
                                                 devlog: DevLogCatcher) -> None:
     fake_slurmd.add_job({"job_id": 301, "user": "alice", "start_time": 1000})
     fake_slurmd.add_job({"job_id": 302, "user": "alice", "start_time": 2000})
     since = devlog.mark()
     login = _login_from_job(fake_slurmd, adopt_sshd, 302, "alice")
-    assert login.returncode == 0, (login.stderr, adopt_sshd.log_text())  # type: ignore[attr-defined]
+    assert login.returncode == 0, (login.stderr, adopt_sshd.log_text())
     # Two jobs: the module had to ask the callerid RPC, and adopted its sshd process into job 302.
     [adopted] = fake_slurmd.adopted(302)
     assert fake_slurmd.adopted(301) == []
@@ -50,7 +51,7 @@ def test_login_from_job_2_is_adopted_into_job_2(fake_slurmd: FakeSlurmd, adopt_s
     assert any(f"Process {adopted} adopted into job 302" in m for m in logged), logged
 
 
-def test_login_from_job_1_is_adopted_into_job_1(fake_slurmd: FakeSlurmd, adopt_sshd: object) -> None:
+def test_login_from_job_1_is_adopted_into_job_1(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
     fake_slurmd.add_job({"job_id": 311, "user": "alice", "start_time": 1000})
     fake_slurmd.add_job({"job_id": 312, "user": "alice", "start_time": 2000})
     login = _login_from_job(fake_slurmd, adopt_sshd, 311, "alice")
@@ -58,8 +59,8 @@ def test_login_from_job_1_is_adopted_into_job_1(fake_slurmd: FakeSlurmd, adopt_s
     assert len(fake_slurmd.adopted(311)) == 1 and fake_slurmd.adopted(312) == []
 
 
-def test_user_without_jobs_is_refused(fake_slurmd: FakeSlurmd, adopt_sshd: object) -> None:
+def test_user_without_jobs_is_refused(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
     fake_slurmd.add_job({"job_id": 321, "user": "alice"})
-    login = adopt_sshd.ssh("bob", "true")  # type: ignore[attr-defined]
+    login = adopt_sshd.ssh("bob", "true")
     assert login.returncode == 255 and NO_JOBS in login.stderr
     assert fake_slurmd.adopted(321) == []

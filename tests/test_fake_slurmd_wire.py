@@ -11,24 +11,26 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.plugin import FakeNodeFactory
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.auth import payload_hash
 from slurmproto.client import Endpoint, callerid, callerid_request
 from slurmproto.codec import decode_stream, encode_frame, sign_and_encode
 from slurmproto.header import Forward
-from slurmproto.messages import JobIdRequest, JobIdResponse, ReturnCode
+from slurmproto.messages import JobIdRequest, JobIdResponse, Message, ReturnCode
 from slurmproto.munge import MungeContext
-from slurmproto.versions import BY_NAME
+from slurmproto.versions import BY_NAME, Release
 from tests.support.munged import Munged
 from tests.support.procs import installed_or_skip
 
 
-def _request(version: int) -> tuple[bytes, object]:
+def _request(version: int) -> tuple[bytes, Message]:
     message = callerid_request(Endpoint.parse("127.0.0.1"), 1, Endpoint.parse("127.0.0.1"), 2)
     return message.encode(version), message
 
@@ -44,27 +46,28 @@ def _exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.fixture(params=["22.05", "24.11", "25.05", "26.05"])
+@pytest.fixture(scope="module", params=["22.05", "24.11", "25.05", "26.05"])
 def fake(request: pytest.FixtureRequest, munged: Munged) -> Iterator[FakeSlurmd]:
+    """One fake per release for all the bad frames, as a slurmd meets them one after the other."""
     scenario = Scenario([NodeSpec("node1", port=0)], {5: Job(5, 0)}, release=request.param, client_timeout=1.0)
     with FakeSlurmd(scenario, munge_socket=str(munged.socket)) as server:
         yield server
 
 
-def _signed(munged: Munged, message: object, version: int, *, body: bytes | None = None, flags: int = 0) -> bytes:
+def _signed(munged: Munged, message: Message, version: int, *, body: bytes | None = None, flags: int = 0) -> bytes:
     with MungeContext(munged.socket) as munge:
         if body is None:
-            return sign_and_encode(message, version, munge.encode, flags=flags)  # type: ignore[arg-type]
-        real = message.encode(version)  # type: ignore[attr-defined]
-        credential = munge.encode(payload_hash(real, message.MSG_TYPE)).decode()  # type: ignore[attr-defined]
-        return encode_frame(message, version, credential=credential, body=body, flags=flags)  # type: ignore[arg-type]
+            return sign_and_encode(message, version, munge.encode, flags=flags)
+        real = message.encode(version)
+        credential = munge.encode(payload_hash(real, message.MSG_TYPE)).decode()
+        return encode_frame(message, version, credential=credential, body=body, flags=flags)
 
 
-def _signed_forward(munged: Munged, message: object, version: int) -> bytes:
+def _signed_forward(munged: Munged, message: Message, version: int) -> bytes:
     depth = 1 if version >= 0x2A00 else None
     forward = Forward(1, "n1", 1000, 1, None, depth)
     with MungeContext(munged.socket) as munge:
-        return sign_and_encode(message, version, munge.encode, forward=forward)  # type: ignore[arg-type]
+        return sign_and_encode(message, version, munge.encode, forward=forward)
 
 
 def _without_nul(frame: bytes) -> bytes:
@@ -81,55 +84,96 @@ def _still_serving(fake: FakeSlurmd, munged: Munged) -> None:
     assert callerid("127.0.0.1", 1, "127.0.0.1", 2, port=fake.port, munge_socket=str(munged.socket)).job_id is None
 
 
-def test_bad_frames(fake: FakeSlurmd, munged: Munged) -> None:
-    rules = fake.release
-    assert rules is not None
-    version = rules.protocol_version
-    body, message = _request(version)
-    good = _signed(munged, message, version)
-    cases: list[tuple[str, bytes, Callable[[bytes], bool]]] = [
-        ("truncated frame", good[: len(good) // 2], lambda r: r == b""),
-        ("oversize length prefix", (0x3FFFFFFF).to_bytes(4, "big") + good[4:], lambda r: r == b""),
-        ("not a Slurm frame", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", lambda r: r == b""),
-        ("empty", b"", lambda r: r == b""),
-    ]
-    wrong_plugin = good[:20] + (102).to_bytes(4, "big") + good[24:]
-    garbage_cred = encode_frame(message, version, credential="MUNGE:garbage:")  # type: ignore[arg-type]
-    refused_auth = {"22.05": b"", "24.11": b"", "25.05": "rc1007", "26.05": "rc1007"}[rules.name]
-    unpack = {"22.05": b"", "24.11": b"", "25.05": "rc1007", "26.05": b""}[rules.name]
-    cases += [
-        ("wrong plugin id", wrong_plugin, lambda r: r == b"" if unpack == b"" else _rc(r) == 1007),
-        ("garbage credential", garbage_cred, lambda r: r == b"" if refused_auth == b"" else _rc(r) == 1007),
-        ("hash mismatch", _signed(munged, message, version, body=body[:-1] + b"\x03"), lambda r: _rc(r) == 5003),
-        ("trailing bytes", _signed(munged, message, version, body=body + b"\0"),
-         lambda r: (rules.name == "22.05" and not isinstance(decode_stream(r)[0].message, ReturnCode))
-         or _rc(r) == 5003),
-        ("unknown message type", _signed(munged, JobIdResponse(1, 0), version), lambda r: _rc(r) == 22),
-        ("body too short", _signed(munged, message, version, body=body[:20]), lambda r: _rc(r) == 5003),
-        ("string without NUL (forward nodelist)", _without_nul(_signed_forward(munged, message, version)),
-         lambda r: r == b"" if rules.name != "22.05" else not isinstance(decode_stream(r)[0].message, ReturnCode)),
-    ]
-    for name, data, expected in cases:
-        reply = _exchange(fake.port, data)
-        assert expected(reply), (name, reply[:80])
+@dataclass(frozen=True)
+class Frames:
+    """What the bad frames are made of, for the release the fake speaks."""
+
+    rules: Release
+    munged: Munged
+
+    @property
+    def version(self) -> int:
+        return self.rules.protocol_version
+
+    @property
+    def message(self) -> Message:
+        return callerid_request(Endpoint.parse("127.0.0.1"), 1, Endpoint.parse("127.0.0.1"), 2)
+
+    @property
+    def body(self) -> bytes:
+        return self.message.encode(self.version)
+
+    def signed(self, *, body: bytes | None = None, message: Message | None = None) -> bytes:
+        return _signed(self.munged, message or self.message, self.version, body=body)
+
+    def refuses_auth(self) -> bool:
+        """Whether this slurmd answers an unverifiable credential with RC 1007 (else it closes)."""
+        return {"22.05": False, "24.11": False, "25.05": True, "26.05": True}[self.rules.name]
+
+    def refuses_unpack(self) -> bool:
+        """Whether it answers a credential it cannot unpack (a foreign plugin) with RC 1007."""
+        return {"22.05": False, "24.11": False, "25.05": True, "26.05": False}[self.rules.name]
+
+    def answered(self, reply: bytes) -> bool:
+        """An answer, not a ReturnCode: what 22.05 gives frames later releases refuse."""
+        return not isinstance(decode_stream(reply)[0].message, ReturnCode)
+
+
+def _closed(reply: bytes) -> bool:
+    return reply == b""
+
+
+def _first_half(frame: bytes) -> bytes:
+    return frame[: len(frame) // 2]
+
+
+def _wrong_plugin(f: Frames) -> bytes:
+    good = f.signed()
+    return good[:20] + (102).to_bytes(4, "big") + good[24:]
+
+
+Case = Callable[[Frames], tuple[bytes, Callable[[bytes], bool]]]
+BAD_FRAMES: dict[str, Case] = {
+    "truncated frame": lambda f: (_first_half(f.signed()), _closed),
+    "oversize length prefix": lambda f: ((0x3FFFFFFF).to_bytes(4, "big") + f.signed()[4:], _closed),
+    "not a Slurm frame": lambda f: (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", _closed),
+    "empty": lambda f: (b"", _closed),
+    "wrong plugin id": lambda f: (_wrong_plugin(f), lambda r: _rc(r) == 1007 if f.refuses_unpack() else _closed(r)),
+    "garbage credential": lambda f: (encode_frame(f.message, f.version, credential="MUNGE:garbage:"),
+                                     lambda r: _rc(r) == 1007 if f.refuses_auth() else _closed(r)),
+    "hash mismatch": lambda f: (f.signed(body=f.body[:-1] + b"\x03"), lambda r: _rc(r) == 5003),
+    "trailing bytes": lambda f: (f.signed(body=f.body + b"\0"),
+                                 lambda r: (f.rules.name == "22.05" and f.answered(r)) or _rc(r) == 5003),
+    "unknown message type": lambda f: (f.signed(message=JobIdResponse(1, 0)), lambda r: _rc(r) == 22),
+    "body too short": lambda f: (f.signed(body=f.body[:20]), lambda r: _rc(r) == 5003),
+    "string without NUL (forward nodelist)": lambda f: (
+        _without_nul(_signed_forward(f.munged, f.message, f.version)),
+        lambda r: _closed(r) if f.rules.name != "22.05" else f.answered(r)),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMES))
+def test_bad_frames(fake: FakeSlurmd, munged: Munged, case: str) -> None:
+    assert fake.release is not None
+    data, expected = BAD_FRAMES[case](Frames(fake.release, munged))
+    reply = _exchange(fake.port, data)
+    assert expected(reply), (case, reply[:80])
     _still_serving(fake, munged)
 
 
-def test_job_id_rpc(munged: Munged) -> None:
+def test_job_id_rpc(munged: Munged, fake_node: FakeNodeFactory) -> None:
     """slurmd also answers REQUEST_JOB_ID (it asks itself that inside every callerid)."""
-    with FakeSlurmd(Scenario([NodeSpec("node1", port=0)], {5: Job(5, 0, pids={os.getpid()})}),
-                    munge_socket=str(munged.socket)) as fake:
-        found = _exchange(fake.port, _signed(munged, JobIdRequest(os.getpid()), BY_NAME["24.11"].protocol_version))
-        missing = _exchange(fake.port, _signed(munged, JobIdRequest(1), BY_NAME["24.11"].protocol_version))
+    fake = fake_node([Job(5, 0, pids={os.getpid()})])
+    found = _exchange(fake.port, _signed(munged, JobIdRequest(os.getpid()), BY_NAME["24.11"].protocol_version))
+    missing = _exchange(fake.port, _signed(munged, JobIdRequest(1), BY_NAME["24.11"].protocol_version))
     [frame] = decode_stream(found)
     assert isinstance(frame.message, JobIdResponse) and frame.message.job_id == 5
     assert _rc(missing) == 2017
 
 
-def test_stalled_client_is_dropped(munged: Munged) -> None:
-    scenario = Scenario([NodeSpec("node1", port=0)], client_timeout=0.5)
-    with FakeSlurmd(scenario, munge_socket=str(munged.socket)) as fake, \
-            socket.create_connection(("127.0.0.1", fake.port)) as sock:
+def test_stalled_client_is_dropped(munged: Munged, fake_node: FakeNodeFactory) -> None:
+    fake = fake_node(client_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", fake.port)) as sock:
         _, message = _request(0x2600)
         sock.sendall(_signed(munged, message, 0x2600)[:30])
         sock.settimeout(5)
@@ -222,7 +266,10 @@ def test_cli_reload_and_json_logs(munged: Munged, tmp_path: Path) -> None:
         with socket.create_server(("127.0.0.1", 0)) as listener, \
                 socket.create_connection(listener.getsockname()) as mine:
             local, remote = mine.getsockname(), mine.getpeername()
-            ask = lambda: callerid(*local, *remote, port=port, munge_socket=str(munged.socket)).job_id  # noqa: E731
+
+            def ask() -> int | None:
+                return callerid(*local, *remote, port=port, munge_socket=str(munged.socket)).job_id
+
             assert ask() == 5
             scenario.write_text(scenario.read_text().replace("job_id = 5", "job_id = 6"))
             proc.send_signal(signal.SIGHUP)
@@ -252,18 +299,17 @@ def test_bad_scenario_cli(tmp_path: Path) -> None:
                            "4294967279), got 'x'\n")
 
 
-def test_server_never_dies_under_random_bytes(munged: Munged) -> None:
+def test_server_never_dies_under_random_bytes(munged: Munged, fake_node: FakeNodeFactory) -> None:
     import random
 
     rng = random.Random(1)
-    with FakeSlurmd(Scenario([NodeSpec("node1", port=0)], client_timeout=0.3),
-                    munge_socket=str(munged.socket)) as fake:
-        _, message = _request(0x2600)
-        good = _signed(munged, message, 0x2600)
-        for _ in range(300):
-            data = bytearray(good)
-            for _ in range(rng.randint(1, 8)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            _exchange(fake.port, bytes(data[: rng.randint(0, len(data))]))
-        _still_serving(fake, munged)
-        assert fake.server is not None and fake.server.connections == 0
+    fake = fake_node(client_timeout=0.3)
+    _, message = _request(0x2600)
+    good = _signed(munged, message, 0x2600)
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        _exchange(fake.port, bytes(data[: rng.randint(0, len(data))]))
+    _still_serving(fake, munged)
+    assert fake.server is not None and fake.server.connections == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import json
 import os
@@ -13,70 +12,54 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 import slurmproto
+from fake_slurmd.controller import FakeStepds
 from fake_slurmd.scenario import Job
-from fake_slurmd.stepd import FakeStepd, OtherRequest, known_requests
+from fake_slurmd.stepd import FakeStepd, known_requests
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
+from slurmproto.constants import OtherStepRequest as OtherRequest
 from slurmproto.stepd import StepdClient, StepdError, StepdRefused, StepRequest, handshake
 from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release, release_at_or_below
 from tests.support.procs import need_programs, need_root
 
-T = TypeVar("T")
 JOB_UID = 4242
 NOBODY = 65534
 R22, R24_11, R25_05, R25_11, R26 = (BY_NAME[n] for n in ("22.05", "24.11", "25.05", "25.11", "26.05"))
 CODE_ROOT = str(Path(slurmproto.__file__).resolve().parents[1])
 
 
-class Loop:
-    """An asyncio loop in a background thread; the test thread plays the clients."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 class Harness:
-    """Starts FakeStepds in a short, world-searchable directory and records their log events."""
+    """Starts FakeStepds (on a FakeStepds controller; the test thread plays the clients) in a short,
+    world-searchable directory and records their log events."""
 
-    def __init__(self, loop: Loop, directory: str) -> None:
-        self.loop = loop
+    def __init__(self, stepds: FakeStepds, directory: str) -> None:
+        self.controller = stepds
         self.dir = directory
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self.stepds: list[FakeStepd] = []
+        self.started = 0
 
     def log(self, event: str, **fields: Any) -> None:
         self.events.append((event, fields))
 
     def start(self, release: Release | None, *, step_id: int = SLURM_EXTERN_CONT, job: Job | None = None,
               contains: Callable[[int], bool] = lambda pid: False, **kwargs: Any) -> FakeStepd:
-        job = job or Job(job_id=100 + len(self.stepds), uid=JOB_UID)
+        job = job or Job(job_id=100 + self.started, uid=JOB_UID)
         path = os.path.join(self.dir, f"node1_{job.job_id}.{step_id}")
         kwargs.setdefault("slurm_uid", os.geteuid())  # not root: the test user stands in for SlurmUser
         stepd = FakeStepd(path, job, step_id, release=release, contains=contains, log=self.log, **kwargs)
-        self.loop.run(stepd.start())
-        self.stepds.append(stepd)
+        self.controller.add(stepd)
+        self.started += 1
         return stepd
 
     def close(self, stepd: FakeStepd) -> None:
-        self.loop.run(stepd.close())
+        self.controller.remove(stepd)
 
     def requests(self, verdict: str | None = None) -> list[dict[str, Any]]:
         return [f for e, f in self.events if e == "request" and verdict in (None, f["verdict"])]
@@ -84,16 +67,12 @@ class Harness:
 
 @pytest.fixture
 def harness() -> Iterator[Harness]:
-    loop = Loop()
     directory = tempfile.mkdtemp(prefix="fstepd.", dir="/tmp")
     os.chmod(directory, 0o755)  # other users reach the sockets, as in a spool dir
-    h = Harness(loop, directory)
     try:
-        yield h
+        with FakeStepds() as stepds:
+            yield Harness(stepds, directory)
     finally:
-        for stepd in h.stepds:
-            loop.run(stepd.close())
-        loop.stop()
         os.rmdir(directory)
 
 
@@ -284,16 +263,27 @@ def test_owner_and_slurm_user_on_25_11(harness: Harness) -> None:
 # --- versions --------------------------------------------------------------------------------------
 
 
-def test_any_release_answers_in_the_clients_version(harness: Harness) -> None:
+@pytest.mark.parametrize("release", RELEASES, ids=[r.name for r in RELEASES])
+def test_any_release_answers_in_the_clients_version(harness: Harness, release: Release) -> None:
+    stepd = harness.start(None)
+    with StepdClient(stepd.path, version=release.protocol_version) as client:
+        assert client.protocol_version == release.protocol_version
+        assert client.step_uid() == JOB_UID
+
+
+@pytest.mark.parametrize(("asked", "answered"), [
+    (0x2400, 0x2600), (0x2500, 0x2600), (0x2650, 0x2600), (0x2B80, 0x2B00),
+    (0x2E00, NEWEST.protocol_version), (0x7FFF_FFFF, NEWEST.protocol_version),
+], ids=hex)
+def test_any_release_answers_other_versions_in_the_nearest_below(harness: Harness, asked: int,
+                                                                 answered: int) -> None:
+    stepd = harness.start(None)
+    with StepdClient(stepd.path, version=asked) as client:
+        assert client.protocol_version == answered, hex(asked)
+
+
+def test_any_release_refuses_below_the_oldest_and_follows_the_chosen_release(harness: Harness) -> None:
     stepd = harness.start(None, sluid=5)
-    for release in RELEASES:
-        with StepdClient(stepd.path, version=release.protocol_version) as client:
-            assert client.protocol_version == release.protocol_version
-            assert client.step_uid() == JOB_UID
-    for asked, answered in [(0x2400, 0x2600), (0x2500, 0x2600), (0x2650, 0x2600), (0x2B80, 0x2B00),
-                            (0x2E00, NEWEST.protocol_version), (0x7FFF_FFFF, NEWEST.protocol_version)]:
-        with StepdClient(stepd.path, version=asked) as client:
-            assert client.protocol_version == answered, hex(asked)
     with pytest.raises(StepdRefused):
         StepdClient(stepd.path, version=OLDEST.min_version - 0x100)
     # Behaviour follows the chosen release: SLUID is a 25.11 request, DEFUNCT before.
@@ -486,10 +476,10 @@ def test_stalled_clients_are_dropped(harness: Harness, sent: bytes | str) -> Non
     sock = socket.socket(socket.AF_UNIX)
     sock.settimeout(5)
     sock.connect(stepd.path)
-    if sent == "handshake":
-        handshake(sock, R22.protocol_version)
+    if isinstance(sent, bytes):
+        sock.sendall(sent)
     else:
-        sock.sendall(bytes(sent))  # type: ignore[arg-type]
+        handshake(sock, R22.protocol_version)
     wait_until(lambda: stepd.connections == 1)
     started = time.monotonic()
     assert closed_by_peer(sock)
@@ -542,7 +532,7 @@ def test_a_failing_contains_closes_only_that_connection(harness: Harness) -> Non
 def test_restart_after_close(harness: Harness) -> None:
     stepd = harness.start(R26)
     harness.close(stepd)
-    harness.loop.run(stepd.start())
+    harness.controller.add(stepd)
     with StepdClient(stepd.path, version=R26.protocol_version) as client:
         assert client.daemon_pid() == os.getpid()
 

@@ -1,4 +1,4 @@
-"""Starting and stopping the daemons the tests own: only by the pid we started, never by name."""
+"""Starting the daemons the tests own (stopping them: fake_slurmd.processes.stop_process, by the pid we started)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def need_root(what: str) -> str | None:
@@ -24,7 +25,7 @@ def need_programs(*names: str) -> str | None:
     return None
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[Any] | None = None) -> None:
     """Poll `check` until true; fail with `what` if it times out or `proc` exits first."""
     deadline = time.monotonic() + timeout
     while True:

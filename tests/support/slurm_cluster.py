@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from fake_slurmd.munged import terminate
+from fake_slurmd.processes import stop_process
 from tests.support.munged import Munged
 from tests.support.procs import ensure_user, wait_for
 
@@ -150,7 +150,7 @@ class SlurmCluster:
             # slurmd first: stopping slurmctld first would make slurmd log connection errors for nothing.
             for proc in (self.slurmd, self.slurmctld):
                 if proc is not None:
-                    terminate(proc)
+                    stop_process(proc)
             self.slurmd = self.slurmctld = None
             if self._own_munged and self._munged is not None:
                 self._munged.cleanup()

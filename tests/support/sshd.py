@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from fake_slurmd.munged import terminate
+from fake_slurmd.processes import stop_process
 from tests.support.procs import ensure_user
 
 SSHD = "/usr/sbin/sshd"
@@ -390,7 +390,7 @@ class Sshd:
             outcome = self._wait_listening(offset)
             if outcome == "ready":
                 return
-            terminate(self._proc)
+            stop_process(self._proc)
             self._proc = None
             self.pid = None
             if outcome == "retry" and attempt < 4:
@@ -427,7 +427,7 @@ class Sshd:
         """Stop sshd (by its pid), remove /etc/pam.d/<service> and our temp dir. Safe to call twice."""
         try:
             if self._proc is not None:
-                terminate(self._proc)
+                stop_process(self._proc)
                 self._proc = None
         finally:
             if self._pam_written:
@@ -497,12 +497,8 @@ class Sshd:
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                out, err = proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate()
+            stop_process(proc, grace=5)
+            out, err = proc.communicate()
             raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
