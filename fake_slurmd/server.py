@@ -24,6 +24,7 @@ from fake_slurmd.accept import accept_forever
 from fake_slurmd.behaviour import Behaviour, Refusal, behaviour_of, release_for
 from fake_slurmd.membership import candidate_pids, job_of, step_of
 from fake_slurmd.scenario import Job, NodeSpec
+from slurmproto.addresses import pack, unpack
 from slurmproto.auth import check_payload, payload_hash
 from slurmproto.codec import Decoder, FrameOptions, encode_frame, read_auth, read_body, read_header
 from slurmproto.constants import AF_INET, AF_INET6, NO_VAL, SLURM_AUTH_NOBODY, AuthPlugin, HeaderFlags, MsgType
@@ -350,8 +351,8 @@ class CalleridServer:
         source, its peer the request's destination."""
         found = None
         for family in _families(request.af):
-            local = (_text(request.ip_src, family), request.port_src)
-            remote = (_text(request.ip_dst, family), request.port_dst)
+            local = (unpack(family, request.ip_src), request.port_src)
+            remote = (unpack(family, request.ip_dst), request.port_dst)
             try:
                 found = find_tcp(local, remote)  # on a thread inside the node's network namespace
             except (OSError, ValueError) as exc:
@@ -377,28 +378,18 @@ def _families(af: int) -> tuple[int, ...]:
     return (af,) if af in (AF_INET, AF_INET6) else (AF_INET, AF_INET6)
 
 
-def _text(raw: bytes, af: int) -> str:
-    """An address field as text: its first 4 bytes for AF_INET, all 16 for AF_INET6."""
-    if af == AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4].ljust(4, b"\0"))
-    return socket.inet_ntop(socket.AF_INET6, raw[:16].ljust(16, b"\0"))
-
-
 def _tuple_text(request: NetworkCallerIdRequest) -> str:
     """The request's connection for the log: addresses as text, or as hex under an unknown af."""
     if request.af in (AF_INET, AF_INET6):
-        src, dst = _text(request.ip_src, request.af), _text(request.ip_dst, request.af)
+        src, dst = unpack(request.af, request.ip_src), unpack(request.af, request.ip_dst)
     else:
         src, dst = f"af{request.af}:{request.ip_src.hex()}", f"af{request.af}:{request.ip_dst.hex()}"
     return f"{src}:{request.port_src} -> {dst}:{request.port_dst}"
 
 
 def _addr(peer: tuple[Any, ...]) -> SlurmAddr:
-    host, port = str(peer[0]), int(peer[1])
     try:
-        if ":" in host:
-            return SlurmAddr(AF_INET6, socket.inet_pton(socket.AF_INET6, host.split("%")[0]), port)
-        return SlurmAddr(AF_INET, socket.inet_pton(socket.AF_INET, host), port)
-    except OSError:  # no address known for this peer: orig_addr says so (family 0), as an unset one does
+        return SlurmAddr(*pack(str(peer[0])), int(peer[1]))
+    except ValueError:  # no address known for this peer: orig_addr says so (family 0), as an unset one does
         return SlurmAddr()
 
