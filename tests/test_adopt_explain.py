@@ -61,9 +61,10 @@ def test_session_env_outside_a_job(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_no_rpc_path_imports_no_codec() -> None:
-    """One job: no RPC, so no construct, no MUNGE, no callerid client in the process."""
+    """One job: no RPC, so no construct, no MUNGE, no callerid client, no psutil in the process."""
     code = ("import sys; from adopt import hook, gather, decision, options; "
-            "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('construct', 'Crypto') "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('construct', 'Crypto', 'psutil', "
+            "'fake_slurmd') "
             "or m in ('slurmproto.munge', 'slurmproto.client', 'slurmproto.codec', 'argparse', 'adopt.admin')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert proc.stdout.strip() == ""
