@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from slurmproto.exchange import Attempt
+
 # slurm_errno.h numbers and strings (identical in 22.05 to 26.05).
 SLURM_STRERROR = {
     0: "No error",
@@ -170,7 +172,7 @@ class Refused(CommunicationError):
 
     rc = 1005
 
-    def __init__(self, message: str, attempts: list[object]) -> None:
+    def __init__(self, message: str, attempts: list[Attempt]) -> None:
         super().__init__(message)
         self.attempts = attempts
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Unpack
 
 import pytest
 
-from slurmproto.client import callerid
+from slurmproto.client import CallerIdResult, callerid
 from slurmproto.conf import parse_file
 from slurmproto.errors import ConnectError, Refused
 from slurmproto.versions import SLURM_22_05, SLURM_24_05, SLURM_24_11, SLURM_26_05
+from tests.support.callerid import CalleridOptions, ask_callerid
 from tests.support.procs import installed_or_skip
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster, free_port
 
@@ -66,17 +68,17 @@ def test_verbose_shows_frames(slurm_cluster: SlurmCluster, connected_job: Connec
     assert f"config: {slurm_cluster.conf}" in proc.stderr
 
 
-def _ask(cluster: SlurmCluster, job: ConnectedJob, **options: object) -> object:
+def _ask(cluster: SlurmCluster, job: ConnectedJob, **options: Unpack[CalleridOptions]) -> CallerIdResult:
     conf = parse_file(cluster.conf)
-    return callerid(job.client[0], job.client[1], job.server[0], job.server[1], port=conf.slurmd_port,
-                    munge_socket=conf.munge_socket, **options)  # type: ignore[arg-type]
+    return ask_callerid(job.client, job.server, port=conf.slurmd_port, munge_socket=conf.munge_socket,
+                        **options)
 
 
 def test_client_api_result(slurm_cluster: SlurmCluster, connected_job: ConnectedJob) -> None:
     result = _ask(slurm_cluster, connected_job, version=SLURM_22_05)
-    assert result.job_id == connected_job.job_id  # type: ignore[attr-defined]
-    assert result.protocol_version == SLURM_22_05  # type: ignore[attr-defined]
-    assert {"munge_encode", "connect", "send", "receive", "verify", "total"} <= set(result.timings)  # type: ignore
+    assert result.job_id == connected_job.job_id
+    assert result.protocol_version == SLURM_22_05
+    assert {"munge_encode", "connect", "send", "receive", "verify", "total"} <= set(result.timings)
 
 
 def test_ipv4_mapped_source_is_asked_over_ipv4(slurm_cluster: SlurmCluster, connected_job: ConnectedJob) -> None:
@@ -90,8 +92,8 @@ def test_ipv4_mapped_source_is_asked_over_ipv4(slurm_cluster: SlurmCluster, conn
 def test_auto_version_falls_back_to_22_05(slurm_cluster: SlurmCluster, connected_job: ConnectedJob) -> None:
     """22.05 closes silently on 26.05 and 24.05 headers; the client tries two more versions at most."""
     result = _ask(slurm_cluster, connected_job, start_version=SLURM_26_05)
-    assert result.job_id == connected_job.job_id  # type: ignore[attr-defined]
-    versions = [a.version for a in result.attempts]  # type: ignore[attr-defined]
+    assert result.job_id == connected_job.job_id
+    versions = [a.version for a in result.attempts]
     assert versions == [SLURM_26_05, SLURM_24_05, SLURM_22_05]
 
 

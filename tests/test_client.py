@@ -6,10 +6,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Unpack
 
 import pytest
 
-from slurmproto.client import Endpoint, callerid
+from slurmproto.client import CallerIdResult, Endpoint, callerid
 from slurmproto.codec import decode_stream, encode_frame, sign_and_encode
 from slurmproto.constants import NO_VAL, SLURM_EXTERN_CONT, HeaderFlags
 from slurmproto.errors import (
@@ -26,6 +27,7 @@ from slurmproto.messages import JobIdRequest, NetworkCallerIdResponse, ReturnCod
 from slurmproto.munge import BadCredFormat, MungeContext
 from slurmproto.settings import PayloadChecks
 from slurmproto.versions import SLURM_22_05, SLURM_24_11, SLURM_25_05, SLURM_25_11, SLURM_26_05, accepting
+from tests.support.callerid import CalleridOptions, ask_callerid
 from tests.support.munged import Munged
 from tests.support.peers import Behaviour, DroppingHost, ScriptedPeer, close, hold, send
 
@@ -59,16 +61,16 @@ def rc_reply(rc: int, version: int, flags: int = HeaderFlags.SLURM_NO_AUTH_CRED)
     return encode_frame(ReturnCode(rc), version, flags=flags)
 
 
-def ask(peer: ScriptedPeer | DroppingHost, munged: Munged, **options: object) -> object:
-    return callerid("127.0.0.1", 40000, "127.0.0.1", 22, port=peer.port, munge_socket=str(munged.socket),
-                    **options)  # type: ignore[arg-type]
+def ask(peer: ScriptedPeer | DroppingHost, munged: Munged, **options: Unpack[CalleridOptions]) -> CallerIdResult:
+    return ask_callerid(("127.0.0.1", 40000), ("127.0.0.1", 22), port=peer.port, munge_socket=str(munged.socket),
+                        **options)
 
 
 def test_answer_is_verified_and_typed(munged: Munged) -> None:
     with ScriptedPeer(answer(munged, "26.05")) as peer:
         result = ask(peer, munged, start_version=SLURM_26_05)
-    assert (result.job_id, result.node_name, result.step_id) == (77, "node7", SLURM_EXTERN_CONT)  # type: ignore
-    assert result.signer_uid == os.getuid() and result.protocol_version == SLURM_26_05  # type: ignore
+    assert (result.job_id, result.node_name, result.step_id) == (77, "node7", SLURM_EXTERN_CONT)
+    assert result.signer_uid == os.getuid() and result.protocol_version == SLURM_26_05
     [request] = decode_stream(peer.received[0])
     assert request.message.source == request.message.destination  # type: ignore[attr-defined]
     assert (request.message.port_src, request.message.port_dst, request.message.af) == (40000, 22, 2)  # type: ignore
@@ -78,14 +80,14 @@ def test_ipv6_source(munged: Munged) -> None:
     with ScriptedPeer(answer(munged, "24.11"), host="::1") as peer:
         result = callerid("::1", 40000, "::1", 22, port=peer.port, munge_socket=str(munged.socket))
     [request] = decode_stream(peer.received[0])
-    assert result.job_id == 77 and result.slurmd == ("::1", peer.port)  # type: ignore[attr-defined]
+    assert result.job_id == 77 and result.slurmd == ("::1", peer.port)
     assert request.message.af == 10 and request.message.ip_src == bytes(15) + b"\1"  # type: ignore[attr-defined]
 
 
 def test_not_found_is_indeterminate(munged: Munged) -> None:
     with ScriptedPeer(answer(munged, "24.11", job_id=NO_VAL)) as peer:
         result = ask(peer, munged, version=SLURM_24_11)
-    assert result.job_id is None and not result.found  # type: ignore[attr-defined]
+    assert result.job_id is None and not result.found
 
 
 @pytest.mark.parametrize(("release", "start", "expected"), [
@@ -98,22 +100,22 @@ def test_not_found_is_indeterminate(munged: Munged) -> None:
 def test_silent_close_falls_back(munged: Munged, release: str, start: int | None, expected: list[int]) -> None:
     with ScriptedPeer(answer(munged, release)) as peer:
         result = ask(peer, munged, start_version=start)
-    assert [a.version for a in result.attempts] == expected and result.job_id == 77  # type: ignore[attr-defined]
+    assert [a.version for a in result.attempts] == expected and result.job_id == 77
 
 
 def test_http_405_means_25_11_or_newer(munged: Munged) -> None:
     """26.05 answers an unknown version with HTTP: the next try is a version 25.11 and 26.05 both speak."""
     with ScriptedPeer(send(HTTP_405), answer(munged, "26.05")) as peer:
         result = ask(peer, munged, start_version=SLURM_22_05)
-    assert [a.version for a in result.attempts] == [SLURM_22_05, SLURM_25_11]  # type: ignore[attr-defined]
-    assert "HTTP/1.1 405" in result.attempts[0].outcome and result.step_id == SLURM_EXTERN_CONT  # type: ignore
+    assert [a.version for a in result.attempts] == [SLURM_22_05, SLURM_25_11]
+    assert "HTTP/1.1 405" in result.attempts[0].outcome and result.step_id == SLURM_EXTERN_CONT
 
 
 def test_rc_1007_in_own_version_names_the_release(munged: Munged) -> None:
     """25.05 and 25.11 refuse with RC 1007 in their own version: the client retries in that one."""
     with ScriptedPeer(send(rc_reply(1007, SLURM_25_05)), answer(munged, "25.05")) as peer:
         result = ask(peer, munged, start_version=SLURM_22_05)
-    assert [a.version for a in result.attempts] == [SLURM_22_05, SLURM_25_05]  # type: ignore[attr-defined]
+    assert [a.version for a in result.attempts] == [SLURM_22_05, SLURM_25_05]
 
 
 def test_gives_up_after_three_tries(munged: Munged) -> None:
@@ -130,7 +132,7 @@ def test_remote_error_is_reported(munged: Munged) -> None:
 
 def test_rc_zero_is_indeterminate(munged: Munged) -> None:
     with ScriptedPeer(send(rc_reply(0, SLURM_24_11))) as peer:
-        assert ask(peer, munged, version=SLURM_24_11).job_id is None  # type: ignore[attr-defined]
+        assert ask(peer, munged, version=SLURM_24_11).job_id is None
 
 
 def test_unexpected_message(munged: Munged) -> None:
@@ -166,7 +168,7 @@ def test_block_null_hash_reaches_the_payload_check(munged: Munged, checks: Paylo
                 ask(peer, munged, version=SLURM_24_11, checks=checks)
         else:
             result = ask(peer, munged, version=SLURM_24_11, checks=checks)
-            assert result.job_id == job  # type: ignore[attr-defined]
+            assert result.job_id == job
 
 
 def test_garbage_credential(munged: Munged) -> None:

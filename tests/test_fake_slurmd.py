@@ -17,7 +17,7 @@ from slurmproto.client import CallerIdResult, callerid
 from slurmproto.constants import NO_VAL, SLURM_BATCH_SCRIPT
 from slurmproto.errors import Refused
 from slurmproto.versions import RELEASES, SLURM_22_05, SLURM_25_11, SLURM_26_05, Release
-from tests.support.callerid import CalleridOptions, ask_callerid, refused_attempts
+from tests.support.callerid import CalleridOptions, ask_callerid
 from tests.support.munged import Munged
 from tests.support.procs import ensure_user, need_programs
 
@@ -98,7 +98,7 @@ def test_refusals_per_release(release: str, version: int, outcome: str, munged: 
     fake = fake_node([Job(5, 0)], release=release)
     with fake.connect_from_job(5, *listener.getsockname()) as conn, pytest.raises(Refused) as info:
         _ask(fake, conn, munged, version=version)
-    assert outcome in refused_attempts(info.value)[0].outcome
+    assert outcome in info.value.attempts[0].outcome
 
 
 def test_owner_and_other_users(fake_slurmd: FakeSlurmd, listener: socket.socket, munged: Munged,

@@ -32,7 +32,7 @@ from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
 from slurmproto.errors import Refused
 from slurmproto.stepd import StepdClient, step_socket, stepd_available
 from slurmproto.versions import BY_NAME, SLURM_24_11
-from tests.support.callerid import CalleridOptions, ask_callerid, refused_attempts
+from tests.support.callerid import CalleridOptions, ask_callerid
 from tests.support.munged import Munged
 from tests.support.procs import need_root
 
@@ -246,7 +246,7 @@ def test_marker_release_and_scenario(fake_slurmd: FakeSlurmd, munged: Munged, li
         with pytest.raises(Refused) as refused:
             _ask(fake_slurmd, munged, conn.local, conn.remote, version=0x2D00)
         answer = _ask(fake_slurmd, munged, conn.local, conn.remote, version=SLURM_24_11)
-    assert "closed the connection" in refused_attempts(refused.value)[0].outcome
+    assert "closed the connection" in refused.value.attempts[0].outcome
     assert (answer.job_id, answer.node_name, answer.protocol_version) == (71, "nodem", SLURM_24_11)
 
 
