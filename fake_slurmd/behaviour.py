@@ -1,4 +1,4 @@
-"""How each slurmd release reacts to what it receives (facts §1.3, §3.3, §2.3, §4, §6.2, §7, §17).
+"""How each slurmd release reacts to what it receives: version windows, refusals, auth and body checks.
 
 Pure data: the slurmd part of each row of the release table (`slurmproto.versions.SlurmdRules`); the
 server looks up the release's row and acts on it.
@@ -6,13 +6,12 @@ server looks up the release's row and acts on it.
 
 from __future__ import annotations
 
-from slurmproto.versions import RELEASES, Refusal, Release, release_answering
-from slurmproto.versions import SlurmdRules as Behaviour
+from slurmproto.versions import RELEASES, Refusal, Release, SlurmdRules, release_answering
 
-__all__ = ["Behaviour", "Refusal", "BEHAVIOURS", "behaviour_of", "release_for"]
+__all__ = ["Refusal", "SlurmdRules", "BEHAVIOURS", "behaviour_of", "release_for"]
 
 
-def behaviour_of(release: Release) -> Behaviour:
+def behaviour_of(release: Release) -> SlurmdRules:
     """How a slurmd of `release` reads requests and refuses them: its row says, field by field."""
     return release.slurmd
 

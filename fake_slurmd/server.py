@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fake_slurmd.accept import accept_forever
-from fake_slurmd.behaviour import Behaviour, Refusal, behaviour_of, release_for
+from fake_slurmd.behaviour import Refusal, SlurmdRules, behaviour_of, release_for
 from fake_slurmd.membership import candidate_pids, job_of, step_of
 from fake_slurmd.scenario import Job, NodeSpec
 from slurmproto.addresses import pack, unpack
@@ -278,7 +278,7 @@ class CalleridServer:
                              orig_addr=_addr(peer))
         return Answer(frame, f"rc 1007: {why}")
 
-    async def _rc(self, rules: Behaviour, request: Header, rc: int, uid: int, peer: tuple[Any, ...]) -> bytes:
+    async def _rc(self, rules: SlurmdRules, request: Header, rc: int, uid: int, peer: tuple[Any, ...]) -> bytes:
         """RESPONSE_SLURM_RC in the request's version, carrying the asker's address like slurmd's."""
         message = ReturnCode(rc)
         if not rules.rc_with_credential:
@@ -295,7 +295,7 @@ class CalleridServer:
             self._lookups_for(None).executor, self._munge_encode, payload_hash(body, message.MSG_TYPE), r_uid)
         return encode_frame(message, version, credential=credential, body=body, flags=flags, orig_addr=orig_addr)
 
-    async def _callerid(self, rules: Behaviour, header: Header, request: NetworkCallerIdRequest, uid: int,
+    async def _callerid(self, rules: SlurmdRules, header: Header, request: NetworkCallerIdRequest, uid: int,
                         node: NodeSpec) -> Answer:
         lookups = self._lookups_for(node.netns)
         found = await asyncio.get_running_loop().run_in_executor(lookups.executor, self._find_job, lookups,
@@ -320,7 +320,7 @@ class CalleridServer:
         self.log("callerid", level="debug", node=node.name, uid=uid, connection=tuple_text, verdict=verdict)
         return Answer(data, f"callerid {tuple_text} for uid {uid}: {verdict}")
 
-    async def _job_id(self, rules: Behaviour, header: Header, request: JobIdRequest, uid: int, node: NodeSpec,
+    async def _job_id(self, rules: SlurmdRules, header: Header, request: JobIdRequest, uid: int, node: NodeSpec,
                       peer: tuple[Any, ...]) -> Answer:
         job = job_of(self.jobs, node.name, request.job_pid)
         if job is None:

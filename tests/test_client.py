@@ -29,13 +29,13 @@ from slurmproto.settings import PayloadChecks
 from slurmproto.versions import SLURM_22_05, SLURM_24_11, SLURM_25_05, SLURM_25_11, SLURM_26_05, accepting
 from tests.support.callerid import CalleridOptions, ask_callerid
 from tests.support.munged import Munged
-from tests.support.peers import Behaviour, DroppingHost, ScriptedPeer, close, hold, send
+from tests.support.peers import DroppingHost, PeerScript, ScriptedPeer, close, hold, send
 
 HTTP_405 = b"HTTP/1.1 405 NOT ALLOWED\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
 
 
 def answer(munged: Munged, release: str = "26.05", job_id: int = 77, *,
-           tamper: Callable[[bytes], bytes] | None = None, credential: str | None = None) -> Behaviour:
+           tamper: Callable[[bytes], bytes] | None = None, credential: str | None = None) -> PeerScript:
     """Answer like a slurmd of `release`: verify the request, reply in its version, signed for its uid."""
     def behaviour(conn: socket.socket, request: bytes) -> None:
         [frame] = decode_stream(request)
@@ -150,7 +150,7 @@ def test_hash_mismatch(munged: Munged) -> None:
     assert info.value.rc == 5003
 
 
-def empty_payload_answer(munged: Munged) -> Behaviour:
+def empty_payload_answer(munged: Munged) -> PeerScript:
     """A 24.11 answer whose credential carries no payload hash (what block_null_hash refuses)."""
     def behaviour(conn: socket.socket, request: bytes) -> None:
         with MungeContext(munged.socket) as munge:

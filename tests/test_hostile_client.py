@@ -32,7 +32,7 @@ from slurmproto.messages import NetworkCallerIdResponse, ReturnCode
 from slurmproto.munge import MungeDeadline
 from slurmproto.versions import SLURM_24_11
 from tests.support.munged import Munged
-from tests.support.peers import Behaviour, ScriptedPeer, send
+from tests.support.peers import PeerScript, ScriptedPeer, send
 from tests.support.procs import ensure_user
 from tests.support.stuck_munged import StuckMunged
 from tests.test_client import HTTP_405
@@ -46,7 +46,7 @@ REPLY = NetworkCallerIdResponse(77, 0, "node7")
 # --- hostile peers ---------------------------------------------------------------------------------
 
 
-def trickle(data: bytes, interval: float = 0.1) -> Behaviour:
+def trickle(data: bytes, interval: float = 0.1) -> PeerScript:
     """One byte per `interval` until the client gives up."""
     def behaviour(conn: socket.socket, request: bytes) -> None:
         for i in range(len(data)):
@@ -55,7 +55,7 @@ def trickle(data: bytes, interval: float = 0.1) -> Behaviour:
     return behaviour
 
 
-def endless(head: bytes, filler: bytes) -> Behaviour:
+def endless(head: bytes, filler: bytes) -> PeerScript:
     """`head`, then `filler` forever (until the client closes)."""
     def behaviour(conn: socket.socket, request: bytes) -> None:
         conn.sendall(head)
@@ -78,7 +78,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize(("behaviour", "error", "message"), HOSTILE.values(), ids=HOSTILE.keys())
-def test_hostile_peer(munged: Munged, behaviour: Behaviour, error: type[SlurmError], message: str) -> None:
+def test_hostile_peer(munged: Munged, behaviour: PeerScript, error: type[SlurmError], message: str) -> None:
     tracemalloc.start()
     try:
         with ScriptedPeer(behaviour) as peer:

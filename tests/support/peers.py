@@ -8,14 +8,14 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-Behaviour = Callable[[socket.socket, bytes], None]
+PeerScript = Callable[[socket.socket, bytes], None]
 """Called per connection with the socket and the first bytes the client sent."""
 
 
 class ScriptedPeer:
     """A listener on `host` (127.0.0.1) that runs `behaviours[i]` for its i-th connection (the last one repeats)."""
 
-    def __init__(self, *behaviours: Behaviour, host: str = "127.0.0.1") -> None:
+    def __init__(self, *behaviours: PeerScript, host: str = "127.0.0.1") -> None:
         self.behaviours = list(behaviours)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, 0), family=family)
@@ -66,7 +66,7 @@ def hold(conn: socket.socket, request: bytes) -> None:
     """Accept, read, never answer (the socket stays open until the peer stops)."""
 
 
-def send(data: bytes) -> Behaviour:
+def send(data: bytes) -> PeerScript:
     def behaviour(conn: socket.socket, request: bytes) -> None:
         conn.sendall(data)
         conn.close()
