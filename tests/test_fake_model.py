@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -142,8 +145,19 @@ def test_process_facts_of_a_gone_process() -> None:
 
 def test_membership_kinds(tmp_path: Path) -> None:
     env = {**os.environ, "SLURM_JOB_ID": "77"}
-    code = ("import subprocess, sys, time; c = subprocess.Popen(['sleep', '30']); print(c.pid, flush=True); "
-            "time.sleep(30)")
+    # The child's pid is printed once it runs `sleep`: in the middle of its exec, /proc/PID/environ
+    # cannot be read, and the environment check would fail for that instant.
+    code = textwrap.dedent("""
+        import subprocess, time
+        c = subprocess.Popen(["sleep", "30"])
+        for _ in range(5000):
+            with open(f"/proc/{c.pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"sleep\\0"):
+                    break
+            time.sleep(0.001)
+        print(c.pid, flush=True)
+        time.sleep(30)
+    """)
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) as parent:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
@@ -163,6 +177,8 @@ def test_membership_kinds(tmp_path: Path) -> None:
             assert job_of({5: Job(5, 0, nodes=("other",), pids={child})}, "node1", child) is None
         finally:
             stop_process(parent)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)  # the sleep our child started, left to init
 
 
 def test_steps() -> None:
