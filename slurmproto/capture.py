@@ -92,16 +92,11 @@ def _plain(value: Any) -> Any:
 
 
 def _address(family: int, packed: bytes) -> str | None:
-    import ipaddress
+    """The text of an address field, or None when its family is unknown or its bytes too few."""
+    from slurmproto.addresses import unpack
 
-    try:
-        if family == AF_INET:
-            return str(ipaddress.IPv4Address(packed[:4]))
-        if family == AF_INET6:
-            return str(ipaddress.IPv6Address(packed[:16]))
-    except ValueError:  # fewer bytes than the family needs
-        pass
-    return None
+    needed = {AF_INET: 4, AF_INET6: 16}.get(family)
+    return unpack(family, packed) if needed and len(packed) >= needed else None
 
 
 def frame_json(frame: Frame, munge: Any = None) -> dict[str, Any]:
