@@ -10,13 +10,13 @@ be imported lets root pass and refuses everyone else.
 import os
 import sys
 
+from adopt import quiet_stderr
+
 
 def _run() -> int:
     under_pam = "PAM_TYPE" in os.environ
     if under_pam:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
+        quiet_stderr()
     try:
         from adopt.hook import main
     except BaseException:

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Mapping
 
+from adopt import quiet_stderr
 from adopt.decision import Facts, NeedAdopt, NeedRpc, NeedSteps, Outcome, Verdict, decide, generic_failure
 from adopt.gather import FactError, Gatherer, Log
 from adopt.options import LOG_LEVELS, Options, parse_options
@@ -141,7 +142,7 @@ def pam_main(args: list[str], env: Mapping[str, str]) -> int:
     opts = Options()
     log: Log = _no_log
     try:
-        _quiet_stderr()
+        quiet_stderr()
         opts, problems = parse_options(args)
         log = syslog_logger(opts.log_level)
         for problem in problems:
@@ -177,14 +178,6 @@ def _log_internal_error(log: Log, exc: BaseException, status: int) -> None:
 
 def _no_log(level: str, message: str) -> None:
     """Before syslog is set up there is nowhere to log to."""
-
-
-def _quiet_stderr() -> None:
-    """pam_exec's `stdout` shows stderr to the user too: point it at /dev/null, so no warning or
-    traceback of any thread can reach a terminal."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -278,7 +278,7 @@ def test_an_internal_error_gives_the_documented_verdict(monkeypatch: pytest.Monk
         raise failure
 
     logged: list[tuple[str, str]] = []
-    monkeypatch.setattr(hook, "_quiet_stderr", lambda: None)
+    monkeypatch.setattr(hook, "quiet_stderr", lambda: None)
     monkeypatch.setattr(hook, "syslog_logger", lambda level: lambda name, message: logged.append((name, message)))
     monkeypatch.setattr(hook, "account", explode)
     env = {"PAM_TYPE": "account", "PAM_USER": user, "PAM_SERVICE": "sshd"}
