@@ -15,6 +15,7 @@ from typing import Any
 
 from adopt.decision import Rpc, Step
 from adopt.options import Options
+from slurmproto.addresses import is_ip
 from slurmproto.constants import SLURM_EXTERN_CONT
 from slurmproto.stepd import StepdClient, StepdError, step_socket, stepd_available
 
@@ -26,19 +27,13 @@ def parse_connection(text: str) -> tuple[str, int, str, int] | None:
     """SSH_CONNECTION's "RIP RPORT LIP LPORT" as (remote ip, port, local ip, port), or None if malformed:
     ports 1-65535 in ASCII digits, addresses IPv4 or IPv6 (a %scope allowed)."""
     fields = text.split()
-    if len(fields) != 4 or not all(_is_port(f) for f in fields[1::2]) or not all(map(_is_ip, fields[::2])):
+    if len(fields) != 4 or not all(_is_port(f) for f in fields[1::2]) or not all(map(is_ip, fields[::2])):
         return None
     return fields[0], int(fields[1]), fields[2], int(fields[3])
 
 
 def _is_port(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536
-
-
-def _is_ip(text: str) -> bool:
-    from slurmproto.addresses import is_ip
-
-    return is_ip(text)
 
 
 class FactError(Exception):
