@@ -17,6 +17,7 @@ from slurmproto.conf import ConfError
 from slurmproto.constants import AF_INET, AF_INET6, MsgType
 from slurmproto.errors import InputError, SlurmError
 from slurmproto.messages import NetworkCallerIdRequest
+from slurmproto.settings import PayloadChecks
 from slurmproto.versions import name_of
 
 HEX_CHARS = set(string.hexdigits + string.whitespace + ":")
@@ -135,7 +136,9 @@ def _check_credential(munge: Any, credential: str, frame: Frame) -> dict[str, An
         return {"error": str(exc), "error_type": type(exc).__name__}
     result: dict[str, Any] = {"uid": decoded.uid, "gid": decoded.gid, "payload_hex": decoded.payload.hex()}
     try:
-        kind = check_payload(decoded.payload, frame.body, frame.header.msg_type)
+        checks = munge.checks
+        kind = check_payload(decoded.payload, frame.body, frame.header.msg_type,
+                             block_null=checks.block_null_hash, block_zero=checks.block_zero_hash)
         result["hash"] = f"{kind.name if kind else 'empty payload'}: matches the body"
         result["hash_ok"] = True
     except SlurmError as exc:
@@ -147,8 +150,10 @@ def _check_credential(munge: Any, credential: str, frame: Frame) -> dict[str, An
 class BoundedMunge:
     """Credential checks for `decode`: all within one deadline, or the reason none can be made."""
 
-    def __init__(self, context: Any, error: SlurmError | None, deadline: float) -> None:
+    def __init__(self, context: Any, error: SlurmError | None, deadline: float, checks: PayloadChecks) -> None:
         self.context, self.error, self.deadline = context, error, deadline
+        self.checks = checks
+        """slurm.conf's CommunicationParameters for the payload (block_null_hash, block_zero_hash)."""
         self.local_failure: SlurmError | None = error
         """The first failure of this host's munge (not of a credential): reported once on stderr."""
 
@@ -176,19 +181,17 @@ def open_munge(args: argparse.Namespace) -> BoundedMunge | None:
     """
     if args.no_munge:
         return None
+    from slurmproto.cli import load_conf
     from slurmproto.munge import MungeContext, MungeError
+    from slurmproto.settings import Settings
 
-    path = args.munge_socket
-    if path is None:
-        from slurmproto.cli import load_conf
-
-        conf = load_conf(args.conf, lambda text: None)
-        path = conf.munge_socket if conf is not None else None
+    # slurm.conf as a query reads it: its socket unless --munge-socket names one, and its payload checks.
+    settings = Settings.from_conf(load_conf(args.conf, lambda text: None), munge_socket=args.munge_socket)
     deadline = time.monotonic() + args.timeout
     try:
-        return BoundedMunge(MungeContext(path), None, deadline)
+        return BoundedMunge(MungeContext(settings.munge_socket), None, deadline, settings.checks)
     except MungeError as exc:
-        return BoundedMunge(None, exc, deadline)
+        return BoundedMunge(None, exc, deadline, settings.checks)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -337,3 +337,26 @@ def test_no_libmunge(argv: list[str], stdout: str, bad_files: dict[str, str], tm
     assert "libmunge-not-installed.so.2" in proc.stderr and "apt-get install libmunge2" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "remote slurmd" not in proc.stderr and "munge: " in proc.stderr
+
+
+def test_decode_applies_communication_parameters(munged: Munged, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`decode` checks a credential's payload as slurm.conf's CommunicationParameters say, like a query."""
+    from slurmproto.codec import sign_and_encode
+    from slurmproto.messages import NetworkCallerIdResponse
+    from slurmproto.munge import MungeContext
+    from slurmproto.versions import SLURM_24_11
+
+    results = {}
+    for name, extra in (("default", ""), ("blocked", "CommunicationParameters=block_null_hash\n")):
+        with MungeContext(munged.socket) as munge:  # a credential each: munged refuses a replayed one
+            frame = sign_and_encode(NetworkCallerIdResponse(7, 0, "n1"), SLURM_24_11,
+                                    lambda payload: munge.encode(b""))
+        capture = tmp_path / f"{name}.hex"
+        capture.write_text(frame.hex())
+        conf = tmp_path / f"{name}.conf"
+        conf.write_text(f"AuthInfo=socket={munged.socket}\n{extra}")
+        _, frame_json = _decode(capsys, "--conf", str(conf), "--hex", str(capture))
+        results[name] = frame_json["munge"]  # type: ignore[index]
+    assert results["default"]["hash_ok"] is True
+    assert results["blocked"]["hash_ok"] is False and "block_null_hash" in results["blocked"]["hash"]
