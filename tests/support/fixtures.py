@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from tests.support.chroot_cluster import ChrootCluster, missing_reason
 from tests.support.munged import MUNGED, Munged
 from tests.support.procs import ensure_user, need_programs, need_root
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
@@ -120,3 +121,23 @@ def shared_dir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _chroot_cluster(release: str) -> Iterator[ChrootCluster]:
+    reason = missing_reason(release)
+    if reason:
+        pytest.skip(reason)
+    with ChrootCluster(release) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_2411() -> Iterator[ChrootCluster]:
+    """Debian 13's real Slurm 24.11 (munged, slurmctld, slurmd) in its chroot and a network namespace of its own."""
+    yield from _chroot_cluster("24.11")
+
+
+@pytest.fixture(scope="session")
+def slurm_2605() -> Iterator[ChrootCluster]:
+    """Debian unstable's real Slurm 26.05 in its chroot and a network namespace of its own."""
+    yield from _chroot_cluster("26.05")
