@@ -17,14 +17,13 @@ import pwd
 import shlex
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from fake_slurmd.processes import stop_process
+from tests.support.lifecycle import Daemons
 from tests.support.procs import ensure_user, wait_for
 
 CHROOTS = Path(os.environ.get("SAT_CHROOTS", "/var/lib/slurm-adopt-toolkit/chroots"))
@@ -99,7 +98,7 @@ def _config(release: str) -> str:
     ]) + "\n"
 
 
-class ChrootCluster:
+class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11") as c: c.run(["sinfo"])`: one release's cluster, in its own netns."""
 
     def __init__(self, release: str, users: Sequence[str] = ("alice", "bob"), start_timeout: float = 60.0) -> None:
@@ -111,7 +110,6 @@ class ChrootCluster:
         self.node_name = NODE
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.jobs: list[int] = []
-        self.startup_seconds = 0.0
         self._lock: IO[bytes] | None = None
         self._mounted: list[Path] = []
         self._netns_made = False
@@ -130,22 +128,6 @@ class ChrootCluster:
         return self.root / inside.lstrip("/")
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        began = time.monotonic()
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
-        return self
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
     def _start(self) -> None:
         # One cluster per chroot at a time (its state, spool and munged socket live in the chroot).

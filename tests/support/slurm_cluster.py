@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from fake_slurmd.processes import stop_process
+from tests.support.lifecycle import Daemons
 from tests.support.munged import Munged
 from tests.support.procs import ensure_user, wait_for
 
@@ -66,7 +65,7 @@ def _tail(path: Path, lines: int) -> str:
     return f"--- {path.name} (last {lines} lines):\n" + "\n".join(text[-lines:])
 
 
-class SlurmCluster:
+class SlurmCluster(Daemons):
     """Context manager: `with SlurmCluster(munged) as c: job = c.submit("alice", "sleep 60")`."""
 
     def __init__(
@@ -98,24 +97,13 @@ class SlurmCluster:
         self.slurmd_port = 0
         self.env: dict[str, str] = {}
         self.jobs: list[int] = []
-        self.startup_seconds = 0.0
         self.slurmctld: subprocess.Popen[bytes] | None = None
         self.slurmd: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        """Write the configuration, start both daemons and wait until the node is idle."""
-        began = time.monotonic()
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
-        return self
-
     def _start(self) -> None:
+        """Write the configuration, start both daemons and wait until the node is idle."""
         for user in self.users:
             ensure_user(user)
         if self._munged is None:
@@ -158,12 +146,6 @@ class SlurmCluster:
             if self._own_base:
                 shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # -- clients -----------------------------------------------------------------------------------------
 
