@@ -14,9 +14,7 @@ import argparse
 import os
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from adopt.decision import Facts
@@ -187,43 +185,26 @@ def _check_node(opts: Options, report: _Report) -> None:
 
 
 def _check_auth(opts: Options, conf: Any, report: _Report) -> None:
-    """The RPC path signs with munged: check that a credential can be made and read back, in bounded time."""
-    if conf.auth_type != "auth/munge":
-        report.problem(f"AuthType={conf.auth_type}: the callerid RPC needs auth/munge")
+    """The RPC path signs with munged: check that a credential can be made and read back, in bounded time
+    (a munged that accepts and never answers would block libmunge for several seconds)."""
+    from slurmproto.errors import SlurmError
+    from slurmproto.munge import MungeContext
+    from slurmproto.settings import Settings
+
+    settings = Settings.from_conf(conf, munge_socket=opts.munge_socket)
+    if settings.auth_type != "auth/munge":
+        report.problem(f"AuthType={settings.auth_type}: the callerid RPC needs auth/munge")
         return
-    socket_path = opts.munge_socket or conf.munge_socket
-
-    def round_trip() -> None:
-        from slurmproto.munge import MungeContext
-
-        with MungeContext(socket_path) as munge:
-            munge.decode(munge.encode(b"slurm-adopt --check-config"))
-
-    where = socket_path or "libmunge's default socket"
-    error = _bounded(round_trip, opts.deadline)
-    if error is None:
-        report.ok(f"munged at {where} signs and verifies credentials")
+    where = settings.munge_socket or "libmunge's default socket"
+    deadline = time.monotonic() + opts.deadline
+    try:
+        with MungeContext(settings.munge_socket) as munge:
+            credential = munge.encode(b"slurm-adopt --check-config", timeout=deadline - time.monotonic())
+            munge.decode(credential, timeout=deadline - time.monotonic())
+    except SlurmError as exc:
+        report.problem(f"munged at {where}: {exc}")
     else:
-        report.problem(f"munged at {where}: {error}")
-
-
-def _bounded(call: Callable[[], None], seconds: float) -> str | None:
-    """Run `call` for at most `seconds` (a munged that accepts and never answers blocks libmunge for
-    several seconds); the error it raised, "timed out", or None."""
-    errors: list[str] = []
-
-    def target() -> None:
-        try:
-            call()
-        except Exception as exc:  # reported, not raised: this is a check
-            errors.append(str(exc) or type(exc).__name__)
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        return f"no answer within {seconds:g} s"
-    return errors[0] if errors else None
+        report.ok(f"munged at {where} signs and verifies credentials")
 
 
 # --- --session-env --------------------------------------------------------------------------------------
