@@ -35,14 +35,13 @@ from slurmproto.settings import (
     DEFAULT_TCP_TIMEOUT,
     NO_PAYLOAD_CHECKS,
     PayloadChecks,
-    Settings,
 )
 
 if TYPE_CHECKING:
-    from slurmproto.conf import SlurmConf
+    pass
 
 __all__ = ["MAX_REPLY", "REFUSED_BY_VERSION", "TRUSTED_UIDS", "Attempt", "CallerIdResult", "Endpoint",
-           "PayloadChecks", "callerid", "callerid_request", "trusted_uids"]
+           "PayloadChecks", "callerid", "callerid_request"]
 
 _T = TypeVar("_T")
 MAX_REPLY = 64 * 1024
@@ -238,8 +237,3 @@ def _timed(call: _Call, phase: str, what: str, munge_call: Callable[..., _T]) ->
             call.add(phase, t0)
     return timed
 
-
-def trusted_uids(conf: SlurmConf | None, deadline: float) -> frozenset[int]:
-    """Whose credentials a reply may carry: root and SlurmdUser (looked up within the deadline; root
-    without asking NSS). See Settings.trusted_uids."""
-    return Settings.from_conf(conf).trusted_uids(deadline)
