@@ -17,7 +17,6 @@ scenario error, given as one line.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import logging
 import re
@@ -30,9 +29,9 @@ from typing import Any
 
 from fake_slurmd.controller import LEVELS, FakeSlurmd
 from fake_slurmd.scenario import At, NodeSpec, Scenario, ScenarioError, ip_address, node_name
+from slurmproto import package_version
 from slurmproto.versions import BY_NAME
 
-DISTRIBUTION = "slurm-adopt-toolkit"
 LISTEN = re.compile(r"(?P<name>[^=]*)=(?P<host>.*):(?P<port>[0-9]{1,5})")
 
 
@@ -67,19 +66,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def _parser() -> argparse.ArgumentParser:
     summary, _, rest = (__doc__ or "").partition("\n\n")
     parser = argparse.ArgumentParser(prog="fake-slurmd", description=summary.split(": ", 1)[-1],
                                      epilog=rest.partition("\n\n")[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--scenario", help="scenario file (TOML or JSON); default: one node on a free port, no jobs")
     parser.add_argument("--release", choices=list(BY_NAME), help="behave exactly like this Slurm release")
     parser.add_argument("--listen", action="append", metavar="NAME=ADDRESS:PORT",

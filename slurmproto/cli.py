@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from slurmproto import package_version
+
 EXIT_FOUND, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
 PROG = "slurm-callerid"
@@ -87,17 +89,6 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
         print(f"{PROG} {package_version()}")
         parser.exit()
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("slurm-adopt-toolkit")
-    except PackageNotFoundError:
-        from slurmproto import __version__
-
-        return __version__
 
 
 # --- parsers ---------------------------------------------------------------------------------------
