@@ -1,10 +1,11 @@
 """The auth section and the credential payload that binds a credential to its message body.
 
-Auth section: u32 BE plugin id, then the plugin's data; for auth/munge (101) a packstr holding the
-MUNGE credential ("MUNGE:...:"). Since 22.05 the credential's payload is a hash of the body:
-`02` + KangarooTwelve(body, customization = msg_type as 2 BE bytes), 32 bytes. Receivers also accept
-an empty payload and the 3-byte "no hash" form `01` + msg_type (unless CommunicationParameters has
-block_null_hash / block_zero_hash), and, from 24.05, `04` + SHA3-256(body + msg_type).
+Auth section: u32 BE plugin id, then the plugin's data: for auth/munge (101) a packstr holding the
+MUNGE credential ("MUNGE:...:"), for auth/slurm (103) a packstr holding a JWT (slurmproto.slurmauth).
+Since 22.05 the credential's payload is a hash of the body: `02` + KangarooTwelve(body, customization =
+msg_type as 2 BE bytes), 32 bytes. Receivers also accept an empty payload and the 3-byte "no hash" form
+`01` + msg_type (unless CommunicationParameters has block_null_hash / block_zero_hash), and, from
+24.05, `04` + SHA3-256(body + msg_type).
 """
 
 from __future__ import annotations
@@ -24,30 +25,34 @@ from slurmproto.primitives import Typed, packstr
 class Credential:
     plugin_id: int
     credential: str | None
-    """The MUNGE credential text (without its NUL)."""
+    """The MUNGE credential or the auth/slurm token (without its NUL)."""
 
     @property
     def plugin(self) -> str:
         return AuthPlugin(self.plugin_id).plugin_name
 
 
-class _MungeOnly(Construct):  # type: ignore[misc]
-    """The plugin data: only auth/munge's packstr is known; any other id is an error."""
+PACKSTR_PLUGINS = frozenset({AuthPlugin.AUTH_MUNGE, AuthPlugin.AUTH_SLURM})
+"""The plugins whose data is one packstr; any other id is an error."""
+
+
+class _PackedCredential(Construct):  # type: ignore[misc]
+    """The plugin data: auth/munge's or auth/slurm's packstr."""
 
     def _parse(self, stream: Any, context: Any, path: str) -> str | None:
-        if context.plugin_id != AuthPlugin.AUTH_MUNGE:
+        if context.plugin_id not in PACKSTR_PLUGINS:
             raise UnknownAuthPlugin(context.plugin_id)
         return packstr._parsereport(stream, context, path)  # type: ignore[no-any-return]
 
     def _build(self, obj: str | None, stream: Any, context: Any, path: str) -> str | None:
-        if context.plugin_id != AuthPlugin.AUTH_MUNGE:
+        if context.plugin_id not in PACKSTR_PLUGINS:
             raise UnknownAuthPlugin(context.plugin_id)
         return packstr._build(obj, stream, context, path)  # type: ignore[no-any-return]
 
 
 AUTH = Typed(Credential, Struct(
     "plugin_id" / Int32ub,
-    "credential" / _MungeOnly(),
+    "credential" / _PackedCredential(),
 ))
 
 

@@ -38,7 +38,7 @@ from slurmproto.settings import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from slurmproto.signers import Signer
 
 __all__ = ["MAX_REPLY", "REFUSED_BY_VERSION", "TRUSTED_UIDS", "Attempt", "CallerIdResult", "Endpoint",
            "PayloadChecks", "callerid", "callerid_request"]
@@ -177,7 +177,7 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
              munge_ttl: int | None = None, connect_timeout: float = DEFAULT_TCP_TIMEOUT,
              message_timeout: float = DEFAULT_MESSAGE_TIMEOUT, timeout: float | None = None,
              slurmd: str | None = None, trusted_uids: Collection[int] = TRUSTED_UIDS,
-             checks: PayloadChecks = NO_PAYLOAD_CHECKS) -> CallerIdResult:
+             checks: PayloadChecks = NO_PAYLOAD_CHECKS, signer: Signer | None = None) -> CallerIdResult:
     """Ask the slurmd on `src` which job holds the TCP connection src:port_src -> dst:port_dst.
 
     `slurmd` sends the request to another address of the source node (default: `src` itself), e.g. its
@@ -185,27 +185,33 @@ def callerid(src: str, port_src: int, dst: str, port_dst: int, *, port: int = DE
 
     `version` pins the header version (one attempt). Otherwise versions are chosen automatically,
     starting from `start_version` (e.g. the local Slurm's) when given. `timeout` bounds the whole call,
-    munged included (default: connect_timeout + message_timeout). A reply is believed only when its
-    credential was minted by one of `trusted_uids` (root and SlurmdUser; default root only): anything
-    else raises ForgedReply. `checks`: CommunicationParameters' payload options for the reply's
-    credential. Raises a SlurmError subclass when no answer is had.
+    credentials included (default: connect_timeout + message_timeout). `signer` makes and checks the
+    credentials (slurmproto.signers: auth/slurm, or a MUNGE context of the caller's); without one, a
+    MUNGE context on `munge_socket` is opened for the call. A reply is believed only when its credential
+    was minted by one of `trusted_uids` (root and SlurmdUser; default root only): anything else raises
+    ForgedReply. `checks`: CommunicationParameters' payload options for the reply's credential. Raises a
+    SlurmError subclass when no answer is had.
     """
-    from slurmproto.munge import MungeContext  # ctypes: only when a request is really sent
-
     clock = _Clock(timeout if timeout is not None else connect_timeout + message_timeout)
     source, destination = Endpoint.parse(src), Endpoint.parse(dst)
     request = callerid_request(source, port_src, destination, port_dst)
     target = Endpoint.parse(slurmd) if slurmd else source
-    munge = MungeContext(munge_socket, ttl=munge_ttl)
+    owned = None
+    if signer is None:
+        from slurmproto.munge import MungeContext  # ctypes: only when a request is really sent
+
+        signer = owned = MungeContext(munge_socket, ttl=munge_ttl)
     try:  # close() never waits: a munge call abandoned at the deadline closes the context when it returns
         call = _Call(target.host, port, target.af, connect_timeout, message_timeout, clock)
         exchange = CalleridExchange(
-            request, sign=_timed(call, "munge_encode", "munge_encode", munge.encode),
-            decode=_timed(call, "verify", "munge_decode", munge.decode), slurmd=(call.host, call.port),
-            version=version, start_version=start_version, trusted_uids=trusted_uids, checks=checks)
+            request, sign=_timed(call, "sign", "signing the request", signer.encode),
+            decode=_timed(call, "verify", "checking the reply's credential", signer.decode),
+            slurmd=(call.host, call.port), version=version, start_version=start_version,
+            trusted_uids=trusted_uids, checks=checks, plugin_id=signer.plugin_id)
         return _drive(exchange, call)
     finally:
-        munge.close()
+        if owned is not None:
+            owned.close()
 
 
 def _drive(exchange: CalleridExchange, call: _Call) -> CallerIdResult:
@@ -227,12 +233,12 @@ def _drive(exchange: CalleridExchange, call: _Call) -> CallerIdResult:
     return action
 
 
-def _timed(call: _Call, phase: str, what: str, munge_call: Callable[..., _T]) -> Callable[[Any], _T]:
-    """A munge call bounded by what is left of the deadline (`what` names it), its time added to `phase`."""
+def _timed(call: _Call, phase: str, what: str, auth_call: Callable[..., _T]) -> Callable[[Any], _T]:
+    """A signer's call bounded by what is left of the deadline (`what` names it), its time added to `phase`."""
     def timed(data: Any) -> _T:
         t0 = time.monotonic()
         try:
-            return munge_call(data, timeout=call.clock.left(math.inf, what))
+            return auth_call(data, timeout=call.clock.left(math.inf, what))
         finally:
             call.add(phase, t0)
     return timed

@@ -248,6 +248,7 @@ class SlurmConf:
     message_timeout = TypedKey("MessageTimeout", _uint16, 10)
     tcp_timeout = TypedKey("TCPTimeout", _uint16, 2)
     slurm_user = TypedKey("SlurmUser", _text, "root")
+    cluster_name: TypedKey[str | None] = TypedKey("ClusterName", _text, None)
     slurmd_user = TypedKey("SlurmdUser", _text, "root")
 
     def __init__(self, path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *,

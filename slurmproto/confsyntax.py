@@ -32,7 +32,7 @@ from typing import NamedTuple
 from slurmproto.errors import SlurmError
 
 __all__ = ["MAX_CONF_FILES", "MAX_FILE_BYTES", "MAX_INCLUDE_DEPTH", "MAX_TOTAL_BYTES", "ConfError", "Entry",
-           "read_file", "read_text"]
+           "read_at_most", "read_file", "read_text"]
 
 MAX_INCLUDE_DEPTH = 16
 """Include nesting deeper than this is refused (Slurm has no limit; an Include loop is caught sooner)."""
@@ -138,7 +138,7 @@ class _Reader:
             _regular(info.st_mode, fail)
             limit = min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - self.bytes_read)
             if info.st_size <= limit:
-                data = _read_at_most(fd, limit + 1)  # the file may grow while it is read
+                data = read_at_most(fd, limit + 1)  # the file may grow while it is read
         finally:
             os.close(fd)
         if info.st_size > limit or len(data) > limit:
@@ -215,7 +215,7 @@ def _regular(mode: int, fail: Callable[[str], ConfError]) -> None:
     raise fail(f"cannot read: {kind} (slurm.conf and its Includes must be regular files)")
 
 
-def _read_at_most(fd: int, count: int) -> bytes:
+def read_at_most(fd: int, count: int) -> bytes:
     """Up to `count` bytes, in reads of whole pages (some /proc files refuse others) of at most 64 KiB
     (os.read() allocates the size asked for first)."""
     count = -(-count // _PAGE) * _PAGE

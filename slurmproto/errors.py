@@ -114,7 +114,8 @@ class UnknownAuthPlugin(ProtocolError):
             name = f"{AuthPlugin(plugin_id).plugin_name} ({plugin_id})"
         except ValueError:
             name = f"id {plugin_id}"
-        super().__init__(f"unsupported auth plugin {name}; only auth/munge (101) is supported")
+        super().__init__(f"unsupported auth plugin {name}; only auth/munge (101) and auth/slurm (103) are "
+                         "supported")
         self.plugin_id = plugin_id
 
 
@@ -146,6 +147,66 @@ class ForgedReply(AuthError):
         names = ", ".join(str(uid) for uid in self.trusted)
         super().__init__(f"reply from {where} was signed by uid {signer_uid}, not by root or SlurmdUser "
                          f"(trusted uids: {names}): a forged answer, ignored")
+
+
+class TokenError(AuthError):
+    """An auth/slurm token that a slurmd would not accept."""
+
+
+class MalformedToken(TokenError):
+    """Not three base64url parts, or a claim of the wrong type."""
+
+
+class TokenNotJson(MalformedToken):
+    """The header or the claims do not decode as a JSON object."""
+
+
+class OversizedToken(MalformedToken):
+    """Longer than any token is read (slurmauth.MAX_TOKEN)."""
+
+
+class BadAlgorithm(TokenError):
+    """alg is not HS256 ("none" included)."""
+
+
+class UnknownKid(TokenError):
+    """The header names a key (kid) the verifier's slurm.jwks does not hold."""
+
+
+class ExpiredKey(TokenError):
+    """Signed with a slurm.jwks key past its "exp"."""
+
+
+class BadSignature(TokenError):
+    """The HMAC does not verify with the selected key."""
+
+
+class ExpiredToken(TokenError):
+    """exp has passed."""
+
+
+class WrongRuid(TokenError):
+    """Restricted (ruid) to another uid than the verifier's."""
+
+
+class MissingClaim(TokenError):
+    """A claim Slurm requires (iat, exp, ruid, uid, gid, host, context) is absent."""
+
+    def __init__(self, claim: str) -> None:
+        super().__init__(f"auth/slurm token has no {claim!r} claim")
+        self.claim = claim
+
+
+class WrongContext(TokenError):
+    """context is neither "auth" nor "sack"."""
+
+
+class KeyFileError(SlurmError):
+    """slurm.key or slurm.jwks is missing, unreadable, insecure (any permission for others) or malformed."""
+
+
+class SackError(SlurmError):
+    """The sack socket cannot be reached, or did not create or verify a token."""
 
 
 # --- talking to a peer -------------------------------------------------------------------------------

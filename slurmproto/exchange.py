@@ -8,8 +8,8 @@ version (25.05, 25.11) or answers HTTP 405 (25.11+) when it does not speak the r
 In auto mode the exchange starts from `start_version` (e.g. the local Slurm's) and, on such a refusal,
 tries versions of other releases, up to the release table's bound (versions.max_attempts()).
 
-Signing and credential decoding are injected callables (MUNGE in practice), so this module needs no
-daemon; a reply is believed only once its credential decodes, its signer is trusted and its payload
+Signing and credential decoding are injected callables (MUNGE or auth/slurm: slurmproto.signers), so
+this module needs no daemon; a reply is believed only once its credential decodes, its signer is trusted and its payload
 hash matches the body (slurmproto.auth.check_payload, with slurm.conf's block_null_hash/block_zero_hash).
 """
 
@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 
 from slurmproto.auth import check_payload
 from slurmproto.codec import Frame, sign_and_encode
-from slurmproto.constants import NO_VAL, MsgType
+from slurmproto.constants import NO_VAL, AuthPlugin, MsgType
 from slurmproto.errors import (
     AuthError,
     ForgedReply,
@@ -80,7 +80,7 @@ class CallerIdResult:
     """Who signed the reply's credential (slurmd's uid), when it had one."""
     attempts: list[Attempt] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent per phase: munge_encode, connect, send, receive, verify, total."""
+    """Seconds spent per phase: sign, connect, send, receive, verify, total."""
     sent: bytes = b""
     received: bytes = b""
     reply: NetworkCallerIdResponse | None = None
@@ -118,8 +118,10 @@ class CalleridExchange:
     def __init__(self, request: NetworkCallerIdRequest, *, sign: Sign, decode: Decode, slurmd: tuple[str, int],
                  version: int | None = None, start_version: int | None = None,
                  trusted_uids: Collection[int] = TRUSTED_UIDS, checks: PayloadChecks = NO_PAYLOAD_CHECKS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, plugin_id: int = AuthPlugin.AUTH_MUNGE) -> None:
         self.request, self.sign, self.decode, self.slurmd = request, sign, decode, slurmd
+        self.plugin_id = plugin_id
+        """The auth plugin of our credentials, and the only one a reply may carry."""
         self.version, self.start = version, start_version
         self.trusted = frozenset(trusted_uids)
         self.checks, self.clock = checks, clock
@@ -156,7 +158,7 @@ class CalleridExchange:
             return Fail(Refused(f"{self.last_error} (tried protocol versions {tried}; a slurmd also closes "
                                 "without answering when it rejects the credential)", list(self.attempts)))
         self._started = self.clock()
-        self._pending = Send(sign_and_encode(self.request, version, self.sign), version)
+        self._pending = Send(sign_and_encode(self.request, version, self.sign, plugin_id=self.plugin_id), version)
         return self._pending
 
     def on_closed(self, error: PeerClosed | None = None) -> Send | Fail:
@@ -231,6 +233,9 @@ class CalleridExchange:
             if isinstance(reply.message, NetworkCallerIdResponse):
                 raise AuthError("slurmd's callerid reply carries no credential")
             return None
+        if reply.auth.plugin_id != self.plugin_id:
+            raise AuthError(f"slurmd's reply is signed with {reply.auth.plugin}, not with "
+                            f"{AuthPlugin(self.plugin_id).plugin_name} as our request was")
         decoded = self.decode(reply.auth.credential)
         if decoded.uid not in self.trusted:
             raise ForgedReply(decoded.uid, self.trusted, f"{self.slurmd[0]}:{self.slurmd[1]}")

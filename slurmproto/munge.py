@@ -310,6 +310,8 @@ class MungeContext:
     never waits for such a call, the contexts are destroyed when it returns.
     """
 
+    plugin_id = 101
+    """auth/munge: the auth section's plugin id (slurmproto.signers.Signer)."""
     _lib: _Lib | None = None
     _enc: int | None = None
     _dec: int | None = None
@@ -447,6 +449,11 @@ class MungeContext:
                 self._destroy()
         finally:
             self._lock.release()
+
+    @property
+    def description(self) -> str:
+        where = self._socket.decode(errors="replace") if self._socket else "libmunge's default socket"
+        return f"auth/munge, munged at {where}"
 
     def close(self) -> None:
         """Destroy the munge contexts (idempotent). Never waits: while another thread is inside

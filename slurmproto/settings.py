@@ -7,7 +7,8 @@ options). Without a slurm.conf every value is the default an empty slurm.conf ha
 slurmproto.conf's keys, nowhere else (DEFAULT_* below are read from there, for signatures and help texts).
 
 Imported by slurm-callerid and by the hook on its RPC path only; it imports slurmproto.conf (which the
-hook loads anyway) and nothing of the codec, construct or MUNGE.
+hook loads anyway) and slurmproto.signers, and nothing of the codec, construct or MUNGE until a signer
+is made.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slurmproto.conf import parse_text
+from slurmproto.signers import AuthChoice
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from slurmproto.conf import SlurmConf
+    from slurmproto.signers import Signer
 
 ROOT_ONLY = frozenset({0})
 """Whose credentials a reply may carry when SlurmdUser is root (its default)."""
@@ -58,12 +63,16 @@ class Settings:
     """Whose credential slurmd's replies carry; its uid is looked up through `conf` (trusted_uids())."""
     conf: SlurmConf = field(repr=False, compare=False)
     """Where the values came from (an empty configuration when there is no slurm.conf)."""
+    auth: AuthChoice = field(default_factory=AuthChoice)
+    """What makes credentials: AuthType with its munged socket, or auth/slurm's key files and cluster."""
 
     @classmethod
     def from_conf(cls, conf: SlurmConf | None, *, port: int | None = None, munge_socket: str | None = None,
-                  connect_timeout: float | None = None, message_timeout: float | None = None) -> Settings:
+                  connect_timeout: float | None = None, message_timeout: float | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
         """The settings of `conf` (None: no slurm.conf, every default); an override given (not None, not
-        empty: an empty --munge-socket is no socket named) wins.
+        empty: an empty --munge-socket is no socket named) wins. `env` is where $SLURM_SACK_KEY,
+        $SLURM_SACK_JWKS and $SLURM_SACK_SOCKET are read (None: nowhere, as the hook does).
 
         Raises what slurmproto.conf's typed keys raise (ConfError).
         """
@@ -77,7 +86,8 @@ class Settings:
             slurm_user=source.slurm_user, slurmd_user=source.slurmd_user, conf=source)
         overrides: dict[str, Any] = {"port": port, "munge_socket": munge_socket, "connect_timeout": connect_timeout,
                      "message_timeout": message_timeout}
-        return replace(settings, **{k: v for k, v in overrides.items() if v not in (None, "")})
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v not in (None, "")})
+        return replace(settings, auth=_auth_choice(settings, conf, env))
 
     @property
     def timeout(self) -> float:
@@ -89,6 +99,14 @@ class Settings:
         return {"port": self.port, "munge_socket": self.munge_socket, "munge_ttl": self.munge_ttl,
                 "connect_timeout": self.connect_timeout, "message_timeout": self.message_timeout,
                 "checks": self.checks}
+
+    def signer(self, start_version: int | None) -> Signer:
+        """What signs requests and checks replies, as a client of the local release (`start_version`, else
+        the newest) would: munged, or auth/slurm with the key when readable, else through sack."""
+        from slurmproto.versions import NEWEST, nearest_release
+
+        release = nearest_release(start_version) if start_version is not None else NEWEST
+        return self.auth.make_signer(release, sack_timeout=self.timeout)
 
     def trusted_uids(self, deadline: float) -> frozenset[int]:
         """Whose credentials a reply may carry: root and SlurmdUser, looked up within the deadline (root
@@ -104,6 +122,16 @@ class Settings:
             f"looking up SlurmdUser {self.slurmd_user!r}: the user database did not answer within "
             f"{max(left, 0):.3g} s"), self.conf.slurmd_uid)
         return frozenset({0, uid})
+
+
+def _auth_choice(settings: Settings, conf: SlurmConf | None, env: Mapping[str, str] | None) -> AuthChoice:
+    key_file = jwks_file = None
+    if conf is not None:
+        from slurmproto.authkeys import key_files
+
+        key_file, jwks_file = key_files(conf.filename, env)
+    return AuthChoice(settings.auth_type, settings.munge_socket, settings.munge_ttl, key_file, jwks_file,
+                      settings.conf.cluster_name, env)
 
 
 def _empty() -> SlurmConf:

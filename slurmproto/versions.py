@@ -92,6 +92,21 @@ class StepdRules(NamedTuple):
     """u64 values in the STEP_MEM_LIMITS reply: job_mem and step_mem, or job_mem alone (26.05)."""
 
 
+class AuthSlurmRules(NamedTuple):
+    """What a release's auth/slurm plugin (AuthType=auth/slurm) and its sack socket do."""
+
+    available: bool
+    """The plugin exists (23.11+)."""
+    jwks: bool
+    """slurm.jwks (keys with a kid, an expiry and a default) is read when present, tokens carry the key's
+    kid in their header, and $SLURM_SACK_JWKS names the file (24.05+)."""
+    sack_lookup: bool
+    """Clients look for the sack socket at $SLURM_SACK_SOCKET, then /run/slurm-<ClusterName>/sack.socket,
+    before the daemons' own paths (25.05+)."""
+    sack_verify_silent: bool
+    """A failed sack VERIFY is answered by closing, with no return code (25.11+)."""
+
+
 class Release(NamedTuple):
     """One Slurm release series as it behaves on the wire. Every field is required."""
 
@@ -102,6 +117,7 @@ class Release(NamedTuple):
     layout: Layout
     slurmd: SlurmdRules
     stepd: StepdRules
+    auth_slurm: AuthSlurmRules
 
     @property
     def window(self) -> tuple[int, int]:
@@ -201,7 +217,8 @@ RELEASES: tuple[Release, ...] = (
                                exact_body_length=False, nul_check=False, rejects_nobody=False,
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
-                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2)),
+                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
+            auth_slurm=AuthSlurmRules(available=False, jwks=False, sack_lookup=False, sack_verify_silent=False)),
     Release("23.02", SLURM_23_02, back=2,
             layout=Layout(extra_header_field=False, forward_net_cred=False, forward_tree_depth=False,
                           step_id_replies=False),
@@ -210,7 +227,8 @@ RELEASES: tuple[Release, ...] = (
                                exact_body_length=True, nul_check=True, rejects_nobody=True,
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
-                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2)),
+                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
+            auth_slurm=AuthSlurmRules(available=False, jwks=False, sack_lookup=False, sack_verify_silent=False)),
     Release("23.11", SLURM_23_11, back=2,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=False,
                           step_id_replies=False),
@@ -219,7 +237,8 @@ RELEASES: tuple[Release, ...] = (
                                exact_body_length=True, nul_check=True, rejects_nobody=True,
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
-                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2)),
+                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
+            auth_slurm=AuthSlurmRules(available=True, jwks=False, sack_lookup=False, sack_verify_silent=False)),
     Release("24.05", SLURM_24_05, back=2,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=False,
                           step_id_replies=False),
@@ -228,7 +247,8 @@ RELEASES: tuple[Release, ...] = (
                                exact_body_length=True, nul_check=True, rejects_nobody=True,
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_24_05, slurmd_only=NOBODY, owner_only=NOBODY,
-                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2)),
+                             ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=False, sack_verify_silent=False)),
     Release("24.11", SLURM_24_11, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=False),
@@ -237,7 +257,8 @@ RELEASES: tuple[Release, ...] = (
                                exact_body_length=True, nul_check=True, rejects_nobody=True,
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_24_05, slurmd_only=NOBODY, owner_only=NOBODY,
-                             ending_step_closes=True, ns_fd_count_reply=True, mem_limits_values=2)),
+                             ending_step_closes=True, ns_fd_count_reply=True, mem_limits_values=2),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=False, sack_verify_silent=False)),
     Release("25.05", SLURM_25_05, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=False),
@@ -246,7 +267,8 @@ RELEASES: tuple[Release, ...] = (
                                exact_body_length=True, nul_check=True, rejects_nobody=True,
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_24_05, slurmd_only=NOBODY, owner_only=NOBODY,
-                             ending_step_closes=True, ns_fd_count_reply=True, mem_limits_values=2)),
+                             ending_step_closes=True, ns_fd_count_reply=True, mem_limits_values=2),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=False)),
     Release("25.11", SLURM_25_11, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=True),
@@ -256,7 +278,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_25_11, slurmd_only=SLURMD_ONLY_25_11,
                              owner_only=OWNER_ONLY_25_11, ending_step_closes=True, ns_fd_count_reply=False,
-                             mem_limits_values=2)),
+                             mem_limits_values=2),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=True)),
     Release("26.05", SLURM_26_05, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=True),
@@ -267,7 +290,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=True),
             stepd=StepdRules(requests=STEPD_REQUESTS_26_05, slurmd_only=SLURMD_ONLY_26_05,
                              owner_only=OWNER_ONLY_25_11, ending_step_closes=True, ns_fd_count_reply=False,
-                             mem_limits_values=1)),
+                             mem_limits_values=1),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=True)),
 )
 BY_NAME: dict[str, Release] = {r.name: r for r in RELEASES}
 OLDEST, NEWEST = RELEASES[0], RELEASES[-1]

@@ -55,7 +55,7 @@ def test_oversize_length_prefix_refused_before_buffering() -> None:
         decoder.next_frame()
 
 
-@pytest.mark.parametrize(("plugin_id", "name"), [(102, "auth/jwt"), (103, "auth/slurm"), (7, "id 7")])
+@pytest.mark.parametrize(("plugin_id", "name"), [(100, "auth/none"), (102, "auth/jwt"), (7, "id 7")])
 def test_wrong_plugin_id(plugin_id: int, name: str) -> None:
     raw = encode_frame(NetworkCallerIdResponse(1, 0, "n"), SLURM_22_05, credential=CRED)
     raw = raw[:20] + plugin_id.to_bytes(4, "big") + raw[24:]

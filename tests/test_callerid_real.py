@@ -78,7 +78,7 @@ def test_client_api_result(slurm_cluster: SlurmCluster, connected_job: Connected
     result = _ask(slurm_cluster, connected_job, version=SLURM_22_05)
     assert result.job_id == connected_job.job_id
     assert result.protocol_version == SLURM_22_05
-    assert {"munge_encode", "connect", "send", "receive", "verify", "total"} <= set(result.timings)
+    assert {"sign", "connect", "send", "receive", "verify", "total"} <= set(result.timings)
 
 
 def test_ipv4_mapped_source_is_asked_over_ipv4(slurm_cluster: SlurmCluster, connected_job: ConnectedJob) -> None:

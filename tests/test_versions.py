@@ -43,6 +43,7 @@ from slurmproto.versions import (
     STEP_ID_REPLIES,
     STEPD_REQUESTS_22_05,
     STEPD_SLUID,
+    AuthSlurmRules,
     Layout,
     Refusal,
     Release,
@@ -190,7 +191,7 @@ def test_retry_bound_is_needed() -> None:
 
 @pytest.mark.parametrize(("kind", "row", "missing"), [
     (type(part), part, name)
-    for part in (NEWEST, NEWEST.layout, NEWEST.slurmd, NEWEST.stepd) for name in type(part)._fields
+    for part in (NEWEST, NEWEST.layout, NEWEST.slurmd, NEWEST.stepd, NEWEST.auth_slurm) for name in type(part)._fields
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_a_row_without_a_fact_is_refused(kind: type, row: NamedTuple, missing: str) -> None:
     fields = row._asdict()
@@ -212,6 +213,7 @@ R26_11 = Release(
                        rejects_nobody=False, callerid_step=False),
     stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
                      ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=3),
+    auth_slurm=AuthSlurmRules(available=True, jwks=False, sack_lookup=False, sack_verify_silent=False),
 )
 
 
