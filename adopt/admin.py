@@ -193,7 +193,7 @@ def _check_auth(opts: Options, conf: Any, report: _Report) -> None:
 
     settings = Settings.from_conf(conf, munge_socket=opts.munge_socket)
     if settings.auth_type != "auth/munge":
-        report.problem(f"AuthType={settings.auth_type}: the callerid RPC needs auth/munge")
+        _check_slurm_auth(settings, report)
         return
     where = settings.munge_socket or "libmunge's default socket"
     deadline = time.monotonic() + opts.deadline
@@ -205,6 +205,21 @@ def _check_auth(opts: Options, conf: Any, report: _Report) -> None:
         report.problem(f"munged at {where}: {exc}")
     else:
         report.ok(f"munged at {where} signs and verifies credentials")
+
+
+def _check_slurm_auth(settings: Any, report: _Report) -> None:
+    """auth/slurm: which credentials the RPC path will use, and that they sign and verify."""
+    from slurmproto.auth import payload_hash
+    from slurmproto.errors import SlurmError
+    from slurmproto.localslurm import libslurm_version
+
+    try:
+        signer = settings.signer(libslurm_version())
+        signer.decode(signer.encode(payload_hash(b"slurm-adopt --check-config", 0)))
+    except SlurmError as exc:
+        report.problem(f"AuthType={settings.auth_type}: {exc}")
+    else:
+        report.ok(f"AuthType={settings.auth_type}: {signer.description} signs and verifies credentials")
 
 
 # --- --session-env --------------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ class Gatherer:
     def rpc_options(self) -> dict[str, Any]:
         """callerid()'s settings from slurm.conf and the options (SlurmdUser looked up within the deadline)."""
         from slurmproto.conf import ConfError
-        from slurmproto.errors import LocalTimeout
+        from slurmproto.errors import LocalTimeout, SlurmError
         from slurmproto.localslurm import libslurm_version
         from slurmproto.settings import Settings
         from slurmproto.versions import parse_version
@@ -156,8 +156,15 @@ class Gatherer:
             trusted = settings.trusted_uids(self.deadline)
         except (ConfError, LocalTimeout) as exc:
             raise FactError(f"SlurmdUser: {exc}") from None
-        return {**settings.callerid_options(), "version": version,
-                "start_version": libslurm_version() if version is None else None, "trusted_uids": trusted}
+        start = libslurm_version() if version is None else None
+        options = {**settings.callerid_options(), "version": version, "start_version": start,
+                   "trusted_uids": trusted}
+        if settings.auth.auth_type != "auth/munge":  # as root: the node's key (no munged needed)
+            try:
+                options["signer"] = settings.signer(version or start)
+            except SlurmError as exc:
+                raise FactError(f"AuthType={settings.auth.auth_type}: {exc}") from None
+        return options
 
     def rpc(self, user: str) -> Rpc:
         rip, rport, lip, lport = self.checked_connection()

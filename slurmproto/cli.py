@@ -216,8 +216,8 @@ def _callerid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     say = _printer(args.verbose)
     try:
         settings, deadline = _settings(args, say, started)
-        say(f"asking slurmd at {args.ip_src} port {settings['port']}; "
-            f"munge socket {settings['munge_socket'] or 'default'}")
+        say(f"asking slurmd at {args.ip_src} port {settings['port']}"
+            + ("" if "signer" in settings else f"; munge socket {settings['munge_socket'] or 'default'}"))
         settings["timeout"] = deadline - time.monotonic()
         result = callerid(args.ip_src, args.port_src, args.ip_dst, args.port_dst, **settings)
     except (SlurmError, ValueError, OSError) as exc:
@@ -337,13 +337,17 @@ def _settings(args: argparse.Namespace, say: Callable[[str], None],
     from slurmproto.settings import Settings
 
     conf = load_conf(args.conf, say)
-    settings = Settings.from_conf(conf, port=args.port, munge_socket=args.munge_socket)
+    settings = Settings.from_conf(conf, port=args.port, munge_socket=args.munge_socket, env=os.environ)
     budget = args.timeout if args.timeout is not None else settings.timeout
     deadline = started + budget
     version = args.protocol_version
     start = None if version is not None else _local_version(conf, deadline, say)
-    return {**settings.callerid_options(), "version": version, "start_version": start, "timeout": budget,
-            "trusted_uids": settings.trusted_uids(deadline)}, deadline
+    options = {**settings.callerid_options(), "version": version, "start_version": start, "timeout": budget,
+               "trusted_uids": settings.trusted_uids(deadline)}
+    if settings.auth.auth_type != "auth/munge":  # MUNGE: callerid() opens (and closes) its own context
+        signer = options["signer"] = settings.signer(version or start)
+        say(f"credentials: {signer.description}")
+    return options, deadline
 
 
 def _local_version(conf: Any, deadline: float, say: Callable[[str], None]) -> int | None:
