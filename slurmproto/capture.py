@@ -1,24 +1,29 @@
 """`slurm-callerid decode`: frames from captures (hex, raw or JSON) printed as JSON: header, auth, credential
-check, body. The decoder itself is slurmproto.codec."""
+check (MUNGE through munged; auth/slurm tokens' header, claims, signature and body hash), body. The decoder
+itself is slurmproto.codec."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import string
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slurmproto.auth import check_payload
 from slurmproto.codec import Frame, FrameOptions, decode_stream
 from slurmproto.conf import ConfError
-from slurmproto.constants import AF_INET, AF_INET6, MsgType
-from slurmproto.errors import InputError, SlurmError
+from slurmproto.constants import AF_INET, AF_INET6, AuthPlugin, MsgType
+from slurmproto.errors import InputError, KeyFileError, SlurmError
 from slurmproto.messages import NetworkCallerIdRequest
 from slurmproto.settings import PayloadChecks
 from slurmproto.versions import name_of
+
+if TYPE_CHECKING:
+    from slurmproto.slurmauth import KeyRing
 
 HEX_CHARS = set(string.hexdigits + string.whitespace + ":")
 MAX_INPUT = 64 * 1024 * 1024
@@ -100,8 +105,9 @@ def _address(family: int, packed: bytes) -> str | None:
     return unpack(family, packed) if needed and len(packed) >= needed else None
 
 
-def frame_json(frame: Frame, munge: Any = None) -> dict[str, Any]:
-    """A decoded frame as JSON-ready data. With a MungeContext, the credential is checked too."""
+def frame_json(frame: Frame, munge: Any = None, keys: KeyRing | None = None) -> dict[str, Any]:
+    """A decoded frame as JSON-ready data. With a MungeContext, a MUNGE credential is checked too; with
+    `keys`, an auth/slurm token's signature."""
     header = frame.header
     try:
         type_name = MsgType(header.msg_type).name
@@ -116,7 +122,9 @@ def frame_json(frame: Frame, munge: Any = None) -> dict[str, Any]:
         cred = frame.auth.credential or ""
         out["auth"] = {"plugin_id": frame.auth.plugin_id, "plugin": frame.auth.plugin,
                        "credential_length": len(cred) + 1, "auth_length": frame.auth_length}
-        if munge is not None:
+        if frame.auth.plugin_id == AuthPlugin.AUTH_SLURM:
+            out["token"] = token_json(cred, frame, keys)
+        elif munge is not None:
             out["munge"] = _check_credential(munge, cred, frame)
     else:
         out["auth"] = None
@@ -127,6 +135,57 @@ def frame_json(frame: Frame, munge: Any = None) -> dict[str, Any]:
     out["body"] = body
     out["body_hex"] = frame.body.hex()
     return out
+
+
+def token_json(text: str, frame: Frame, keys: KeyRing | None) -> dict[str, Any]:
+    """An auth/slurm token's header and claims, whether its signature verifies with `keys` (a capture's
+    token is usually expired: that is said, not held against it) and whether its payload matches the body."""
+    from slurmproto import slurmauth
+
+    try:
+        token = slurmauth.parse(text)
+    except SlurmError as exc:
+        return {"error": str(exc), "error_type": type(exc).__name__}
+    out: dict[str, Any] = {"header": token.header, "claims": token.claims}
+    if keys is None:
+        out["signature"] = "not checked: no key (--key PATH, or run where slurm.key is readable)"
+    else:
+        try:
+            slurmauth.check_signature(token, keys)
+        except SlurmError as exc:
+            out.update(signature=str(exc), signature_ok=False)
+        else:
+            out.update(signature=f"verifies with {keys.source}", signature_ok=True)
+    exp = token.claims.get("exp")
+    out["expired"] = not isinstance(exp, int) or exp < time.time()
+    try:
+        kind = check_payload(token.checked_claims().payload, frame.body, frame.header.msg_type)
+    except SlurmError as exc:
+        out.update(hash=str(exc), hash_ok=False)
+    else:
+        out.update(hash=f"{kind.name if kind else 'empty payload'}: matches the body", hash_ok=True)
+    return out
+
+
+def open_keys(args: argparse.Namespace) -> KeyRing | None:
+    """auth/slurm's keys for `decode`: --key PATH (slurm.key or slurm.jwks), else the local key when this
+    process can read it, else none (signatures are then not checked)."""
+    from slurmproto.authkeys import jwks_keyring, load_keyring, read_key_file
+
+    path = getattr(args, "key", None)
+    if path:
+        if path.endswith(".jwks"):
+            return jwks_keyring(read_key_file(path), path)
+        return load_keyring(path)
+    from slurmproto.cli import load_conf
+    from slurmproto.settings import Settings
+    from slurmproto.versions import NEWEST
+
+    try:
+        settings = Settings.from_conf(load_conf(args.conf, lambda text: None), env=os.environ)
+        return settings.auth.readable_keys(NEWEST)
+    except SlurmError:
+        return None
 
 
 def _check_credential(munge: Any, credential: str, frame: Frame) -> dict[str, Any]:
@@ -198,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         blobs = read_frames_input(read_input(args.file), "hex" if args.hex else "raw" if args.raw else None)
         munge = open_munge(args)
-    except (InputError, ConfError) as exc:
+        keys = open_keys(args)
+    except (InputError, ConfError, KeyFileError) as exc:
         print(f"slurm-callerid decode: {exc}", file=sys.stderr)
         return 1
     options = FrameOptions(nul_check=not args.lenient, exact_body_length=not args.lenient)
@@ -207,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for blob in blobs:
             try:
-                results.extend(frame_json(frame, munge) for frame in decode_stream(blob, options))
+                results.extend(frame_json(frame, munge, keys) for frame in decode_stream(blob, options))
             except SlurmError as exc:
                 failed = True
                 results.append({"error": str(exc), "error_type": type(exc).__name__, "rc": exc.rc,

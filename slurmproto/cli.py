@@ -2,7 +2,7 @@
 
     slurm-callerid [options] IP_SRC PORT_SRC IP_DST PORT_DST [4|6]
     slurm-callerid batch [options] [FILE]
-    slurm-callerid decode [--hex | --raw] [--munge-socket PATH] [FILE]
+    slurm-callerid decode [--hex | --raw] [--munge-socket PATH] [--key PATH] [FILE]
 
 Exit status: 0 a job was named (batch: for every query); 1 indeterminate or an error (as scontrol); 2 usage.
 No input ends in a traceback: an unexpected exception is one "internal error" line and exit status 1.
@@ -158,6 +158,9 @@ def _decode_parser() -> argparse.ArgumentParser:
     form.add_argument("--hex", action="store_true", help="input is hex")
     form.add_argument("--raw", action="store_true", help="input is raw bytes")
     parser.add_argument("--no-munge", action="store_true", help="do not try to decode credentials")
+    parser.add_argument("--key", metavar="PATH",
+                        help="auth/slurm: check tokens' signatures with this slurm.key or slurm.jwks (default: "
+                             "the key beside slurm.conf, when readable)")
     parser.add_argument("--timeout", type=_arg(seconds), default=10.0, metavar="SECONDS",
                         help="how long munged may take for all credential checks (default: 10)")
     parser.add_argument("--lenient", action="store_true",

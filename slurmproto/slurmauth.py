@@ -139,6 +139,22 @@ def parse(text: str) -> Token:
 def verify(text: str, keys: KeyRing, *, verifier_uid: int, now: float | None = None) -> Claims:
     """The claims of a token that a slurmd running as `verifier_uid` would accept; raises a TokenError."""
     token = parse(text)
+    moment = time.time() if now is None else now
+    check_signature(token, keys, moment)
+    exp = _claim_int(token.claims, "exp")
+    if exp < int(moment):
+        raise ExpiredToken(f"auth/slurm token expired at {exp} ({int(moment) - exp} s ago)")
+    ruid = _claim_int(token.claims, "ruid")
+    if ruid not in (UID_ANY, verifier_uid):
+        raise WrongRuid(f"auth/slurm token may be verified by uid {ruid} only, not by uid {verifier_uid}")
+    claims = token.checked_claims()
+    if claims.context not in CONTEXTS:
+        raise WrongContext(f"auth/slurm token's context is {claims.context!r}, not 'auth' or 'sack'")
+    return claims
+
+
+def check_signature(token: Token, keys: KeyRing, now: float | None = None) -> Key:
+    """The key that signed `token` (alg HS256, the key its kid selects, not expired at `now`)."""
     alg = token.header.get("alg")
     if not isinstance(alg, str) or alg.upper() != ALGORITHM:
         raise BadAlgorithm(f"auth/slurm token uses alg {alg!r}; only {ALGORITHM} is accepted")
@@ -150,16 +166,7 @@ def verify(text: str, keys: KeyRing, *, verifier_uid: int, now: float | None = N
     if not hmac.compare_digest(expected, token.signature):
         raise BadSignature("auth/slurm token's signature does not verify with "
                            f"{'key ' + repr(key.kid) if key.kid else 'the node key'} of {keys.source}")
-    exp = _claim_int(token.claims, "exp")
-    if exp < int(moment):
-        raise ExpiredToken(f"auth/slurm token expired at {exp} ({int(moment) - exp} s ago)")
-    ruid = _claim_int(token.claims, "ruid")
-    if ruid not in (UID_ANY, verifier_uid):
-        raise WrongRuid(f"auth/slurm token may be verified by uid {ruid} only, not by uid {verifier_uid}")
-    claims = token.checked_claims()
-    if claims.context not in CONTEXTS:
-        raise WrongContext(f"auth/slurm token's context is {claims.context!r}, not 'auth' or 'sack'")
-    return claims
+    return key
 
 
 def sign(payload: bytes, key: Key, *, uid: int, gid: int, host: str, ruid: int = UID_ANY, ver: int,

@@ -3,11 +3,14 @@ the node key and signs its answer as a slurmd does (the fake node's auth/slurm m
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
+from slurmproto.cli import main as cli_main
 from slurmproto.client import CallerIdResult, callerid
 from slurmproto.codec import decode_stream, sign_and_encode
 from slurmproto.constants import AuthPlugin
@@ -67,3 +70,25 @@ def test_reply_with_a_munge_credential_is_refused() -> None:
         conn.sendall(sign_and_encode(reply, SLURM_26_05, ours.encode, plugin_id=AuthPlugin.AUTH_MUNGE))
     with ScriptedPeer(munge_reply) as peer, pytest.raises(AuthError, match="auth/munge"):
         ask(peer.port, ours)
+
+
+def test_decode_shows_a_tokens_claims_signature_and_hash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "slurm.key"
+    key.write_bytes(RING.default.secret)
+    key.chmod(0o600)
+    frame = sign_and_encode(NetworkCallerIdResponse(42, 0, "node1"), SLURM_26_05, KeySigner(RING, SLURM_26_05).encode,
+                            plugin_id=AuthPlugin.AUTH_SLURM)
+    capture = tmp_path / "frame.hex"
+    capture.write_text(frame.hex())
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=c1\n")
+    assert cli_main(["decode", "--conf", str(conf), "--no-munge", "--key", str(key), str(capture)]) == 0
+    token = json.loads(capsys.readouterr().out)["token"]
+    claims = token["claims"]
+    assert (token["header"]["alg"], claims["uid"], claims["context"]) == ("HS256", os.getuid(), "auth")
+    assert (token["signature_ok"], token["hash_ok"], token["expired"]) == (True, True, False)
+    other = tmp_path / "other.key"
+    other.write_bytes(os.urandom(32))
+    other.chmod(0o600)
+    assert cli_main(["decode", "--conf", str(conf), "--no-munge", "--key", str(other), str(capture)]) == 0
+    assert json.loads(capsys.readouterr().out)["token"]["signature_ok"] is False
