@@ -106,6 +106,9 @@ class Settings:
         from slurmproto.versions import NEWEST, nearest_release
 
         release = nearest_release(start_version) if start_version is not None else NEWEST
+        if self.auth.auth_type == "auth/slurm" and not release.auth_slurm.available:
+            # slurm.conf says auth/slurm, so the cluster is 23.11+ whatever older libslurm this host has.
+            release = NEWEST
         return self.auth.make_signer(release, sack_timeout=self.timeout)
 
     def trusted_uids(self, deadline: float) -> frozenset[int]:

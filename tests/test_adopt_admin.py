@@ -74,7 +74,17 @@ def test_check_config_auth_slurm_is_reported(fake_slurmd: FakeSlurmd, tmp_path: 
                                              capsys: pytest.CaptureFixture[str]) -> None:
     conf = fake_slurmd.slurm_conf(tmp_path / "slurm.conf", ["AuthType=auth/slurm"])
     status, _, err = check(capsys, f"conf={conf}", "nodename=node1")
-    assert status == 1 and "AuthType=auth/slurm" in err
+    # No key beside slurm.conf: the sack socket would be asked, and none answers here.
+    assert status == 1 and "problem: AuthType=auth/slurm" in err and "sack" in err, err
+    key = tmp_path / "slurm.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    status, out, err = check(capsys, f"conf={conf}", "nodename=node1")
+    assert status == 0, err
+    assert f"ok: AuthType=auth/slurm: auth/slurm, signing with {key} signs and verifies" in out
+    key.chmod(0o644)
+    status, _, err = check(capsys, f"conf={conf}", "nodename=node1")
+    assert status == 1 and "insecure" in err
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
