@@ -133,8 +133,10 @@ def _auth_choice(settings: Settings, conf: SlurmConf | None, env: Mapping[str, s
         from slurmproto.authkeys import key_files
 
         key_file, jwks_file = key_files(conf.filename, env)
+    cluster = settings.conf.cluster_name
+    # Slurm lowercases ClusterName when it reads it (the sack path and the token's claim use that).
     return AuthChoice(settings.auth_type, settings.munge_socket, settings.munge_ttl, key_file, jwks_file,
-                      settings.conf.cluster_name, env)
+                      cluster.lower() if cluster else None, env)
 
 
 def _empty() -> SlurmConf:

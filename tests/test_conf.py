@@ -495,6 +495,7 @@ TYPED: list[tuple[str, str, object, str, object]] = [
     ("TCPTimeout", "tcp_timeout", 2, "017", 15),
     ("SlurmUser", "slurm_user", "root", "slurm", "slurm"),
     ("SlurmdUser", "slurmd_user", "root", "4242", "4242"),
+    ("ClusterName", "cluster_name", None, "c1", "c1"),
 ]
 
 
