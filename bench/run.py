@@ -157,6 +157,16 @@ def fake_sections(runs: int, rss_requests: int) -> list[str]:
                 *fake_node.rss_section(munged, rss_requests), ""]
 
 
+def auth_sections() -> list[str]:
+    import auth_cost
+
+    from fake_slurmd.munged import Munged
+
+    with Munged() as munged:
+        return ["## Credentials per request: auth/munge vs auth/slurm", "", *auth_cost.auth_section(str(munged.socket)),
+                ""]
+
+
 def login_sections(logins: int) -> list[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import login_latency
@@ -201,6 +211,7 @@ def main() -> int:
     if not args.skip_cli:
         lines += ["## Whole process: slurm-callerid vs scontrol callerid", "", *cli_section(args.runs), ""]
     lines += ["## What the CLI imports", "", *import_section(), ""]
+    lines += auth_sections()
     if not args.skip_fake:
         lines += fake_sections(args.runs, args.rss_requests)
     if not args.skip_login:
