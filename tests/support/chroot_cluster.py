@@ -26,7 +26,6 @@ import itertools
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -402,10 +401,12 @@ class ChrootCluster(Daemons):
         return PacketCapture(self.ns, port)
 
     def exchange(self, data: bytes, port: int = SLURMD_PORT, timeout: float = 10.0) -> bytes:
-        """Send `data` to 127.0.0.1:`port` inside the namespace; everything the server sends until it closes."""
+        """Send `data` to 127.0.0.1:`port` inside the namespace; everything the server sends until it closes.
+
+        Our side stays open for writing: slurmd takes a half-closed connection for a client that gave up.
+        """
         with contextlib.closing(self.ns.connect(("127.0.0.1", port), timeout)) as sock:
             sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
             answer = bytearray()
             while chunk := sock.recv(65536):
                 answer += chunk
