@@ -47,7 +47,7 @@ def open_frame(doc: dict[str, Any], raw: bytes) -> Opened:
     if doc["auth"] == "munge":
         [frame] = decode_stream(raw)
         assert frame.auth is not None and frame.auth.plugin_id == AuthPlugin.AUTH_MUNGE
-        assert frame.auth.credential.startswith("MUNGE:")
+        assert (frame.auth.credential or "").startswith("MUNGE:")
         rebuilt = encode_frame(frame.message, frame.version, credential=frame.auth.credential,
                                flags=frame.header.flags, orig_addr=frame.header.orig_addr)
         assert rebuilt == raw
@@ -73,8 +73,9 @@ def check_token(doc: dict[str, Any], token: TokenFrame) -> None:
 
 
 def _case(doc: dict[str, Any], name: str) -> dict[str, Any]:
-    [case] = [c for c in doc["cases"] if c["case"] == name]
-    return case
+    found: list[dict[str, Any]] = [c for c in doc["cases"] if c["case"] == name]
+    assert len(found) == 1, f"{len(found)} cases named {name}"
+    return found[0]
 
 
 def check_case(doc: dict[str, Any], name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pwd
+
 import pytest
 
 from slurmproto.stepd import StepdClient, StepdRefused

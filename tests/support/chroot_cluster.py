@@ -231,8 +231,8 @@ class ChrootCluster(Daemons):
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         home = "/root" if user in (None, "root") else f"/home/{user}"
         return [*self.cgroups.enter_prefix(), "nsenter", f"--net={self.ns.path}", f"--uts={self.uts}",
-                self.cgroups.nsenter_option(), "--", "chroot", str(self.root), *drop, "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8",
-                f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
+                self.cgroups.nsenter_option(), "--", "chroot", str(self.root), *drop,
+                "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
 
     def in_netns(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf."""
@@ -346,7 +346,7 @@ class ChrootCluster(Daemons):
     def held_connection(self, user: str, timeout: float = 30.0) -> Iterator[HeldConnection]:
         """A batch job of `user` holding a TCP connection (bash's /dev/tcp) to a listener of ours in the
         namespace."""
-        with contextlib.closing(self.ns.socket()) as listener:
+        with contextlib.closing(self.ns.open_socket()) as listener:
             listener.bind(("127.0.0.1", 0))
             listener.listen(4)
             listener.settimeout(timeout)

@@ -75,12 +75,14 @@ class NetNs:
             raise error[0]
         return result[0]
 
-    def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+    def open_socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM,
+                    proto: int = 0) -> socket.socket:
+        """A socket of the namespace (a TCP one by default)."""
         return self.run_inside(lambda: socket.socket(family, kind, proto))
 
     def connect(self, address: tuple[str, int], timeout: float = 10.0) -> socket.socket:
         """A TCP connection from inside the namespace."""
-        sock = self.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        sock = self.open_socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
         sock.settimeout(timeout)
         try:
             sock.connect(address)

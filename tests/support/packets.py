@@ -149,11 +149,12 @@ class PacketCapture:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_packet = 0.0
+        self._drained = 0.0
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> Self:
-        sock = self.netns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock = self.netns.open_socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         sock.bind(("lo", 0))
         self._sock = sock
@@ -164,8 +165,10 @@ class PacketCapture:
     def _read(self) -> None:
         assert self._sock is not None
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.05)
+            ready, _, _ = select.select([self._sock], [], [], 0.01)
             if not ready:
+                with self._lock:
+                    self._drained = time.monotonic()
                 continue
             packet, address = self._sock.recvfrom(65600)
             if address[2] != PACKET_OUTGOING:
@@ -185,16 +188,17 @@ class PacketCapture:
             (conn.up if upward else conn.down).add(seg)
             conn.reset |= bool(seg.flags & TCP_RST)
 
-    def settle(self, quiet: float = 0.2, timeout: float = 3.0) -> None:
-        """Wait until every connection has ended (or no packet came for `quiet` seconds)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def settle(self, quiet: float = 0.5, timeout: float = 3.0) -> None:
+        """Until the reader found the socket empty after this call began (everything sent before it is read)
+        and every connection has ended, or nothing came for `quiet` seconds (one left open), or `timeout`."""
+        began = time.monotonic()
+        while time.monotonic() < began + timeout:
             with self._lock:
-                done = all(c.reset or (c.up.fin and c.down.fin) for c in self._connections.values())
-                idle = time.monotonic() - self._last_packet > quiet
-            if done and idle or idle and time.monotonic() - self._last_packet > 3 * quiet:
+                ended = all(c.reset or (c.up.fin and c.down.fin) for c in self._connections.values())
+                drained, silent = self._drained > began, time.monotonic() - self._last_packet
+            if drained and (ended or silent > quiet):
                 return
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def exchanges(self) -> list[Exchange]:
         with self._lock:
