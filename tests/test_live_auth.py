@@ -140,17 +140,29 @@ def _freezer(cgroup_lines: str) -> str:
     return path
 
 
+def _login_output(cluster: ChrootCluster, login: subprocess.Popen[str]) -> tuple[int, str]:
+    """The remote shell's pid and /proc/self/cgroup, as it printed them before "end"."""
+    assert login.stdout is not None and login.stderr is not None
+    first = login.stdout.readline()
+    if not first.startswith("pid "):
+        login.kill()
+        pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{cluster.log_tails()}")
+    lines = []
+    while (line := login.stdout.readline()) not in ("end\n", ""):
+        lines.append(line)
+    return int(first.removeprefix("pid ")), "".join(lines)
+
+
 def test_pam_slurm_adopt_adopts_a_login_from_inside_the_job(cluster: ChrootCluster, job: int) -> None:
     """alice runs ssh in a step of her job: sshd's pam_slurm_adopt asks slurmd which job the connection
     comes from and moves the login into that job's extern step; the remote shell is there, and stays."""
-    ssh = cluster.ssh_argv(OWNER, "echo pid $$; cat /proc/self/cgroup; exec sleep 600")
+    assert not cluster.in_extern_step(os.getpid(), job)
+    ssh = cluster.ssh_argv(OWNER, "echo pid $$; cat /proc/self/cgroup; echo end; exec sleep 600")
     argv = cluster.inside(["srun", f"--jobid={job}", "--overlap", "-n1", "-N1", *ssh], OWNER)
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as login:
-        assert login.stdout is not None
         try:
-            pid = int(login.stdout.readline().removeprefix("pid "))
-            cgroups = "".join(login.stdout.readline() for _ in range(10))  # cgroup v1: 10 lines here
+            pid, cgroups = _login_output(cluster, login)
             assert _freezer(cgroups) == cluster.extern_cgroup(job) == cluster.cgroup_of(pid)
             assert cluster.in_extern_step(pid, job)
             assert str(pid) in cluster.run(["scontrol", "listpids", str(job)]).stdout
@@ -158,7 +170,6 @@ def test_pam_slurm_adopt_adopts_a_login_from_inside_the_job(cluster: ChrootClust
         finally:
             cluster.run(["scancel", str(job)], check=False)
             wait_for(lambda: login.poll() is not None, 30, "the adopted login to end with its job")
-    assert not cluster.in_extern_step(os.getpid(), job)
 
 
 def test_pam_slurm_adopt_denies_a_user_without_jobs(cluster: ChrootCluster) -> None:

@@ -235,9 +235,11 @@ class ChrootCluster(Daemons):
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
 
     def in_netns(self, argv: Sequence[str], user: str | None = None) -> list[str]:
-        """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf."""
+        """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf and,
+        for auth/slurm, SLURM_SACK_SOCKET = slurmd's sack socket (where 25.05+ clients look first)."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
-        return ["ip", "netns", "exec", self.netns, *drop, "/usr/bin/env", f"SLURM_CONF={self.conf}", *argv]
+        sack = [f"SLURM_SACK_SOCKET={self.sack_socket}"] if self.auth == "slurm" else []
+        return ["ip", "netns", "exec", self.netns, *drop, "/usr/bin/env", f"SLURM_CONF={self.conf}", *sack, *argv]
 
     def _spawn(self, name: str, argv: Sequence[str]) -> None:
         with open(self.host_path(f"/var/log/{name}.out"), "wb") as out:
