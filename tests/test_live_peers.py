@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import pwd
-from collections.abc import Iterator
 
 import pytest
 
 from slurmproto.stepd import StepdClient, StepdRefused
 from slurmproto.versions import Refusal, Release, release_named
 from tests.support.chroot_cluster import ChrootCluster, HeldConnection
+from tests.support.fixtures import LiveClusters
 from tests.support.munged import Munged
 from tests.support.procs import installed_or_skip
 
@@ -42,9 +42,8 @@ def row(peer: ChrootCluster) -> Release:
 
 
 @pytest.fixture(scope="module")
-def held(peer: ChrootCluster) -> Iterator[HeldConnection]:
-    with peer.held_connection(OWNER) as conn:
-        yield conn
+def held(peer: ChrootCluster, live_clusters: LiveClusters) -> HeldConnection:
+    return live_clusters.held(peer.release, peer.auth)
 
 
 @pytest.fixture(scope="module")

@@ -1,42 +1,57 @@
-"""A real Slurm 24.11 or 26.05 single-node cluster from Debian's packages, in a chroot + network namespace.
+"""A real Slurm 24.11 or 26.05 single-node cluster from Debian's packages, in a chroot + namespaces of its own.
 
-The chroots are built by scripts/build-chroots (under CHROOTS). Each cluster gets a network namespace of
-its own holding only `lo` (127.0.0.1/8 plus 127.0.1.1/32: glibc's AI_ADDRCONFIG ignores 127.0.0.1 alone,
-and without a second address slurmctld/slurmd cannot bind), so nothing it sends can leave it. Inside run a
-private munged (the chroot's own key), slurmctld and slurmd; every Slurm command gets SLURM_CONF. Process
-tracking is proctrack/linuxproc (no cgroups: the host's own Slurm keeps /sys/fs/cgroup to itself).
-Everything started is stopped by the pid we started; the namespace and the mounts are removed.
+The chroots are built by scripts/build-chroots (under CHROOTS) and never written to: each cluster runs on an
+overlay of its chroot (upper layer on a tmpfs of its own under STATE), so its users, keys, configs, state,
+spool and logs are its own and several clusters of one chroot can run at once. Each cluster also gets:
+
+* a network namespace holding only `lo` (tests/support/namespaces.py): nothing it sends can leave it;
+* a UTS namespace whose hostname is the NodeName (pam_slurm_adopt finds stepds under gethostname());
+* cgroup v1 freezer and cpuset directories /sys/fs/cgroup/<controller>/<name>, and a cgroup namespace
+  rooted there in which those two hierarchies are mounted at the chroot's /sys/fs/cgroup. Slurm runs
+  proctrack/cgroup and task/cgroup, so jobs get real job_N/step_extern cgroups; the machine's own Slurm
+  (/sys/fs/cgroup/*/slurm_node1) never sees ours;
+* auth/munge (a private munged with a fresh key) or auth/slurm (a fresh slurm.key, no munged);
+* sshd on 127.0.0.1:2222 with the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a
+  catcher on the chroot's /dev/log for what the module logs.
+
+Every Slurm command gets SLURM_CONF. Everything started is stopped by the pid we started, then whatever is
+left in our chroot or cgroups; the namespaces, mounts and cgroups are removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
-import pwd
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from fake_slurmd.processes import stop_process
+from tests.support import chroot_files as files
+from tests.support.chroot_files import AUTHS, NODE, SLURMD_PORT, SPOOL, SSHD_PORT
 from tests.support.lifecycle import Daemons
+from tests.support.namespaces import NetNs, OwnCgroups, pin_uts, unmount_below
+from tests.support.packets import PacketCapture
 from tests.support.procs import ensure_user, wait_for
+from tests.support.syslog import DevLogCatcher
 
 CHROOTS = Path(os.environ.get("SAT_CHROOTS", "/var/lib/slurm-adopt-toolkit/chroots"))
+STATE = Path(os.environ.get("SAT_CLUSTER_STATE", "/run/slurm-adopt-toolkit"))
 RELEASES = {"24.11": "2411", "26.05": "2605"}
 """Release name -> chroot directory name (scripts/build-chroots)."""
-SLURMD_PORT = 6818
-SLURMCTLD_PORT = 6817
-NODE = "node1"
 CONF = "/etc/slurm/slurm.conf"
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
-SPOOL = "/var/lib/slurm/slurmd"
+SACK_SOCKET = "/run/slurm/sack.socket"
 EXTERN_STEP = 0xFFFFFFFC
 _PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+_serial = itertools.count()
 
 
 def chroot_dir(release: str) -> Path:
@@ -49,7 +64,7 @@ def missing_reason(release: str) -> str | None:
         return f"the Slurm {release} chroot cluster needs root (CI runs as root)"
     if not (chroot_dir(release) / ".complete").exists():
         return f"no Slurm {release} chroot at {chroot_dir(release)} (run scripts/build-chroots)"
-    return None
+    return OwnCgroups.missing_reason()
 
 
 @dataclass(frozen=True)
@@ -61,68 +76,56 @@ class HeldConnection:
     server: tuple[str, int]
 
 
-def _config(release: str) -> str:
-    return "\n".join([
-        f"ClusterName=peer{RELEASES[release]}",
-        "SlurmctldHost=localhost(127.0.0.1)",
-        f"SlurmctldPort={SLURMCTLD_PORT}",
-        f"SlurmdPort={SLURMD_PORT}",
-        "SlurmUser=slurm",
-        "SlurmdUser=root",
-        "AuthType=auth/munge",
-        "CredType=cred/munge",
-        "StateSaveLocation=/var/lib/slurm/slurmctld",
-        f"SlurmdSpoolDir={SPOOL}",
-        "SlurmctldPidFile=/run/slurm/slurmctld.pid",
-        "SlurmdPidFile=/run/slurm/slurmd.pid",
-        "SlurmctldLogFile=/var/log/slurm/slurmctld.log",
-        "SlurmdLogFile=/var/log/slurm/slurmd.log",
-        "SlurmctldDebug=debug",
-        "SlurmdDebug=debug",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "PrologFlags=contain",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
-        "JobCompType=jobcomp/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core",
-        "SchedulerParameters=batch_sched_delay=0",
-        "SlurmdParameters=config_overrides",
-        "ReturnToService=2",
-        "MpiDefault=none",
-        "MailProg=/bin/true",
-        "KillWait=2",
-        f"NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={NODE} CPUs=2 State=UNKNOWN",
-        f"PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8",
-    ]) + "\n"
-
-
 class ChrootCluster(Daemons):
-    """`with ChrootCluster("24.11") as c: c.run(["sinfo"])`: one release's cluster, in its own netns."""
+    """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
-    def __init__(self, release: str, users: Sequence[str] = ("alice", "bob"), start_timeout: float = 60.0) -> None:
+    def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
+                 start_timeout: float = 60.0) -> None:
+        if auth not in AUTHS:
+            raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         self.release = release
-        self.root = chroot_dir(release)
-        self.netns = f"sat-{RELEASES[release]}-{os.getpid()}"
+        self.auth = auth
+        self.chroot = chroot_dir(release)
+        self.name = f"sat-{RELEASES[release]}{auth[0]}-{os.getpid()}-{next(_serial)}"
+        self.state = STATE / self.name
+        self.root = self.state / "root"
+        """The cluster's own root: the overlay of the chroot."""
+        self.netns = self.name
+        self.ns = NetNs(self.name)
+        self.cgroups = OwnCgroups(self.name, self.state / "cgroup.ns")
+        self.uts = self.state / "uts.ns"
+        """A UTS namespace whose hostname is the NodeName, pinned on this file."""
         self.users = list(users)
         self.start_timeout = start_timeout
         self.node_name = NODE
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.jobs: list[int] = []
+        self.syslog = DevLogCatcher(self.root / "dev/log")
         self._lock: IO[bytes] | None = None
-        self._mounted: list[Path] = []
-        self._netns_made = False
+        self._state_mounted = False
+
+    def __repr__(self) -> str:
+        return f"<ChrootCluster {self.release} auth/{self.auth} {self.name}>"
 
     @property
     def conf(self) -> Path:
         """slurm.conf as the host sees it."""
-        return self.root / CONF.lstrip("/")
+        return self.host_path(CONF)
 
     @property
     def munge_socket(self) -> Path:
-        """The private munged's socket as the host sees it."""
-        return self.root / MUNGE_SOCKET.lstrip("/")
+        """The private munged's socket as the host sees it (auth/munge only)."""
+        return self.host_path(MUNGE_SOCKET)
+
+    @property
+    def key_path(self) -> Path:
+        """slurm.key as the host sees it (auth/slurm only)."""
+        return self.host_path("/etc/slurm/slurm.key")
+
+    @property
+    def sack_socket(self) -> Path:
+        """slurmd's sack socket (the chroot's /run/slurm/sack.socket) as the host sees it."""
+        return self.host_path(SACK_SOCKET)
 
     def host_path(self, inside: str) -> Path:
         return self.root / inside.lstrip("/")
@@ -130,90 +133,117 @@ class ChrootCluster(Daemons):
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        # One cluster per chroot at a time (its state, spool and munged socket live in the chroot).
-        self._lock = open(self.root / ".lock", "wb")  # noqa: SIM115 - held until stop()
-        wait_for(self._locked, self.start_timeout, f"the Slurm {self.release} chroot, in use by another test run")
-        self._make_netns()
-        self._mount()
+        self._lock_chroot()
+        self._mount_root()
+        self.ns.create()
+        pin_uts(self.uts, NODE)
+        self.cgroups.create()
+        self._mount_inside()
         self._prepare()
-        self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
-                               "/usr/sbin/munged", "-F", "--force"])
-        self._wait(self.munge_socket.exists, "munged socket")
+        self.syslog.start()
+        if self.auth == "munge":
+            self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
+                                   "/usr/sbin/munged", "-F", "--force"])
+            self._wait(self.munge_socket.exists, "munged socket")
         self._spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-c", "-i"])
         self._wait(lambda: "is UP" in self.run(["scontrol", "ping"], check=False).stdout, "slurmctld up")
         self._spawn("slurmd", ["/usr/sbin/slurmd", "-D", "-N", NODE])
+        self._spawn("sshd", ["/usr/sbin/sshd", "-D", "-f", files.SSHD_CONFIG, "-E", "/var/log/sshd.log"])
         self._wait(self._node_idle, f"{NODE} idle")
+        self._wait(lambda: f"port {SSHD_PORT}" in self._read("/var/log/sshd.log"), "sshd listening")
 
-    def _locked(self) -> bool:
-        assert self._lock is not None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+    def _lock_chroot(self) -> None:
+        """A shared lock on the chroot's .lock: scripts/build-chroots replaces a chroot only under an
+        exclusive one. Retried when the file was replaced while we waited."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            lock = open(self.chroot / ".lock", "ab")  # noqa: SIM115 - held until stop()
+            try:
+                while True:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"the Slurm {self.release} chroot is being rebuilt or used by an "
+                                               "older harness (exclusive lock on .lock)") from None
+                        time.sleep(0.1)
+                if os.fstat(lock.fileno()).st_ino == os.stat(self.chroot / ".lock").st_ino:
+                    self._lock = lock
+                    return
+            except BaseException:
+                lock.close()
+                raise
+            lock.close()
 
-    def _make_netns(self) -> None:
-        subprocess.run(["ip", "netns", "add", self.netns], check=True)
-        self._netns_made = True
-        for args in (["link", "set", "lo", "up"], ["addr", "add", "127.0.1.1/32", "dev", "lo"]):
-            subprocess.run(["ip", "-n", self.netns, *args], check=True)
+    def _mount_root(self) -> None:
+        self.state.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=512m", self.name, str(self.state)],
+                       check=True)
+        self._state_mounted = True
+        for sub in ("upper", "work", "root"):
+            (self.state / sub).mkdir()
+        layers = f"lowerdir={self.chroot},upperdir={self.state / 'upper'},workdir={self.state / 'work'}"
+        subprocess.run(["mount", "-t", "overlay", "-o", layers, "overlay", str(self.root)], check=True)
 
-    def _mount(self) -> None:
-        for target, argv in (("proc", ["-t", "proc", "proc"]), ("dev/shm", ["-t", "tmpfs", "-o", "mode=1777", "shm"]),
-                             ("dev/pts", ["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts"])):
+    def _mount_inside(self) -> None:
+        """proc; sysfs of our network namespace; the two cgroup hierarchies from inside our cgroup namespace
+        (their root is then our directories); a private devpts and shm."""
+        net, cgroup = [f"--net={self.ns.path}"], [self.cgroups.nsenter_option()]
+        mounts: list[tuple[str, list[str], list[str]]] = [
+            ("proc", ["-t", "proc", "proc"], []),
+            ("sys", ["-t", "sysfs", "sysfs"], ["nsenter", *net, "--"]),
+            ("sys/fs/cgroup", ["-t", "tmpfs", "-o", "mode=0755,size=1m", "cgroup_root"], []),
+            *((f"sys/fs/cgroup/{d.parent.name}", ["-t", "cgroup", "-o", d.parent.name, "cgroup"],
+               ["nsenter", *cgroup, "--"]) for d in self.cgroups.dirs),
+            ("dev/pts", ["-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=620", "devpts"], []),
+            ("dev/shm", ["-t", "tmpfs", "-o", "mode=1777,size=64m", "shm"], []),
+        ]
+        for target, argv, prefix in mounts:
             path = self.host_path(target)
             path.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["mount", *argv, str(path)], check=True)
-            self._mounted.append(path)
-
-    def _chroot(self, argv: Sequence[str]) -> list[str]:
-        return ["chroot", str(self.root), *argv]
+            subprocess.run([*prefix, "mount", *argv, str(path)], check=True)
 
     def _prepare(self) -> None:
-        """Users with the host's uids, munge key and dirs, a fresh slurmctld state and spool, the config."""
-        for user in self.users:
-            self._chroot_user(ensure_user(user))
-        if not self.host_path("/etc/munge/munge.key").exists():
-            subprocess.run(self._chroot(["mungekey", "-c", "-k", "/etc/munge/munge.key"]), check=True)
+        """Users with the host's ids, this cluster's key, config, sshd files, the daemons' dirs."""
+        root = self.root
+        files.clear_state(root)
+        entries = [ensure_user(user) for user in self.users]
+        for entry in entries:
+            files.add_user(root, entry)
         self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
-        self.conf.write_text(_config(self.release))
-        self.host_path("/etc/slurm/cgroup.conf").write_text("CgroupPlugin=disabled\n")
-        script = (f"rm -rf /var/lib/slurm/slurmctld {SPOOL} /run/munge/*; "
-                  f"mkdir -p /run/munge /run/slurm /var/log/slurm /var/lib/slurm/slurmctld {SPOOL}; "
-                  "chown -R munge:munge /etc/munge /var/lib/munge /var/log/munge /run/munge; "
-                  "chmod 700 /etc/munge; chmod 600 /etc/munge/munge.key; chmod 755 /run/munge; "
-                  "chown slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm; : > /var/log/slurm/slurmd.log; "
-                  ": > /var/log/slurm/slurmctld.log; chown slurm /var/log/slurm/slurmctld.log")
-        subprocess.run(self._chroot(["sh", "-c", script]), check=True)
-
-    def _chroot_user(self, entry: pwd.struct_passwd) -> None:
-        """The host's user in the chroot, with the host's uid and gid (our host-side clients run as it)."""
-        name, wanted = entry.pw_name, f"{entry.pw_uid}:{entry.pw_gid}"
-        found = subprocess.run(self._chroot(["id", "-u", name]), capture_output=True, text=True).stdout.strip()
-        group = subprocess.run(self._chroot(["id", "-g", name]), capture_output=True, text=True).stdout.strip()
-        if f"{found}:{group}" == wanted:
-            return
-        if found:  # a chroot built on a machine where the user had other ids
-            subprocess.run(self._chroot(["userdel", "-r", name]), capture_output=True, check=False)
-            subprocess.run(self._chroot(["groupdel", name]), capture_output=True, check=False)
-        subprocess.run(self._chroot(["groupadd", "-o", "-g", str(entry.pw_gid), name]), check=True)
-        subprocess.run(self._chroot(["useradd", "-o", "-m", "-u", str(entry.pw_uid), "-g", str(entry.pw_gid),
-                                     "-s", "/bin/bash", name]), check=True)
+        self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth))
+        self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
+        if self.auth == "munge":
+            files.munge_key(root)
+        else:
+            files.slurm_key(root)
+        files.sshd_files(root, entries)
+        slurm = files.ids_of(root, "slurm")
+        for sub, owner in (("run/slurm", None), ("var/log/slurm", slurm), ("var/lib/slurm/slurmctld", slurm),
+                           (SPOOL.lstrip("/"), None)):
+            self.host_path(sub).mkdir(parents=True, exist_ok=True)
+            if owner:
+                os.chown(self.host_path(sub), *owner)
 
     def inside(self, argv: Sequence[str], user: str | None = None) -> list[str]:
-        """argv run in the namespace and the chroot, with a clean environment and SLURM_CONF."""
+        """argv run in our cgroups, the namespaces and the chroot, with a clean environment and SLURM_CONF."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
-        return ["ip", "netns", "exec", self.netns, "chroot", str(self.root), *drop, "/usr/bin/env", "-i", _PATH,
-                "LANG=C.UTF-8", f"SLURM_CONF={CONF}", *argv]
+        home = "/root" if user in (None, "root") else f"/home/{user}"
+        return [*self.cgroups.enter_prefix(), "nsenter", f"--net={self.ns.path}", f"--uts={self.uts}",
+                self.cgroups.nsenter_option(), "--", "chroot", str(self.root), *drop,
+                "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
 
     def in_netns(self, argv: Sequence[str], user: str | None = None) -> list[str]:
-        """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf."""
+        """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf and,
+        for auth/slurm, SLURM_SACK_SOCKET = slurmd's sack socket (where 25.05+ clients look first)."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
-        return ["ip", "netns", "exec", self.netns, *drop, "/usr/bin/env", f"SLURM_CONF={self.conf}", *argv]
+        sack = [f"SLURM_SACK_SOCKET={self.sack_socket}"] if self.auth == "slurm" else []
+        return ["ip", "netns", "exec", self.netns, *drop, "/usr/bin/env", f"SLURM_CONF={self.conf}", *sack, *argv]
 
     def _spawn(self, name: str, argv: Sequence[str]) -> None:
-        with open(self.root / f"var/log/{name}.out", "wb") as out:
-            # `ip netns exec`, chroot and env exec in turn: the pid is the daemon's own.
+        with open(self.host_path(f"/var/log/{name}.out"), "wb") as out:
+            # sh, nsenter, chroot and env exec in turn: the pid is the daemon's own.
             self.procs[name] = subprocess.Popen(self.inside(argv), stdin=subprocess.DEVNULL, stdout=out,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -222,39 +252,47 @@ class ChrootCluster(Daemons):
             if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
                 self._cancel_everything()
         finally:
-            for name in ("slurmd", "slurmctld", "munged"):
+            for name in ("sshd", "slurmd", "slurmctld", "munged"):
                 if name in self.procs:
                     stop_process(self.procs.pop(name))
             self._stop_leftovers()
-            for path in reversed(self._mounted):
-                subprocess.run(["umount", "-l", str(path)], check=False)
-            self._mounted.clear()
-            if self._netns_made:
-                subprocess.run(["ip", "netns", "del", self.netns], check=False)
-                self._netns_made = False
-            if self._lock is not None:
-                self._lock.close()
-                self._lock = None
+            self.syslog.stop()
+            self._remove()
 
-    def _our_pids(self) -> list[int]:
-        """Processes in our namespace and chroot (slurmstepds, job tasks: double-forked by slurmd)."""
-        ns = Path(f"/run/netns/{self.netns}")
-        if not ns.exists():
-            return []
-        ino = ns.stat().st_ino
-        found = []
+    def _remove(self) -> None:
+        unmount_below(self.root)
+        problems = self.cgroups.remove()
+        self.ns.remove()
+        if self._state_mounted:
+            unmount_below(self.state)
+            self._state_mounted = False
+        with contextlib.suppress(FileNotFoundError):
+            self.state.rmdir()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if problems:
+            raise RuntimeError(f"{self}: could not remove " + "; ".join(problems))
+
+    def _our_pids(self) -> set[int]:
+        """Processes in our cgroups, or in our root and network namespace (slurmstepds, job tasks, sshd
+        sessions: double-forked, not our children)."""
+        found = self.cgroups.pids()
+        if not self.ns.path.exists():
+            return found
+        ino = self.ns.path.stat().st_ino
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
                 if os.readlink(proc / "root") == str(self.root) and (proc / "ns/net").stat().st_ino == ino:
-                    found.append(int(proc.name))
+                    found.add(int(proc.name))
         return found
 
     def _stop_leftovers(self) -> None:
+        self.cgroups.thaw()
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = self._our_pids()
-            for pid in pids:
+            for pid in self._our_pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             with contextlib.suppress(TimeoutError):
@@ -272,7 +310,7 @@ class ChrootCluster(Daemons):
 
     def run(self, argv: Sequence[str], user: str | None = None, check: bool = True,
             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """A command of the chroot, in the namespace, as root or `user`, with SLURM_CONF set."""
+        """A command of the chroot, in the namespaces, as root or `user`, with SLURM_CONF set."""
         return self._run(self.inside(argv, user), check, timeout)
 
     def run_host(self, argv: Sequence[str], user: str | None = None, check: bool = False,
@@ -299,50 +337,110 @@ class ChrootCluster(Daemons):
     def job_state(self, job_id: int) -> str:
         return self.run(["squeue", "-h", "--states=all", "-j", str(job_id), "-o", "%T"], check=False).stdout.strip()
 
+    def wait_running(self, job_id: int, timeout: float = 30.0) -> None:
+        """Until the job runs and its extern step's stepd and cgroup are there."""
+        def ready() -> bool:
+            return (self.job_state(job_id) == "RUNNING" and self.extern_socket(job_id).exists()
+                    and bool(self._extern_dirs(job_id)))
+        self._wait(ready, f"job {job_id} running", timeout)
+
     @contextlib.contextmanager
     def held_connection(self, user: str, timeout: float = 30.0) -> Iterator[HeldConnection]:
-        """A batch job of `user` holding a TCP connection to a listener in the namespace (bash's /dev/tcp:
-        the chroots have no Python). The listener is the host's python3, run in the namespace."""
-        code = (f"import socket,sys; s=socket.create_server(('127.0.0.1',0)); s.settimeout({timeout!r}); "
-                "print(s.getsockname()[1], flush=True); c,a=s.accept(); print(a[1], flush=True); "
-                "sys.stdin.read()")
-        listener = subprocess.Popen(["ip", "netns", "exec", self.netns, "/usr/bin/python3", "-c", code],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert listener.stdout is not None and listener.stdin is not None
-        job_id = None
-        try:
-            port = int(listener.stdout.readline())
+        """A batch job of `user` holding a TCP connection (bash's /dev/tcp) to a listener of ours in the
+        namespace."""
+        with contextlib.closing(self.ns.open_socket()) as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(4)
+            listener.settimeout(timeout)
+            port = int(listener.getsockname()[1])
             script = shlex.quote(f"exec 3<>/dev/tcp/127.0.0.1/{port}; exec sleep 3600")
             job_id = self.submit(user, f"exec bash -c {script}")
-            answer = listener.stdout.readline().strip()  # empty once the listener timed out
-            if not answer:
-                raise RuntimeError(f"job {job_id} ({self.job_state(job_id)}) did not connect\n{self.log_tails()}")
-            yield HeldConnection(job_id, ("127.0.0.1", int(answer)), ("127.0.0.1", port))
-        finally:
-            if job_id is not None:
+            try:
+                try:
+                    conn, peer = listener.accept()
+                except TimeoutError:
+                    raise RuntimeError(f"job {job_id} ({self.job_state(job_id)}) did not connect\n"
+                                       f"{self.log_tails()}") from None
+                with conn:
+                    yield HeldConnection(job_id, ("127.0.0.1", int(peer[1])), ("127.0.0.1", port))
+            finally:
                 self.run(["scancel", str(job_id)], check=False)
-            stop_process(listener, ask=listener.stdin.close)
 
     def extern_socket(self, job_id: int) -> Path:
         """The job's extern slurmstepd socket, as the host sees it."""
         return self.host_path(f"{SPOOL}/{NODE}_{job_id}.{EXTERN_STEP}")
 
+    # -- cgroups, sshd, the wire -------------------------------------------------------------------------
+
+    def cgroup_of(self, pid: int, controller: str = "freezer") -> str | None:
+        """The pid's cgroup as the cluster sees it (e.g. /slurm_node1/uid_1001/job_3/step_extern); None for a
+        process outside our cgroups."""
+        return self.cgroups.relative(pid, controller)
+
+    def extern_cgroup(self, job_id: int) -> str:
+        """The job's extern step cgroup (freezer) as the cluster sees it."""
+        found = self._extern_dirs(job_id)
+        if not found:
+            raise LookupError(f"job {job_id} has no step_extern cgroup under {self.cgroups.host_dir('/')}")
+        return "/" + str(found[0].relative_to(self.cgroups.host_dir("/")))
+
+    def _extern_dirs(self, job_id: int) -> list[Path]:
+        return sorted(self.cgroups.host_dir("/").glob(f"slurm_{NODE}/uid_*/job_{job_id}/step_extern"))
+
+    def in_extern_step(self, pid: int, job_id: int) -> bool:
+        where, extern = self.cgroup_of(pid), self.extern_cgroup(job_id)
+        return where is not None and (where == extern or where.startswith(extern + "/"))
+
+    def ssh_argv(self, user: str, command: str) -> list[str]:
+        """ssh (the chroot's) logging `user` in to our sshd; to be run inside, as `user`."""
+        return ["ssh", "-F", "/dev/null", "-i", f"/home/{user}/.ssh/id_ed25519", "-p", str(SSHD_PORT),
+                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=10", "-o", "LogLevel=INFO", "-T", f"{user}@127.0.0.1", command]
+
+    def capture(self, port: int = SLURMD_PORT) -> PacketCapture:
+        """`with cluster.capture() as cap: ...`: the TCP exchanges with `port` inside the namespace."""
+        return PacketCapture(self.ns, port)
+
+    def exchange(self, data: bytes, port: int = SLURMD_PORT, timeout: float = 10.0) -> bytes:
+        """Send `data` to 127.0.0.1:`port` inside the namespace; everything the server sends until it closes.
+
+        Our side stays open for writing: slurmd takes a half-closed connection for a client that gave up.
+        """
+        with contextlib.closing(self.ns.connect(("127.0.0.1", port), timeout)) as sock:
+            sock.sendall(data)
+            answer = bytearray()
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return bytes(answer)
+
+    # -- diagnostics -------------------------------------------------------------------------------------
+
+    def _read(self, inside: str) -> str:
+        try:
+            return self.host_path(inside).read_text(errors="replace")
+        except OSError:
+            return ""
+
     def log_tails(self, lines: int = 30) -> str:
         parts = []
-        for name in ("var/log/slurm/slurmctld.log", "var/log/slurm/slurmd.log", "var/log/slurmctld.out",
-                     "var/log/slurmd.out", "var/log/munged.out"):
-            with contextlib.suppress(OSError):
-                text = (self.root / name).read_text(errors="replace").splitlines()[-lines:]
+        for name in ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log", "/var/log/slurmctld.out",
+                     "/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log"):
+            text = self._read(name).splitlines()[-lines:]
+            if text:
                 parts.append(f"--- {name}:\n" + "\n".join(text))
+        logged = [str(r) for r in self.syslog.messages()][-lines:]
+        if logged:
+            parts.append("--- syslog:\n" + "\n".join(logged))
         return "\n".join(parts)
 
     def _node_idle(self) -> bool:
         state = self.run(["sinfo", "-h", "-N", "-n", NODE, "-o", "%T"], check=False).stdout.strip()
         return state == "idle"
 
-    def _wait(self, check: Callable[[], bool], what: str) -> None:
+    def _wait(self, check: Callable[[], bool], what: str, timeout: float | None = None) -> None:
         try:
-            wait_for(check, self.start_timeout, f"Slurm {self.release}: {what}")
+            wait_for(check, timeout or self.start_timeout, f"Slurm {self.release} auth/{self.auth}: {what}")
         except TimeoutError as e:
             raise TimeoutError(f"{e}\n{self.log_tails()}") from None
         for name, proc in self.procs.items():

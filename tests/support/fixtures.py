@@ -6,13 +6,14 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from tests.support.chroot_cluster import ChrootCluster, missing_reason
+from tests.support.chroot_cluster import ChrootCluster, HeldConnection, missing_reason
 from tests.support.munged import MUNGED, Munged
 from tests.support.procs import ensure_user, need_programs, need_root
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
@@ -123,21 +124,92 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _chroot_cluster(release: str) -> Iterator[ChrootCluster]:
-    reason = missing_reason(release)
-    if reason:
-        pytest.skip(reason)
-    with ChrootCluster(release) as cluster:
-        yield cluster
+class LiveClusters:
+    """The session's chroot clusters (tests/support/chroot_cluster.py), one per (release, auth): each starts
+    the first time a test asks for it and all stop together at the end of the session. Each runs on an
+    overlay of its chroot with namespaces and cgroups of its own, so all four can be up at once."""
+
+    def __init__(self) -> None:
+        self._clusters: dict[tuple[str, str], ChrootCluster] = {}
+        self._failed: dict[tuple[str, str], str] = {}
+        self._held: dict[tuple[str, str], HeldConnection] = {}
+        self._jobs = contextlib.ExitStack()
+
+    def get(self, release: str, auth: str = "munge") -> ChrootCluster:
+        """The running cluster; a skip naming what is missing where it cannot run."""
+        reason = missing_reason(release)
+        if reason:
+            pytest.skip(reason)
+        key = (release, auth)
+        if key in self._failed:  # a start that failed once is not retried by every test
+            raise RuntimeError(f"the Slurm {release} auth/{auth} cluster did not start:\n{self._failed[key]}")
+        if key not in self._clusters:
+            try:
+                self._clusters[key] = ChrootCluster(release, auth).start()
+            except Exception as e:
+                self._failed[key] = str(e)
+                raise
+        return self._clusters[key]
+
+    def held(self, release: str, auth: str = "munge") -> HeldConnection:
+        """A batch job of alice's holding a TCP connection in that cluster, for the whole session."""
+        key = (release, auth)
+        if key not in self._held:
+            cluster = self.get(release, auth)
+            self._held[key] = self._jobs.enter_context(cluster.held_connection(TEST_USERS[0]))
+        return self._held[key]
+
+    def stop(self) -> None:
+        """Stop them all at once (each waits a few seconds for its jobs' stepds)."""
+        self._held.clear()
+        self._jobs.close()
+        clusters = list(self._clusters.values())
+        self._clusters.clear()
+        errors: list[BaseException] = []
+
+        def stop_one(cluster: ChrootCluster) -> None:
+            try:
+                cluster.stop()
+            except BaseException as e:  # reported below, after the others stopped
+                errors.append(e)
+
+        threads = [threading.Thread(target=stop_one, args=(c,)) for c in clusters]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture(scope="session")
-def slurm_2411() -> Iterator[ChrootCluster]:
-    """Debian 13's real Slurm 24.11 (munged, slurmctld, slurmd) in its chroot and a network namespace of its own."""
-    yield from _chroot_cluster("24.11")
+def live_clusters() -> Iterator[LiveClusters]:
+    clusters = LiveClusters()
+    try:
+        yield clusters
+    finally:
+        clusters.stop()
 
 
 @pytest.fixture(scope="session")
-def slurm_2605() -> Iterator[ChrootCluster]:
-    """Debian unstable's real Slurm 26.05 in its chroot and a network namespace of its own."""
-    yield from _chroot_cluster("26.05")
+def slurm_2411(live_clusters: LiveClusters) -> ChrootCluster:
+    """Debian 13's real Slurm 24.11 with auth/munge (its own munged) in a chroot and namespaces of its own."""
+    return live_clusters.get("24.11", "munge")
+
+
+@pytest.fixture(scope="session")
+def slurm_2605(live_clusters: LiveClusters) -> ChrootCluster:
+    """Debian unstable's real Slurm 26.05 with auth/munge."""
+    return live_clusters.get("26.05", "munge")
+
+
+@pytest.fixture(scope="session")
+def slurm_2411_authslurm(live_clusters: LiveClusters) -> ChrootCluster:
+    """Slurm 24.11 with auth/slurm and cred/slurm (a fresh slurm.key, no munged)."""
+    return live_clusters.get("24.11", "slurm")
+
+
+@pytest.fixture(scope="session")
+def slurm_2605_authslurm(live_clusters: LiveClusters) -> ChrootCluster:
+    """Slurm 26.05 with auth/slurm and cred/slurm."""
+    return live_clusters.get("26.05", "slurm")

@@ -1,0 +1,102 @@
+"""Real exchanges with a chroot cluster's slurmd (tests/support/chroot_cluster.py), captured on the
+namespace's lo: `scontrol callerid` as root, as the job's owner, as another user and for an unknown
+connection, and pam_slurm_adopt's RPC for an ssh login from inside the job.
+
+`record()` captures them into the JSON shape of tests/vectors/live/*.json (tests/vectors/live/README.md);
+tests/test_live_frames.py checks fresh captures and the recorded files alike. Run as root,
+`python -m tests.support.live_vectors [DIR]` records every release and auth mode into DIR (default
+tests/vectors/live).
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection
+from tests.support.chroot_files import AUTHS, SSHD_PORT
+from tests.support.packets import Exchange, msg_type
+
+OWNER, OTHER = "alice", "bob"
+UNKNOWN_PORT = 1
+"""A source port no socket of the namespace has."""
+KEPT_TYPES = {5035, 2013}
+"""REQUEST_NETWORK_CALLERID, and the REQUEST_JOB_ID slurmd sends itself to resolve the pid to a job."""
+CALLERID_CASES = (("root", "root", False), ("owner", OWNER, False), ("other", OTHER, False),
+                  ("unknown", "root", True))
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "live"
+
+
+def _exchange_json(exchange: Exchange) -> dict[str, Any]:
+    return {"client": list(exchange.client), "server": list(exchange.server),
+            "request_hex": [f.hex() for f in exchange.requests], "response_hex": [f.hex() for f in exchange.replies],
+            "server_closed": exchange.server_closed}
+
+
+def _kept(exchanges: list[Exchange]) -> list[dict[str, Any]]:
+    return [_exchange_json(e) for e in exchanges if e.requests and msg_type(e.requests[0]) in KEPT_TYPES]
+
+
+def _case(name: str, who: str, what: str, result: Any, exchanges: list[Exchange]) -> dict[str, Any]:
+    return {"case": name, "who": who, "what": what, "returncode": result.returncode, "stdout": result.stdout,
+            "exchanges": _kept(exchanges)}
+
+
+def record(cluster: ChrootCluster, held: HeldConnection) -> dict[str, Any]:
+    """Every case, each under a capture of its own (so each exchange is known to be that client's)."""
+    cases = []
+    for name, who, unknown in CALLERID_CASES:
+        src_port = UNKNOWN_PORT if unknown else held.client[1]
+        args = [held.client[0], str(src_port), held.server[0], str(held.server[1])]
+        with cluster.capture() as cap:
+            result = cluster.run(["scontrol", "callerid", *args], user=who, check=False)
+        cases.append(_case(name, who, f"scontrol callerid {' '.join(args)}", result, cap.exchanges()))
+    ssh = cluster.ssh_argv(OWNER, "cat /proc/self/cgroup")
+    with cluster.capture() as cap:
+        result = cluster.run(["srun", f"--jobid={held.job_id}", "--overlap", "-n1", "-N1", *ssh], user=OWNER,
+                             check=False)
+    cases.append(_case("pam_slurm_adopt", "root", f"{OWNER} logs in over ssh (port {SSHD_PORT}) from a step of "
+                       "the job; sshd's pam_slurm_adopt asks slurmd", result, cap.exchanges()))
+    return _document(cluster, held, cases)
+
+
+def _document(cluster: ChrootCluster, held: HeldConnection, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    versions = dict(line.split(" ", 1) for line in (cluster.chroot / ".versions").read_text().splitlines())
+    doc: dict[str, Any] = {
+        "source": f"Debian's Slurm {versions['slurmd']} in a chroot and network namespace, AuthType=auth/"
+                  f"{cluster.auth}; frames captured on lo by tests/support/packets.py, whole TCP payloads "
+                  "(each frame with its 4-byte length prefix)",
+        "release": cluster.release, "versions": versions, "auth": cluster.auth,
+        "cluster_name": f"peer{RELEASES[cluster.release]}", "node_name": cluster.node_name,
+        "job_id": held.job_id, "job_owner": OWNER,
+        "held_connection": {"client": list(held.client), "server": list(held.server)},
+        "uids": {user: pwd.getpwnam(user).pw_uid for user in ("root", OWNER, OTHER)},
+        "cases": cases,
+    }
+    if cluster.auth == "slurm":  # a throwaway key of that cluster: the tokens can be verified with it
+        doc["slurm_key_hex"] = cluster.key_path.read_bytes().hex()
+    return doc
+
+
+def file_name(doc: dict[str, Any]) -> str:
+    return f"slurm-{doc['versions']['slurmd']}-auth-{doc['auth']}.json".replace("+", "_").replace("~", "_")
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0]) if argv else VECTORS
+    out.mkdir(parents=True, exist_ok=True)
+    for release in RELEASES:
+        for auth in AUTHS:
+            with ChrootCluster(release, auth) as cluster, cluster.held_connection(OWNER) as held:
+                doc = record(cluster, held)
+            path = out / file_name(doc)
+            path.write_text(json.dumps(doc, indent=1) + "\n")
+            print(f"{path}: {len(doc['cases'])} cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,208 @@
+"""Namespaces and cgroups of our own for the chroot clusters (tests/support/chroot_cluster.py).
+
+`NetNs`: a network namespace holding only `lo`, and sockets opened inside it from this process (a short-lived
+thread joins the namespace, opens the socket and ends: the rest of the process stays where it was).
+`OwnCgroups`: cgroup v1 directories of ours under /sys/fs/cgroup/<controller>/<name>, a cgroup namespace
+rooted at them (pinned on a file), and the argv prefix that moves a command into both before it starts.
+Everything is removed again by whoever made it; nothing here touches another cgroup or namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+CGROUP_V1 = Path("/sys/fs/cgroup")
+CONTROLLERS = ("freezer", "cpuset")
+"""proctrack/cgroup needs freezer, task/cgroup's ConstrainCores cpuset; memory and devices stay untouched."""
+
+
+def _setns(fd: int, nstype: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+class NetNs:
+    """`ip netns add NAME` with lo up, 127.0.0.1/8 and 127.0.1.1/32.
+
+    glibc's AI_ADDRCONFIG ignores 127.0.0.1 alone: without a second address slurmctld and slurmd cannot bind.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = Path("/run/netns") / name
+        self._made = False
+
+    def create(self) -> None:
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self._made = True
+        for args in (["link", "set", "lo", "up"], ["addr", "add", "127.0.1.1/32", "dev", "lo"]):
+            subprocess.run(["ip", "-n", self.name, *args], check=True)
+
+    def remove(self) -> None:
+        if self._made:
+            subprocess.run(["ip", "netns", "del", self.name], check=False)
+            self._made = False
+
+    def run_inside(self, fn: Callable[[], T]) -> T:
+        """fn() called in a thread of ours that joined the namespace (sockets it opens live there)."""
+        result: list[T] = []
+        error: list[BaseException] = []
+
+        def thread() -> None:
+            try:
+                with open(self.path, "rb") as ns:
+                    _setns(ns.fileno(), CLONE_NEWNET)
+                result.append(fn())
+            except BaseException as e:  # handed to the caller's thread
+                error.append(e)
+
+        worker = threading.Thread(target=thread, name=f"netns-{self.name}")
+        worker.start()
+        worker.join()
+        if error:
+            raise error[0]
+        return result[0]
+
+    def open_socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM,
+                    proto: int = 0) -> socket.socket:
+        """A socket of the namespace (a TCP one by default)."""
+        return self.run_inside(lambda: socket.socket(family, kind, proto))
+
+    def connect(self, address: tuple[str, int], timeout: float = 10.0) -> socket.socket:
+        """A TCP connection from inside the namespace."""
+        sock = self.open_socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+class OwnCgroups:
+    """/sys/fs/cgroup/{freezer,cpuset}/<name> and a cgroup namespace rooted there, pinned on `ns_file`."""
+
+    def __init__(self, name: str, ns_file: Path) -> None:
+        self.name = name
+        self.ns_file = ns_file
+        self.dirs = [CGROUP_V1 / c / name for c in CONTROLLERS]
+        self._made: list[Path] = []
+        self._pinned = False
+
+    @staticmethod
+    def missing_reason() -> str | None:
+        """Why our cgroups cannot work here (None: they can)."""
+        for controller in CONTROLLERS:
+            if not (CGROUP_V1 / controller / "cgroup.procs").exists():
+                return f"no cgroup v1 {controller} hierarchy at {CGROUP_V1 / controller}"
+        return None
+
+    def create(self) -> None:
+        for path in self.dirs:
+            path.mkdir()
+            self._made.append(path)
+            if path.parent.name == "cpuset":  # an empty cpuset takes no tasks
+                for knob in ("cpuset.cpus", "cpuset.mems"):
+                    (path / knob).write_text((path.parent / knob).read_text())
+        self.ns_file.touch()
+        subprocess.run([*self.enter_prefix(), "unshare", f"--cgroup={self.ns_file}", "true"], check=True)
+        self._pinned = True
+
+    def enter_prefix(self) -> list[str]:
+        """argv prefix: the command (`exec "$@"`) starts in our cgroups, so inside our cgroup namespace its
+        cgroup paths are relative to our directories (Slurm's cgroup/v1 joins the mount point and
+        /proc/PID/cgroup)."""
+        script = "".join(f'echo $$ > "{d}/cgroup.procs" && ' for d in self.dirs) + 'exec "$@"'
+        return ["/bin/sh", "-c", script, "sat-cgroups"]
+
+    def nsenter_option(self) -> str:
+        return f"--cgroup={self.ns_file}"
+
+    def _tree(self, top: Path) -> list[Path]:
+        """Every directory of a hierarchy below and including `top`, deepest first."""
+        found = [Path(root) for root, _, _ in os.walk(top)]
+        return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+    def pids(self) -> set[int]:
+        """Processes in our directories or below them."""
+        found: set[int] = set()
+        for top in self._made:
+            for path in self._tree(top):
+                with contextlib.suppress(OSError):
+                    found.update(int(p) for p in (path / "cgroup.procs").read_text().split())
+        return found
+
+    def thaw(self) -> None:
+        """A frozen job cgroup would hold SIGKILL back."""
+        for top in self._made:
+            for path in self._tree(top):
+                with contextlib.suppress(OSError):
+                    if (path / "freezer.state").exists():
+                        (path / "freezer.state").write_text("THAWED")
+
+    def relative(self, pid: int, controller: str = "freezer") -> str | None:
+        """The pid's cgroup in `controller` as our cgroup namespace shows it; None when outside our tree."""
+        top = f"/{self.name}"
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(","):
+                if path == top or path.startswith(top + "/"):
+                    return path[len(top):] or "/"
+                return None
+        return None
+
+    def host_dir(self, relative: str, controller: str = "freezer") -> Path:
+        return CGROUP_V1 / controller / self.name / relative.lstrip("/")
+
+    def remove(self) -> list[str]:
+        """Remove the pin and every directory (call once no process is left in them); what could not go."""
+        problems: list[str] = []
+        if self._pinned:
+            if subprocess.run(["umount", str(self.ns_file)], check=False).returncode:
+                problems.append(f"umount {self.ns_file}")
+            self._pinned = False
+        for top in reversed(self._made):
+            for path in self._tree(top):
+                try:
+                    path.rmdir()
+                except OSError as e:
+                    problems.append(f"rmdir {path}: {e.strerror}")
+        self._made.clear()
+        return problems
+
+
+def pin_uts(ns_file: Path, hostname: str) -> None:
+    """A UTS namespace whose hostname is `hostname`, pinned on `ns_file` (remove: umount the file).
+
+    Slurm's clients and pam_slurm_adopt find a node's stepd sockets under the name gethostname() gives.
+    """
+    ns_file.touch()
+    subprocess.run(["unshare", f"--uts={ns_file}", "hostname", hostname], check=True)
+
+
+def unmount_below(top: Path) -> None:
+    """Unmount everything mounted at or below `top`, deepest first (lazily when busy)."""
+    prefix = str(top).rstrip("/") + "/"
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4].replace("\\040", " ")
+            if target == str(top) or target.startswith(prefix):
+                mounts.append(target)
+    for target in sorted(mounts, key=len, reverse=True):
+        if subprocess.run(["umount", target], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
