@@ -1,7 +1,7 @@
 """fake-slurmd: run a simulated compute node from a scenario file until interrupted.
 
     fake-slurmd [--scenario node.toml] [--release 24.11] [--listen NAME=ADDRESS:PORT ...]
-                [--munge-socket PATH] [--auth munge|slurm --key PATH [--jwks PATH]]
+                [--munge-socket PATH] [--auth munge|slurm --key PATH [--jwks PATH] [--sack PATH]]
                 [--spool-dir DIR] [--slurm-conf PATH]
                 [--log-format text|json] [--log-level info]
 
@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="AuthType of the node: munge (default, with munged) or slurm (tokens, --key)")
     parser.add_argument("--key", metavar="PATH", help="auth/slurm: the node's slurm.key")
     parser.add_argument("--jwks", metavar="PATH", help="auth/slurm: the node's slurm.jwks (used instead of --key)")
+    parser.add_argument("--sack", metavar="PATH", help="auth/slurm: also serve a sack socket here")
     parser.add_argument("--spool-dir", help="where the step sockets go (default: the scenario's, else a private "
                                             "temp dir); must be this user's and writable by no one else")
     parser.add_argument("--slurm-conf", metavar="PATH", help="also write a slurm.conf for real Slurm clients here "
@@ -120,7 +121,7 @@ def _start(args: argparse.Namespace) -> FakeSlurmd:
     if args.listen:
         scenario.nodes = [_node(text) for text in args.listen]
     fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket, spool_dir=args.spool_dir,
-                      auth=args.auth, key=args.key, jwks=args.jwks)
+                      auth=args.auth, key=args.key, jwks=args.jwks, sack=args.sack)
     fake.start()
     try:
         if args.slurm_conf:

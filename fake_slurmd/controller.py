@@ -34,6 +34,7 @@ from typing import Any, Self
 from fake_slurmd.loop_thread import LoopThread
 from fake_slurmd.membership import job_contains
 from fake_slurmd.processes import stop_process
+from fake_slurmd.sack import SackServer
 from fake_slurmd.scenario import AUTH_MODES, Job, NodeSpec, Scenario, job_from_dict
 from fake_slurmd.server import CalleridServer
 from fake_slurmd.stepd import FakeStepd
@@ -85,7 +86,7 @@ class FakeSlurmd:
     def __init__(self, scenario: Scenario | None = None, *, release: str | None = None,
                  munge_socket: str | None = None, spool_dir: str | None = None, client_timeout: float | None = None,
                  max_connections: int = 20000, auth: str | None = None, key: str | None = None,
-                 jwks: str | None = None, cluster: str | None = None) -> None:
+                 jwks: str | None = None, cluster: str | None = None, sack: str | None = None) -> None:
         self.scenario = scenario or Scenario([NodeSpec("node1", port=0)])
         self.auth = auth or self.scenario.auth
         if self.auth not in AUTH_MODES:
@@ -96,6 +97,10 @@ class FakeSlurmd:
         # auth/slurm verifies and signs with the node's keys (slurm.jwks when given, as a slurmd reads it).
         self.keys = load_keyring(key, jwks or self.scenario.jwks) if self.auth == "slurm" and key else None
         self.cluster = cluster
+        self.sack_path = sack or self.scenario.sack
+        if self.sack_path is not None and self.keys is None:
+            raise ValueError("a sack socket needs auth/slurm and the node's key")
+        self.sack: SackServer | None = None
         name = release or self.scenario.release
         self.release = release_named(name) if name else None
         self.munge_socket = munge_socket or self.scenario.munge_socket
@@ -135,6 +140,10 @@ class FakeSlurmd:
             port = await self.server.serve(replace(node, port=node.port or shared_port))
             shared_port = shared_port or (port if node.port == 0 else 0)
             self.nodes.append(replace(node, port=port))
+        if self.sack_path is not None and self.keys is not None:
+            self.sack = SackServer(self.sack_path, self.keys, release=self.release, cluster=self.cluster,
+                                   timeout=self.client_timeout, log=log_event)
+            await self.sack.start()
         for job in sorted(self.jobs.values(), key=lambda j: (j.start_time, j.job_id)):
             await self._start_stepds(job)
 
@@ -165,6 +174,8 @@ class FakeSlurmd:
         self._stepds.clear()
         if self.server is not None:
             await self.server.close()
+        if self.sack is not None:
+            await self.sack.close()
 
     def stop(self) -> None:
         for child in self._children:

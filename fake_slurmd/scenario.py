@@ -9,6 +9,7 @@
     auth = "slurm"                  # optional: "munge" (default, with munged) or "slurm" (auth/slurm tokens)
     key = "/etc/slurm/slurm.key"    # auth/slurm's key (required with auth = "slurm")
     jwks = "/etc/slurm/slurm.jwks"  # optional: auth/slurm's key set (from 24.05; used instead of key)
+    sack = "/run/slurm/sack.socket" # optional (auth/slurm): serve a sack socket here
 
     [[nodes]]
     name = "node1"
@@ -71,7 +72,7 @@ NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """A host-name label: it names step sockets (<spool>/<node>_<job>.<step>) and slurm.conf's NodeName."""
 
 TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs", "auth", "key",
-            "jwks"}
+            "jwks", "sack"}
 AUTH_MODES = ("munge", "slurm")
 NODE_KEYS = {"name", "address", "port", "netns"}
 JOB_KEYS = {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ", "adopt_cgroup"}
@@ -122,6 +123,7 @@ class Scenario:
     auth: str = "munge"
     key: str | None = None
     jwks: str | None = None
+    sack: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -160,7 +162,14 @@ class Scenario:
         return cls(nodes, jobs, release, _uid(_optional(table, "slurm_user", 0), root.key("slurm_user")),
                    _optional_path(table, "spool_dir", root), _optional_path(table, "munge_socket", root),
                    _seconds(timeout, root.key("client_timeout")), auth=auth, key=key,
-                   jwks=_optional_path(table, "jwks", root))
+                   jwks=_optional_path(table, "jwks", root), sack=_sack(table, auth, root))
+
+
+def _sack(table: dict[str, Any], auth: str, root: At) -> str | None:
+    path = _optional_path(table, "sack", root)
+    if path is not None and auth != "slurm":
+        raise root.key("sack").error("a sack socket needs auth = \"slurm\"")
+    return path
 
 
 def job_from_dict(data: dict[str, Any], where: str = "job") -> Job:

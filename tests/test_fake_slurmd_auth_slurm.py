@@ -9,6 +9,7 @@ import hmac
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -23,9 +24,11 @@ from slurmproto.auth import payload_hash
 from slurmproto.client import callerid
 from slurmproto.codec import decode_stream, encode_frame
 from slurmproto.constants import AuthPlugin
+from slurmproto.errors import SackError
 from slurmproto.messages import NetworkCallerIdRequest, ReturnCode
-from slurmproto.signers import KeySigner
-from slurmproto.slurmauth import MAX_TOKEN, UID_ANY, Key, KeyRing, sign
+from slurmproto.sack import SackClient
+from slurmproto.signers import KeySigner, SackSigner
+from slurmproto.slurmauth import MAX_TOKEN, UID_ANY, Key, KeyRing, parse, sign
 from slurmproto.versions import Refusal, Release, release_named
 
 RELEASES = ["24.11", "26.05"]
@@ -48,10 +51,10 @@ def listener() -> Iterator[socket.socket]:
         yield server
 
 
-def node(release: str, key: str, jwks: str | None = None) -> FakeSlurmd:
+def node(release: str, key: str, jwks: str | None = None, sack: str | None = None) -> FakeSlurmd:
     scenario = Scenario([NodeSpec("node1", port=0)], {5: Job(5, os.getuid())}, release=release,
                         client_timeout=2.0)
-    return FakeSlurmd(scenario, auth="slurm", key=key, jwks=jwks)
+    return FakeSlurmd(scenario, auth="slurm", key=key, jwks=jwks, sack=sack)
 
 
 def b64(data: bytes) -> str:
@@ -192,3 +195,38 @@ def test_command_line_auth_slurm(key_file: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "fake_slurmd.cli", "--auth", "slurm", "--key", "/nonexistent/key"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "cannot read the auth/slurm key" in proc.stderr
+
+
+@pytest.mark.parametrize("name", RELEASES)
+def test_sack_create_verify_and_callerid(name: str, key_file: str, tmp_path: Path,
+                                         listener: socket.socket) -> None:
+    release = release_named(name)
+    path = str(tmp_path / "sack.socket")
+    with node(name, key_file, sack=path) as fake:
+        assert os.stat(path).st_mode & 0o777 == 0o777
+        client = SackClient([path], release.protocol_version)
+        token = client.create(b"\x01\x00\x01", os.getuid())
+        claims = parse(token).checked_claims()
+        assert (claims.uid, claims.gid, claims.context, claims.ruid) == (os.getuid(), os.getgid(), "sack", os.getuid())
+        assert client.verify(token) == 0
+        with fake.connect_from_job(5, *listener.getsockname()) as conn:
+            result = callerid(*conn.local, *conn.remote, port=fake.port, version=release.protocol_version,
+                              signer=SackSigner(client), timeout=5)
+        assert result.job_id == 5
+        # A failed VERIFY: an rc where the row says so, no answer at all where it is silent.
+        forged_token = forged(HS256, claims_for(release.protocol_version), os.urandom(32))
+        if release.auth_slurm.sack_verify_silent:
+            with pytest.raises(SackError, match="closed"):
+                client.verify(forged_token)
+        else:
+            assert client.verify(forged_token) != 0
+
+
+def test_sack_oversized_request_is_closed_on(key_file: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "sack.socket")
+    with node("26.05", key_file, sack=path) as fake, socket.socket(socket.AF_UNIX) as sock:
+        assert fake.sack is not None
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(struct.pack(">HII", release_named("26.05").protocol_version, 1 << 20, 64001))
+        assert sock.recv(16) == b""
