@@ -133,7 +133,7 @@ class FakeSlurmd:
         self.server = CalleridServer(self.jobs, release=self.release, munge_socket=self.munge_socket,
                                      slurm_uid=self.scenario.slurm_user, client_timeout=self.client_timeout,
                                      max_connections=self.max_connections, log=log_event, keys=self.keys,
-                                     cluster=self.cluster)
+                                     cluster=self.cluster, hash_blocks=self.scenario.hash_blocks)
         shared_port = 0
         for node in self.scenario.nodes:
             # Real clients use one SlurmdPort for every node: nodes asking for port 0 share one.

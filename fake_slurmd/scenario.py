@@ -10,6 +10,7 @@
     key = "/etc/slurm/slurm.key"    # auth/slurm's key (required with auth = "slurm")
     jwks = "/etc/slurm/slurm.jwks"  # optional: auth/slurm's key set (from 24.05; used instead of key)
     sack = "/run/slurm/sack.socket" # optional (auth/slurm): serve a sack socket here
+    communication_parameters = "block_null_hash,block_zero_hash"   # optional, as in slurm.conf
 
     [[nodes]]
     name = "node1"
@@ -72,7 +73,8 @@ NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """A host-name label: it names step sockets (<spool>/<node>_<job>.<step>) and slurm.conf's NodeName."""
 
 TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs", "auth", "key",
-            "jwks", "sack"}
+            "jwks", "sack", "communication_parameters"}
+HASH_BLOCKS = ("block_null_hash", "block_zero_hash")
 AUTH_MODES = ("munge", "slurm")
 NODE_KEYS = {"name", "address", "port", "netns"}
 JOB_KEYS = {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ", "adopt_cgroup"}
@@ -124,6 +126,8 @@ class Scenario:
     key: str | None = None
     jwks: str | None = None
     sack: str | None = None
+    hash_blocks: frozenset[str] = frozenset()
+    """CommunicationParameters' block_null_hash / block_zero_hash: payloads the body check refuses."""
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -162,7 +166,16 @@ class Scenario:
         return cls(nodes, jobs, release, _uid(_optional(table, "slurm_user", 0), root.key("slurm_user")),
                    _optional_path(table, "spool_dir", root), _optional_path(table, "munge_socket", root),
                    _seconds(timeout, root.key("client_timeout")), auth=auth, key=key,
-                   jwks=_optional_path(table, "jwks", root), sack=_sack(table, auth, root))
+                   jwks=_optional_path(table, "jwks", root), sack=_sack(table, auth, root),
+                   hash_blocks=_hash_blocks(_optional(table, "communication_parameters", ""),
+                                            root.key("communication_parameters")))
+
+
+def _hash_blocks(value: Any, at: At) -> frozenset[str]:
+    """The body-hash options of a CommunicationParameters list (the others do not concern a callerid)."""
+    if not isinstance(value, str):
+        raise at.expected("a comma-separated list, as in slurm.conf", value)
+    return frozenset(word.strip() for word in value.split(",") if word.strip() in HASH_BLOCKS)
 
 
 def _sack(table: dict[str, Any], auth: str, root: At) -> str | None:

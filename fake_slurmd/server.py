@@ -106,8 +106,9 @@ class CalleridServer:
     def __init__(self, jobs: Mapping[int, Job], *, release: Release | None = None, munge_socket: str | None = None,
                  slurm_uid: int = 0, client_timeout: float = 10.0, max_connections: int = 20000,
                  workers: int = 8, log: Log | None = None, keys: KeyRing | None = None,
-                 cluster: str | None = None) -> None:
+                 cluster: str | None = None, hash_blocks: frozenset[str] = frozenset()) -> None:
         self.jobs = jobs
+        self.hash_blocks = hash_blocks
         self.keys = keys
         """auth/slurm's keys (None: auth/munge, with munged)."""
         self.cluster = cluster
@@ -264,7 +265,8 @@ class CalleridServer:
         # 3. the body: its length, its hash, its fields
         try:
             body = read_body(data, offset, header, options)
-            check_payload(decoded.payload, body, header.msg_type)
+            check_payload(decoded.payload, body, header.msg_type, block_null="block_null_hash" in self.hash_blocks,
+                          block_zero="block_zero_hash" in self.hash_blocks)
             message = message_class(header.msg_type).decode(body, header.version, nul_check=rules.nul_check)
         except (HashMismatch, ProtocolError) as exc:
             reply = await self._rc(rules, header, ESLURM_PROTOCOL_INCOMPLETE_PACKET, uid, peer)

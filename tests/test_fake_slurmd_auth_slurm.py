@@ -230,3 +230,25 @@ def test_sack_oversized_request_is_closed_on(key_file: str, tmp_path: Path) -> N
         sock.connect(path)
         sock.sendall(struct.pack(">HII", release_named("26.05").protocol_version, 1 << 20, 64001))
         assert sock.recv(16) == b""
+
+
+ZERO_HASH = base64.b64encode(b"\x01" + NetworkCallerIdRequest.MSG_TYPE.to_bytes(2, "big")).decode()
+
+
+@pytest.mark.parametrize(("params", "payload", "refused"), [
+    ("", "", False),
+    ("block_null_hash", "", True),
+    ("", ZERO_HASH, False),
+    ("block_zero_hash", ZERO_HASH, True),
+    ("block_zero_hash", "", False),
+])
+def test_communication_parameters_block_hashes(params: str, payload: str, refused: bool, key_file: str) -> None:
+    release = release_named("26.05")
+    scenario = Scenario.from_dict({"release": "26.05", "auth": "slurm", "key": key_file,
+                                   "communication_parameters": f"enable_ipv6,{params}",
+                                   "nodes": [{"name": "node1", "port": 0}]})
+    claims = claims_for(release.protocol_version, payload=payload or None)
+    with FakeSlurmd(scenario) as fake:
+        frame = decode_stream(send_token(fake, release, forged(HS256, claims)))[0]
+    rc = frame.message.return_code if isinstance(frame.message, ReturnCode) else None
+    assert (rc == 5003) == refused
