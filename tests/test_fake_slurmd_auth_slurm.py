@@ -195,6 +195,21 @@ def test_command_line_auth_slurm(key_file: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "fake_slurmd.cli", "--auth", "slurm", "--key", "/nonexistent/key"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "cannot read the auth/slurm key" in proc.stderr
+    release = release_named("26.05")
+    with subprocess.Popen([sys.executable, "-m", "fake_slurmd.cli", "--auth", "slurm", "--key", key_file,
+                           "--release", "26.05"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True) as server:
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline().split()[3])
+            version = release.protocol_version
+            good = encode_frame(request(version), version, credential=forged(HS256, claims_for(version)),
+                                plugin_id=AuthPlugin.AUTH_SLURM)
+            frame = decode_stream(exchange(port, good))[0]
+            assert frame.auth is not None and frame.auth.plugin_id == AuthPlugin.AUTH_SLURM
+        finally:
+            server.terminate()
+        assert server.wait(timeout=30) == 0
 
 
 @pytest.mark.parametrize("name", RELEASES)
