@@ -1,7 +1,8 @@
 """fake-slurmd: run a simulated compute node from a scenario file until interrupted.
 
     fake-slurmd [--scenario node.toml] [--release 24.11] [--listen NAME=ADDRESS:PORT ...]
-                [--munge-socket PATH] [--spool-dir DIR] [--slurm-conf PATH]
+                [--munge-socket PATH] [--auth munge|slurm --key PATH [--jwks PATH] [--sack PATH]]
+                [--spool-dir DIR] [--slurm-conf PATH]
                 [--log-format text|json] [--log-level info]
 
 Once every node listens, stdout gets one line per node and nothing else, ever:
@@ -30,6 +31,7 @@ from typing import Any
 from fake_slurmd.controller import LEVELS, FakeSlurmd
 from fake_slurmd.scenario import At, NodeSpec, Scenario, ScenarioError, ip_address, node_name
 from slurmproto import package_version
+from slurmproto.errors import KeyFileError
 from slurmproto.versions import BY_NAME
 
 LISTEN = re.compile(r"(?P<name>[^=]*)=(?P<host>.*):(?P<port>[0-9]{1,5})")
@@ -77,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", action="append", metavar="NAME=ADDRESS:PORT",
                         help="a node to simulate (repeatable; overrides the scenario's nodes; port 0: a free one)")
     parser.add_argument("--munge-socket", help="munged socket (default: the scenario's, else munge's default)")
+    parser.add_argument("--auth", choices=("munge", "slurm"),
+                        help="AuthType of the node: munge (default, with munged) or slurm (tokens, --key)")
+    parser.add_argument("--key", metavar="PATH", help="auth/slurm: the node's slurm.key")
+    parser.add_argument("--jwks", metavar="PATH", help="auth/slurm: the node's slurm.jwks (used instead of --key)")
+    parser.add_argument("--sack", metavar="PATH", help="auth/slurm: also serve a sack socket here")
     parser.add_argument("--spool-dir", help="where the step sockets go (default: the scenario's, else a private "
                                             "temp dir); must be this user's and writable by no one else")
     parser.add_argument("--slurm-conf", metavar="PATH", help="also write a slurm.conf for real Slurm clients here "
@@ -113,7 +120,8 @@ def _start(args: argparse.Namespace) -> FakeSlurmd:
     scenario = Scenario.load(args.scenario) if args.scenario else Scenario([NodeSpec("node1", port=0)])
     if args.listen:
         scenario.nodes = [_node(text) for text in args.listen]
-    fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket, spool_dir=args.spool_dir)
+    fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket, spool_dir=args.spool_dir,
+                      auth=args.auth, key=args.key, jwks=args.jwks, sack=args.sack)
     fake.start()
     try:
         if args.slurm_conf:
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"fake-slurmd: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:  # a port in use, a spool dir of someone else's, a path too long
+    except (OSError, ValueError, KeyFileError) as exc:  # a port in use, a spool dir of someone else's, a path too long
         print(f"fake-slurmd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

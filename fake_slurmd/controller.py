@@ -34,9 +34,11 @@ from typing import Any, Self
 from fake_slurmd.loop_thread import LoopThread
 from fake_slurmd.membership import job_contains
 from fake_slurmd.processes import stop_process
-from fake_slurmd.scenario import Job, NodeSpec, Scenario, job_from_dict
+from fake_slurmd.sack import SackServer
+from fake_slurmd.scenario import AUTH_MODES, Job, NodeSpec, Scenario, job_from_dict
 from fake_slurmd.server import CalleridServer
 from fake_slurmd.stepd import FakeStepd
+from slurmproto.authkeys import load_keyring
 from slurmproto.stepd import step_socket
 from slurmproto.versions import release_named
 
@@ -83,8 +85,22 @@ class JobConnection:
 class FakeSlurmd:
     def __init__(self, scenario: Scenario | None = None, *, release: str | None = None,
                  munge_socket: str | None = None, spool_dir: str | None = None, client_timeout: float | None = None,
-                 max_connections: int = 20000) -> None:
+                 max_connections: int = 20000, auth: str | None = None, key: str | None = None,
+                 jwks: str | None = None, cluster: str | None = None, sack: str | None = None) -> None:
         self.scenario = scenario or Scenario([NodeSpec("node1", port=0)])
+        self.auth = auth or self.scenario.auth
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth {self.auth!r} is not one of {', '.join(AUTH_MODES)}")
+        key = key or self.scenario.key
+        if self.auth == "slurm" and key is None:
+            raise ValueError("auth/slurm needs the node's key file")
+        # auth/slurm verifies and signs with the node's keys (slurm.jwks when given, as a slurmd reads it).
+        self.keys = load_keyring(key, jwks or self.scenario.jwks) if self.auth == "slurm" and key else None
+        self.cluster = cluster
+        self.sack_path = sack or self.scenario.sack
+        if self.sack_path is not None and self.keys is None:
+            raise ValueError("a sack socket needs auth/slurm and the node's key")
+        self.sack: SackServer | None = None
         name = release or self.scenario.release
         self.release = release_named(name) if name else None
         self.munge_socket = munge_socket or self.scenario.munge_socket
@@ -116,13 +132,18 @@ class FakeSlurmd:
     async def _start(self) -> None:
         self.server = CalleridServer(self.jobs, release=self.release, munge_socket=self.munge_socket,
                                      slurm_uid=self.scenario.slurm_user, client_timeout=self.client_timeout,
-                                     max_connections=self.max_connections, log=log_event)
+                                     max_connections=self.max_connections, log=log_event, keys=self.keys,
+                                     cluster=self.cluster, hash_blocks=self.scenario.hash_blocks)
         shared_port = 0
         for node in self.scenario.nodes:
             # Real clients use one SlurmdPort for every node: nodes asking for port 0 share one.
             port = await self.server.serve(replace(node, port=node.port or shared_port))
             shared_port = shared_port or (port if node.port == 0 else 0)
             self.nodes.append(replace(node, port=port))
+        if self.sack_path is not None and self.keys is not None:
+            self.sack = SackServer(self.sack_path, self.keys, release=self.release, cluster=self.cluster,
+                                   timeout=self.client_timeout, log=log_event)
+            await self.sack.start()
         for job in sorted(self.jobs.values(), key=lambda j: (j.start_time, j.job_id)):
             await self._start_stepds(job)
 
@@ -153,6 +174,8 @@ class FakeSlurmd:
         self._stepds.clear()
         if self.server is not None:
             await self.server.close()
+        if self.sack is not None:
+            await self.sack.close()
 
     def stop(self) -> None:
         for child in self._children:

@@ -6,6 +6,11 @@
                                     # it must be this user's and writable by no one else
     munge_socket = "/run/munge/munge.socket.2"   # optional (default: munge's default)
     client_timeout = 10             # optional: seconds a client may take to send its request
+    auth = "slurm"                  # optional: "munge" (default, with munged) or "slurm" (auth/slurm tokens)
+    key = "/etc/slurm/slurm.key"    # auth/slurm's key (required with auth = "slurm")
+    jwks = "/etc/slurm/slurm.jwks"  # optional: auth/slurm's key set (from 24.05; used instead of key)
+    sack = "/run/slurm/sack.socket" # optional (auth/slurm): serve a sack socket here
+    communication_parameters = "block_null_hash,block_zero_hash"   # optional, as in slurm.conf
 
     [[nodes]]
     name = "node1"
@@ -67,7 +72,10 @@ MAX_TIMEOUT = 86_400.0
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """A host-name label: it names step sockets (<spool>/<node>_<job>.<step>) and slurm.conf's NodeName."""
 
-TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs"}
+TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs", "auth", "key",
+            "jwks", "sack", "communication_parameters"}
+HASH_BLOCKS = ("block_null_hash", "block_zero_hash")
+AUTH_MODES = ("munge", "slurm")
 NODE_KEYS = {"name", "address", "port", "netns"}
 JOB_KEYS = {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ", "adopt_cgroup"}
 
@@ -114,6 +122,12 @@ class Scenario:
     spool_dir: str | None = None
     munge_socket: str | None = None
     client_timeout: float = 10.0
+    auth: str = "munge"
+    key: str | None = None
+    jwks: str | None = None
+    sack: str | None = None
+    hash_blocks: frozenset[str] = frozenset()
+    """CommunicationParameters' block_null_hash / block_zero_hash: payloads the body check refuses."""
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -143,9 +157,32 @@ class Scenario:
                 raise root.key("jobs").item(i).key("job_id").error(f"job {job.job_id} appears twice")
             jobs[job.job_id] = job
         timeout = _optional(table, "client_timeout", 10.0)
+        auth = _optional(table, "auth", "munge")
+        if auth not in AUTH_MODES:
+            raise root.key("auth").expected(f"an auth mode ({', '.join(AUTH_MODES)})", auth)
+        key = _optional_path(table, "key", root)
+        if auth == "slurm" and key is None:
+            raise root.key("key").error("auth = \"slurm\" needs the node's key file")
         return cls(nodes, jobs, release, _uid(_optional(table, "slurm_user", 0), root.key("slurm_user")),
                    _optional_path(table, "spool_dir", root), _optional_path(table, "munge_socket", root),
-                   _seconds(timeout, root.key("client_timeout")))
+                   _seconds(timeout, root.key("client_timeout")), auth=auth, key=key,
+                   jwks=_optional_path(table, "jwks", root), sack=_sack(table, auth, root),
+                   hash_blocks=_hash_blocks(_optional(table, "communication_parameters", ""),
+                                            root.key("communication_parameters")))
+
+
+def _hash_blocks(value: Any, at: At) -> frozenset[str]:
+    """The body-hash options of a CommunicationParameters list (the others do not concern a callerid)."""
+    if not isinstance(value, str):
+        raise at.expected("a comma-separated list, as in slurm.conf", value)
+    return frozenset(word.strip() for word in value.split(",") if word.strip() in HASH_BLOCKS)
+
+
+def _sack(table: dict[str, Any], auth: str, root: At) -> str | None:
+    path = _optional_path(table, "sack", root)
+    if path is not None and auth != "slurm":
+        raise root.key("sack").error("a sack socket needs auth = \"slurm\"")
+    return path
 
 
 def job_from_dict(data: dict[str, Any], where: str = "job") -> Job:

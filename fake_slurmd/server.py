@@ -1,9 +1,11 @@
 """The callerid responder: slurmd's REQUEST_NETWORK_CALLERID (and REQUEST_JOB_ID) handling, on asyncio.
 
 Per connection, in slurmd's order: read one frame (bounded in size and time), check the header version,
-unpack and verify the MUNGE credential with munged, check the body hash, unpack the body, answer, close.
-Each refusal is the emulated release's (behaviour.py). Blocking work (munge calls, /proc and netlink
-lookups) runs in worker threads; a node inside a network namespace gets a thread that lives there.
+unpack and verify the credential (auth/munge: with munged; auth/slurm: the token, with the node's keys;
+a request of the other plugin is closed on, as a slurmd loads only its own AuthType), check the body
+hash, unpack the body, answer, close. Each refusal is the emulated release's (behaviour.py). Blocking
+work (munge calls, /proc and netlink lookups) runs in worker threads; a node inside a network namespace
+gets a thread that lives there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from slurmproto.addresses import pack, unpack
 from slurmproto.auth import check_payload, payload_hash
 from slurmproto.codec import Decoder, FrameOptions, encode_frame, read_auth, read_body, read_header
 from slurmproto.constants import AF_INET, AF_INET6, NO_VAL, SLURM_AUTH_NOBODY, AuthPlugin, HeaderFlags, MsgType
-from slurmproto.errors import HashMismatch, InsaneMessageLength, ProtocolError, UnknownAuthPlugin
+from slurmproto.errors import HashMismatch, InsaneMessageLength, ProtocolError, TokenError, UnknownAuthPlugin
 from slurmproto.header import Header
 from slurmproto.messages import (
     JobIdRequest,
@@ -41,6 +43,8 @@ from slurmproto.messages import (
 )
 from slurmproto.munge import MungeContext, MungeError
 from slurmproto.primitives import SlurmAddr
+from slurmproto.signers import KeySigner
+from slurmproto.slurmauth import KeyRing, verify
 from slurmproto.sockets import InodeIndex, find_tcp
 from slurmproto.versions import Release
 
@@ -101,8 +105,13 @@ class CalleridServer:
 
     def __init__(self, jobs: Mapping[int, Job], *, release: Release | None = None, munge_socket: str | None = None,
                  slurm_uid: int = 0, client_timeout: float = 10.0, max_connections: int = 20000,
-                 workers: int = 8, log: Log | None = None) -> None:
+                 workers: int = 8, log: Log | None = None, keys: KeyRing | None = None,
+                 cluster: str | None = None, hash_blocks: frozenset[str] = frozenset()) -> None:
         self.jobs = jobs
+        self.hash_blocks = hash_blocks
+        self.keys = keys
+        """auth/slurm's keys (None: auth/munge, with munged)."""
+        self.cluster = cluster
         self.release = release
         self.munge_socket = munge_socket
         self.slurm_uid = slurm_uid
@@ -241,20 +250,23 @@ class CalleridServer:
             auth, offset = read_auth(data, offset, header, options)
         except (UnknownAuthPlugin, ProtocolError) as exc:
             return await self._refuse(release, rules.bad_cred_unpack, f"credential: {exc}", peer)
-        if auth is None or auth.plugin_id != AuthPlugin.AUTH_MUNGE or auth.credential is None:
-            return await self._refuse(release, rules.bad_cred_unpack, "no MUNGE credential", peer)
+        plugin = AuthPlugin.AUTH_MUNGE if self.keys is None else AuthPlugin.AUTH_SLURM
+        if auth is not None and auth.plugin_id != plugin:
+            raise Close(f"credential of plugin {auth.plugin_id}, not {plugin.plugin_name}")
+        if auth is None or auth.credential is None:
+            return await self._refuse(release, rules.bad_cred_unpack, f"no {plugin.plugin_name} credential", peer)
         try:
-            decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._munge_decode,
-                                                 auth.credential)
-        except MungeError as exc:
-            return await self._refuse(release, rules.bad_cred_verify, f"munge: {exc}", peer)
+            decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._decode, auth.credential)
+        except (MungeError, TokenError) as exc:
+            return await self._refuse(release, rules.bad_cred_verify, f"{plugin.plugin_name}: {exc}", peer)
         if rules.rejects_nobody and SLURM_AUTH_NOBODY in (decoded.uid, decoded.gid):
             return await self._refuse(release, rules.bad_cred_verify, "credential of uid/gid 99", peer)
         uid = decoded.uid
         # 3. the body: its length, its hash, its fields
         try:
             body = read_body(data, offset, header, options)
-            check_payload(decoded.payload, body, header.msg_type)
+            check_payload(decoded.payload, body, header.msg_type, block_null="block_null_hash" in self.hash_blocks,
+                          block_zero="block_zero_hash" in self.hash_blocks)
             message = message_class(header.msg_type).decode(body, header.version, nul_check=rules.nul_check)
         except (HashMismatch, ProtocolError) as exc:
             reply = await self._rc(rules, header, ESLURM_PROTOCOL_INCOMPLETE_PACKET, uid, peer)
@@ -292,8 +304,10 @@ class CalleridServer:
                       orig_addr: SlurmAddr | None = None) -> bytes:
         body = message.encode(version)
         credential = await asyncio.get_running_loop().run_in_executor(
-            self._lookups_for(None).executor, self._munge_encode, payload_hash(body, message.MSG_TYPE), r_uid)
-        return encode_frame(message, version, credential=credential, body=body, flags=flags, orig_addr=orig_addr)
+            self._lookups_for(None).executor, self._encode, payload_hash(body, message.MSG_TYPE), r_uid, version)
+        plugin = AuthPlugin.AUTH_MUNGE if self.keys is None else AuthPlugin.AUTH_SLURM
+        return encode_frame(message, version, credential=credential, body=body, flags=flags, orig_addr=orig_addr,
+                            plugin_id=plugin)
 
     async def _callerid(self, rules: SlurmdRules, header: Header, request: NetworkCallerIdRequest, uid: int,
                         node: NodeSpec) -> Answer:
@@ -338,10 +352,17 @@ class CalleridServer:
             context = self._munge_local.context = MungeContext(self.munge_socket)
         return context
 
-    def _munge_decode(self, credential: str) -> Any:
+    def _decode(self, credential: str) -> Any:
+        if self.keys is not None:
+            # A slurmd verifies as itself: a token restricted to another uid is refused.
+            return verify(credential, self.keys, verifier_uid=os.getuid())
         return self._munge().decode(credential)
 
-    def _munge_encode(self, payload: bytes, r_uid: int) -> str:
+    def _encode(self, payload: bytes, r_uid: int, version: int) -> str:
+        if self.keys is not None:
+            release = self.release or release_for(version)
+            ver = release.protocol_version if release is not None else version
+            return KeySigner(self.keys, ver, cluster=self.cluster, r_uid=r_uid).encode(payload)
         with MungeContext(self.munge_socket, uid_restriction=r_uid) as context:
             return context.encode(payload).decode("ascii")
 
