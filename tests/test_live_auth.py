@@ -21,7 +21,7 @@ from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection
 from tests.support.chroot_files import AUTHS, ids_of
 from tests.support.fixtures import LiveClusters
 from tests.support.packets import msg_type
-from tests.support.procs import wait_for
+from tests.support.procs import installed_or_skip, wait_for
 
 OWNER, OTHER = "alice", "bob"
 COMBOS = [(release, auth) for release in RELEASES for auth in AUTHS]
@@ -176,3 +176,15 @@ def test_pam_slurm_adopt_denies_a_user_without_jobs(cluster: ChrootCluster) -> N
     proc = cluster.run(cluster.ssh_argv(OTHER, "true"), user=OTHER, check=False)
     assert proc.returncode == 255
     assert "Access denied by pam_slurm_adopt: you have no active jobs on this node" in proc.stderr
+
+
+@pytest.mark.parametrize("user", ["root", OWNER, OTHER])
+def test_slurm_callerid_answers_like_scontrol(cluster: ChrootCluster, held: HeldConnection, user: str) -> None:
+    """The project's slurm-callerid in both auth modes: root signs with slurm.key (auth/slurm) or munged; a
+    user asks the real slurmd's sack socket ($SLURM_SACK_SOCKET, as 25.05+ clients look first)."""
+    cli = installed_or_skip("slurm-callerid", for_other_users=True)
+    args = [held.client[0], str(held.client[1]), held.server[0], str(held.server[1])]
+    munge = ["--munge-socket", str(cluster.munge_socket)] if cluster.auth == "munge" else []
+    ours = cluster.run_host([cli, *munge, *args], user=user)
+    theirs = _callerid(cluster, held, user)
+    assert (ours.returncode == 0, ours.stdout) == (theirs[0] == 0, theirs[1]), ours.stderr

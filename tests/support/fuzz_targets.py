@@ -295,10 +295,10 @@ class FakeTarget:
 
 def _fuzz_server(server: Any) -> Any:
     class FuzzServer(server.CalleridServer):  # type: ignore[misc, name-defined]
-        def _munge_decode(self, credential: str) -> Any:
+        def _decode(self, credential: str) -> Any:
             return fuzz_munge_decode(credential)
 
-        def _munge_encode(self, payload: bytes, r_uid: int) -> str:
+        def _encode(self, payload: bytes, r_uid: int, version: int) -> str:
             return fuzz_credential(payload, 0)
 
     instance = FuzzServer({}, client_timeout=2.0, workers=1)
