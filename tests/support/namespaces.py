@@ -4,7 +4,9 @@
 thread joins the namespace, opens the socket and ends: the rest of the process stays where it was).
 `OwnCgroups`: cgroup v1 directories of ours under /sys/fs/cgroup/<controller>/<name>, a cgroup namespace
 rooted at them (pinned on a file), and the argv prefix that moves a command into both before it starts.
-Everything is removed again by whoever made it; nothing here touches another cgroup or namespace.
+`pin_uts`: a UTS namespace with a hostname of our choice, pinned on a file. `unmount_below`: every mount
+under a directory of ours. Everything is removed again by whoever made it; nothing here touches another
+cgroup or namespace.
 """
 
 from __future__ import annotations
