@@ -1,8 +1,8 @@
 """auth/slurm frames (auth plugin 103, an HS256 JWT) read with plain Python, for the live and golden tests.
 
-slurmproto's codec reads auth/munge frames only; `read_auth_slurm_frame` is the one function the tests call
-for plugin-103 frames, so they switch to the project's own decoder by changing it alone. The header is read
-with slurmproto.codec (it does not depend on the auth plugin); the auth section and the token by hand:
+An independent reader, kept apart from slurmproto's own (codec + slurmauth, which tests/test_live_tokens.py
+checks on the same frames): `read_auth_slurm_frame` is the one function the tests call for plugin-103
+frames. The header is read with slurmproto.codec (it does not depend on the auth plugin); the auth section and the token by hand:
 u32 plugin id, packstr (u32 length counting a NUL, the token, the NUL), then the body.
 """
 
