@@ -2,8 +2,8 @@
 
 An independent reader, kept apart from slurmproto's own (codec + slurmauth, which tests/test_live_tokens.py
 checks on the same frames): `read_auth_slurm_frame` is the one function the tests call for plugin-103
-frames. The header is read with slurmproto.codec (it does not depend on the auth plugin); the auth section and the token by hand:
-u32 plugin id, packstr (u32 length counting a NUL, the token, the NUL), then the body.
+frames. The header is read with slurmproto.codec (it does not depend on the auth plugin); the auth section
+and the token by hand: u32 plugin id, packstr (u32 length counting a NUL, the token, the NUL), then the body.
 """
 
 from __future__ import annotations
