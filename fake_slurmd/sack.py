@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable
 
 from fake_slurmd.behaviour import release_for
+from fake_slurmd.streams import finish
 from slurmproto.errors import TokenError
 from slurmproto.sack import SACK_CREATE, SACK_VERIFY
 from slurmproto.signers import short_hostname
@@ -71,7 +72,7 @@ class SackServer:
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
             self.log("sack dropped", reason=type(exc).__name__)
         finally:
-            writer.close()
+            await finish(writer, self.timeout)
 
     def answer(self, version: int, op: int, body: bytes, uid: int, gid: int) -> bytes | None:
         """The reply to one request from `uid`/`gid` (None: close without one)."""

@@ -26,6 +26,7 @@ from fake_slurmd.accept import accept_forever
 from fake_slurmd.behaviour import Refusal, SlurmdRules, behaviour_of, release_for
 from fake_slurmd.membership import candidate_pids, job_of, step_of
 from fake_slurmd.scenario import Job, NodeSpec
+from fake_slurmd.streams import finish
 from slurmproto.addresses import pack, unpack
 from slurmproto.auth import check_payload, payload_hash
 from slurmproto.codec import Decoder, FrameOptions, encode_frame, read_auth, read_body, read_header
@@ -196,7 +197,7 @@ class CalleridServer:
         finally:
             self.connections -= 1
             if writer is not None:
-                writer.close()
+                await finish(writer, self.client_timeout)
             else:
                 sock.close()
 

@@ -62,6 +62,7 @@ from typing import Any, NoReturn
 
 from fake_slurmd.accept import accept_forever
 from fake_slurmd.scenario import Job
+from fake_slurmd.streams import finish
 from slurmproto.constants import NO_VAL, SLURM_EXTERN_CONT, step_name
 from slurmproto.constants import OtherStepRequest as OtherRequest
 from slurmproto.stepd import (
@@ -254,15 +255,7 @@ class FakeStepd:
                 sock.close()
             else:
                 del self._writers[conn]
-                await self._finish(conn.writer)
-
-    async def _finish(self, writer: asyncio.StreamWriter) -> None:
-        """Close after flushing what is left (a refusal's -1); a peer that reads nothing gets a reset."""
-        writer.close()
-        try:
-            await asyncio.wait_for(writer.wait_closed(), self.read_timeout)
-        except (Exception, asyncio.CancelledError):
-            writer.transport.abort()
+                await finish(conn.writer, self.read_timeout)
 
     async def _serve(self, conn: _Conn) -> None:
         # Handshake: a full read of the version (safe_read), checked before the peer's credentials. The
