@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +25,8 @@ from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable
 
 TEST_USERS = ("alice", "bob")
+STOP_WITHIN = 120.0
+"""Seconds all chroot clusters get to stop together (each waits a few seconds for its jobs' stepds)."""
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -173,22 +176,26 @@ class LiveClusters:
             except BaseException as e:  # reported below, after the others stopped
                 errors.append(e)
 
-        threads = [threading.Thread(target=stop_one, args=(c,)) for c in clusters]
+        threads = [threading.Thread(target=stop_one, args=(c,), daemon=True) for c in clusters]
         for thread in threads:
             thread.start()
+        deadline = time.monotonic() + STOP_WITHIN
         for thread in threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            raise RuntimeError(f"the chroot clusters did not stop within {STOP_WITHIN:g} s")
         if errors:
             raise errors[0]
 
 
+LIVE_CLUSTERS = LiveClusters()
+"""Stopped by pytest_sessionfinish (tests/conftest.py), not by a fixture's teardown: that would run inside
+the last test's teardown and count against that test's own timeout."""
+
+
 @pytest.fixture(scope="session")
-def live_clusters() -> Iterator[LiveClusters]:
-    clusters = LiveClusters()
-    try:
-        yield clusters
-    finally:
-        clusters.stop()
+def live_clusters() -> LiveClusters:
+    return LIVE_CLUSTERS
 
 
 @pytest.fixture(scope="session")
