@@ -28,6 +28,7 @@ from slurmproto.constants import OtherStepRequest as OtherRequest
 from slurmproto.stepd import CLONE_NEWNS, StepdClient, StepdError, StepdRefused, StepRequest, handshake
 from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release, release_at_or_below
 from tests.support.procs import need_programs, need_root
+from tests.support.sessions import mount_namespace
 
 JOB_UID = 4242
 NOBODY = 65534
@@ -346,18 +347,11 @@ def test_get_ns_fd_before_25_11_answers_zero(harness: Harness) -> None:
 
 @pytest.fixture(scope="module")
 def mount_ns() -> Iterator[str]:
-    """A mount namespace of its own (unshare), held by a process of ours: its /proc/PID/ns/mnt."""
     reason = need_root("creating a mount namespace") or need_programs("unshare")
     if reason:
         pytest.skip(reason)
-    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", "echo up; exec sleep 600"],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
-        yield f"/proc/{proc.pid}/ns/mnt"
-    finally:
-        proc.kill()
-        proc.wait()
+    with mount_namespace() as path:
+        yield path
 
 
 def same_namespace(fd: int, path: str) -> bool:

@@ -9,6 +9,7 @@ is the line given, so any module (the C one, the hook, an in-process one) is com
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -16,7 +17,7 @@ import re
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,6 +147,24 @@ def fake_job_login(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str = "alice
         out, err = proc.communicate()
         raise AssertionError(f"login from fake job {job_id} hung: {err}") from None
     return parse_session(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+
+
+@contextlib.contextmanager
+def mount_namespace(marker: str | None = None) -> Iterator[str]:
+    """A mount namespace of its own (needs root), held by a process of ours while the context lasts: its
+    /proc/PID/ns/mnt. With `marker`, its /tmp is a tmpfs of its own holding MARKER with that text."""
+    setup = f'mount -t tmpfs -o mode=1777 tmpfs /tmp && printf %s "$1" > {MARKER} && ' if marker is not None else ""
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             f"{setup}echo up && exec sleep 3600", "sh", marker or ""],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline() != "up\n":
+            raise RuntimeError(f"unshare --mount failed (exit status {proc.wait()})")
+        yield f"/proc/{proc.pid}/ns/mnt"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def host_mount_ns() -> str:
