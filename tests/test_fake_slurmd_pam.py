@@ -13,11 +13,17 @@ import pytest
 from fake_slurmd.controller import FakeSlurmd
 from tests.support.fixtures import SshdFactory
 from tests.support.procs import need_programs
-from tests.support.sessions import MARKER, fake_job_login, host_mount_ns, mount_namespace
+from tests.support.sessions import (
+    MARKER,
+    PAM_SLURM_ADOPT,
+    fake_job_login,
+    fake_node_sshd,
+    host_mount_ns,
+    mount_namespace,
+)
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
 
-PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 
 
@@ -25,9 +31,8 @@ def module_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, o
     """An sshd whose account stack is the C module (with `options`), pointed at the fake node."""
     if not Path(PAM_SLURM_ADOPT).exists():
         pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
-    conf = fake.slurm_conf(shared_dir / f"pam-{fake.port}.conf")
-    return sshd_factory([f"required {PAM_SLURM_ADOPT} service={{service}} nodename=node1 log_level=debug {options}"],
-                        env={"SLURM_CONF": str(conf)}, users=["alice", "bob"])
+    line = f"required {PAM_SLURM_ADOPT} service={{service}} nodename={{nodename}} log_level=debug {options}"
+    return fake_node_sshd(fake, sshd_factory, shared_dir / f"pam-{fake.port}.conf", line)
 
 
 @pytest.fixture

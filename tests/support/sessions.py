@@ -107,14 +107,29 @@ def marker_job(cluster: SlurmCluster, user: str = "alice") -> int:
     return job_id
 
 
+def _stack(account_line: str, conf: Path, nodename: str) -> list[str]:
+    """pam_unix, as real stacks have (a stack of PAM_IGNORE alone denies), then the line under test."""
+    return ["required pam_unix.so", account_line.replace("{conf}", str(conf)).replace("{nodename}", nodename)]
+
+
 def container_sshd(cluster: SlurmCluster, sshd_factory: SshdFactory, account_line: str,
                    env: Mapping[str, str] | None = None, users: Sequence[str] = ("alice", "bob")) -> Sshd:
-    """A started sshd whose account stack is pam_unix then `account_line` ("required MODULE ARGS";
-    `{service}` is its PAM service). Its keys live in the cluster's directory: the client runs inside a
-    job, whose /tmp is not the host's. `env` is sshd's (default SLURM_CONF=the cluster's slurm.conf)."""
+    """A started sshd whose account stack is pam_unix then `account_line` ("required MODULE ARGS", where
+    `{service}`, `{conf}` and `{nodename}` become its PAM service, the cluster's slurm.conf and node name).
+    Its keys live in the cluster's directory: the client runs inside a job, whose /tmp is not the host's.
+    `env` is sshd's (default SLURM_CONF=the cluster's slurm.conf, which the C module reads)."""
     base = Path(tempfile.mkdtemp(prefix="sshd-", dir=cluster.base))
-    return sshd_factory(["required pam_unix.so", account_line], base=base, users=list(users),
+    return sshd_factory(_stack(account_line, cluster.conf, cluster.node_name), base=base, users=list(users),
                         env={"SLURM_CONF": str(cluster.conf)} if env is None else dict(env))
+
+
+def fake_node_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, conf: Path, account_line: str,
+                   env: Mapping[str, str] | None = None, users: Sequence[str] = ("alice", "bob")) -> Sshd:
+    """container_sshd for a fake node: its slurm.conf is written to `conf` (in a directory every user can
+    read), `{nodename}` is node1."""
+    fake.slurm_conf(conf)
+    return sshd_factory(_stack(account_line, conf, fake.node().name), users=list(users),
+                        env={"SLURM_CONF": str(conf)} if env is None else dict(env))
 
 
 def login_from_job(cluster: SlurmCluster, sshd: Sshd, job_id: int | None, user: str = "alice",
