@@ -392,7 +392,7 @@ class FakeStepd:
             if kinds is not None and kind not in kinds:
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
                 try:
                     actual = fcntl.ioctl(fd, NS_GET_NSTYPE)
                 except OSError:

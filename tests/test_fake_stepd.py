@@ -424,11 +424,14 @@ def test_get_ns_fds_sends_every_namespace_in_order(harness: Harness, mount_ns: s
             os.close(fd)
 
 
-@pytest.mark.parametrize("path", ["/nonexistent/ns", "/etc/hostname", "/proc/self/ns/net"],
-                         ids=["missing", "not-a-namespace", "wrong-kind"])
-def test_a_namespace_that_cannot_be_opened(harness: Harness, path: str) -> None:
+@pytest.mark.parametrize("path", ["/nonexistent/ns", "/etc/passwd", "/proc/self/ns/net", "fifo"],
+                         ids=["missing", "not-a-namespace", "wrong-kind", "fifo"])
+def test_a_namespace_that_cannot_be_opened(harness: Harness, path: str, tmp_path: Path) -> None:
     """Before 25.11 GET_NS_FD answers -1 (pam_slurm_adopt: "stepd_get_ns_fd failed"); from 25.11 the
-    handler's error closes the connection."""
+    handler's error closes the connection. A FIFO does not block the stepd."""
+    if path == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
     job = Job(job_id=67, uid=JOB_UID, namespaces=((CLONE_NEWNS, path),))
     old = harness.start(R25_05, job=job)
     with raw(old.path, R25_05.protocol_version) as sock:
