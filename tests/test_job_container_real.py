@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from slurmproto.stepd import CLONE_NEWNS, StepdClient
+from slurmproto.versions import SLURM_22_05
 from tests.support.deploy import hook_command
 from tests.support.fixtures import SshdFactory
 from tests.support.procs import installed_or_skip
@@ -39,6 +41,23 @@ def test_the_job_has_a_private_tmp(container_cluster: SlurmCluster, container_jo
     assert not os.path.exists(MARKER)
     step = container_cluster.run(container_cluster.srun_argv(container_job, ["cat", MARKER]), user="alice")
     assert step.stdout == marker_text(container_job)
+
+
+def test_the_stepd_hands_out_the_jobs_namespace(container_cluster: SlurmCluster, container_job: int) -> None:
+    """What fake_slurmd's `namespaces` imitates: GET_NS_FD gives the namespace the job's steps run in."""
+    step = container_cluster.run(container_cluster.srun_argv(container_job, ["readlink", "/proc/self/ns/mnt"]),
+                                 user="alice")
+    holder = container_cluster.container_dir / container_cluster.node_name / str(container_job) / ".ns"
+    socket = str(container_cluster.extern_socket(container_job))
+    with StepdClient(socket, version=SLURM_22_05) as client:
+        assert client.x11_display() == (0, None)
+        [(kind, fd)] = client.namespace_fds()
+    try:
+        assert kind == CLONE_NEWNS
+        assert os.fstat(fd).st_ino == os.stat(holder).st_ino
+        assert step.stdout.strip() == f"mnt:[{os.fstat(fd).st_ino}]"
+    finally:
+        os.close(fd)
 
 
 def test_c_module_joins_the_jobs_namespace(container_cluster: SlurmCluster, container_job: int,
