@@ -100,6 +100,14 @@ def test_no_x11_sets_neither(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
     assert "DISPLAY" not in view.env and "XAUTHORITY" not in view.env
 
 
+def test_xauthority_without_display(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
+    """The C module sets each variable on its own: XAUTHORITY whenever the stepd names a file."""
+    fake_slurmd.add_job({"job_id": 337, "user": "alice", "x11": {"display": 0, "xauthority": XAUTHORITY}})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 337)
+    assert view.allowed, view.stderr
+    assert "DISPLAY" not in view.env and view.env.get("XAUTHORITY") == XAUTHORITY
+
+
 def test_disable_x11_sets_neither(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> None:
     sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, "disable_x11=1")
     fake_slurmd.add_job({"job_id": 333, "user": "alice", "x11": {"display": 10, "xauthority": XAUTHORITY}})
