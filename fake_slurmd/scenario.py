@@ -29,6 +29,9 @@
     cgroups = ["/sys/fs/cgroup/freezer/slurm/uid_1001/job_42"]   # ... and every process in these
     environ = true                  # ... and processes whose environment has SLURM_JOB_ID=42
     adopt_cgroup = "/sys/fs/cgroup/freezer/.../step_extern"      # ADD_EXTERN_PID also writes the pid here
+    x11 = {display = 10, xauthority = "/home/alice/.Xauthority"}  # optional: REQUEST_X11_DISPLAY's answer
+    namespaces = {mnt = "/proc/4321/ns/mnt"}   # optional: the job container's namespaces (GET_NS_FD(S)),
+                                               # opened at each request; mnt, pid, net, ipc, uts, user, cgroup, time
 
 Without [[nodes]] the scenario has one node, node1 on 127.0.0.1 and a free port. JSON files have the
 same keys (null means the default). Step sockets are created in start_time order, so their ctimes (which
@@ -77,7 +80,16 @@ TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeou
 HASH_BLOCKS = ("block_null_hash", "block_zero_hash")
 AUTH_MODES = ("munge", "slurm")
 NODE_KEYS = {"name", "address", "port", "netns"}
-JOB_KEYS = {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ", "adopt_cgroup"}
+JOB_KEYS = {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ", "adopt_cgroup",
+            "x11", "namespaces"}
+X11_KEYS = {"display", "xauthority"}
+MAX_DISPLAY = 0x7FFFFFFF
+"""The display is a C int."""
+MAX_XAUTHORITY_BYTES = 4095
+"""The reply's length counts the NUL; clients (slurmproto.stepd) take at most 4096."""
+NAMESPACE_TYPES = {"mnt": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
+                   "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "time": 0x00000080}
+"""The CLONE_NEW* flag of each namespace kind (linux/sched.h), as the stepd's GET_NS_FDS reply carries it."""
 
 
 class ScenarioError(ValueError):
@@ -90,6 +102,14 @@ class NodeSpec:
     address: str = "127.0.0.1"
     port: int = DEFAULT_SLURMD_PORT
     netns: str | None = None
+
+
+@dataclass(frozen=True)
+class X11:
+    """A job's X11 forwarding as its slurmstepd knows it: localhost:<display>.0 and the xauthority file."""
+
+    display: int
+    xauthority: str | None = None
 
 
 @dataclass
@@ -106,6 +126,10 @@ class Job:
     cgroups: tuple[str, ...] = ()
     environ: bool = False
     adopt_cgroup: str | None = None
+    x11: X11 | None = None
+    """What REQUEST_X11_DISPLAY answers; None: display 0, no xauthority (no X11 forwarding)."""
+    namespaces: tuple[tuple[int, str], ...] = ()
+    """The job container's namespaces as (CLONE_NEW* type, path of a namespace file); none: no plugin."""
     adopted: list[int] = field(default_factory=list)
     """Pids added through REQUEST_ADD_EXTERN_PID, in order."""
 
@@ -439,4 +463,30 @@ def _job(data: Any, at: At) -> Job:
                       for i, c in enumerate(_list(_optional(table, "cgroups", []), at.key("cgroups")))),
         environ=_bool(_optional(table, "environ", False), at.key("environ")),
         adopt_cgroup=None if adopt is None else _path(adopt, at.key("adopt_cgroup"), absolute=True),
+        x11=_x11(_optional(table, "x11"), at.key("x11")),
+        namespaces=_namespaces(_optional(table, "namespaces", {}), at.key("namespaces")),
     )
+
+
+def _x11(value: Any, at: At) -> X11 | None:
+    if value is None:
+        return None
+    table = _table(value, at, X11_KEYS)
+    if "display" not in table:
+        raise at.key("display").error("missing")
+    display = _int(table["display"], at.key("display"), 0, MAX_DISPLAY, "a display number")
+    xauthority = _optional(table, "xauthority")
+    if xauthority is not None:
+        xauthority = _path(xauthority, at.key("xauthority"), absolute=True)
+        try:
+            size = len(xauthority.encode())
+        except UnicodeEncodeError:  # a lone surrogate from JSON
+            raise at.key("xauthority").expected("a path in UTF-8", xauthority) from None
+        if size > MAX_XAUTHORITY_BYTES:
+            raise at.key("xauthority").expected(f"a path of at most {MAX_XAUTHORITY_BYTES} bytes", xauthority)
+    return X11(display, xauthority)
+
+
+def _namespaces(value: Any, at: At) -> tuple[tuple[int, str], ...]:
+    table = _table(value, at, set(NAMESPACE_TYPES))
+    return tuple((NAMESPACE_TYPES[kind], _path(path, at.key(kind), absolute=True)) for kind, path in table.items())

@@ -25,7 +25,13 @@ What each request does, per release (read from req.c at slurm-22-05-8-1, 23-02-8
 * REQUEST_GET_NS_FD (26) on 25.11+ writes one (fd, SCM_RIGHTS) pair per CLONE_NEWNS namespace and
   nothing at all when no namespace plugin is configured (`namespace_g_join_external` succeeds with an
   empty list), then goes on reading requests: a pre-25.11 client waits for an int that never comes.
-  This fake has no namespaces, so it does exactly that.
+  Before 25.11 it writes the stepd's fd number of the job container's (mount) namespace, then, if that
+  is above 0, the fd itself as SCM_RIGHTS on a one-byte message; 0 is no container, -1 a failed open.
+  REQUEST_GET_NS_FDS (25.11+) writes a count, then per namespace its int CLONE_NEW* type and the fd.
+  A job's namespaces come from the scenario (`Job.namespaces`, files opened at each request, checked to
+  be namespaces of the kind declared); on 25.11+ one that cannot be opened closes the connection (the
+  handler's error). X11_DISPLAY writes the display (0: none), the xauthority's length with its NUL (0:
+  none) and the path, in every release.
 * ADD_EXTERN_PID on a step whose state is CANCELLED or later closes without reading the pid, from
   24.11.6, 25.05.1 and 25.11.0 (not in 24.11.0-24.11.5 nor 25.05.0). Simulated steps never end, so that
   branch is never taken here; see `_step_ending`.
@@ -49,8 +55,10 @@ the release the connection is served as.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import socket
@@ -67,6 +75,7 @@ from slurmproto.constants import NO_VAL, SLURM_EXTERN_CONT, step_name
 from slurmproto.constants import OtherStepRequest as OtherRequest
 from slurmproto.stepd import (
     ADD_EXTERN_PID_REPLY,
+    CLONE_NEWNS,
     DAEMON_PID_REPLY,
     INT,
     NS_FD_REPLY,
@@ -94,6 +103,8 @@ DEFAULT_READ_TIMEOUT = 10.0
 LISTEN_BACKLOG = 1024
 """slurmstepd listens with 32; more lets a burst of clients queue instead of failing with EAGAIN."""
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+NS_GET_NSTYPE = 0xB703
+"""ioctl on a namespace fd: its CLONE_NEW* type (linux/nsfs.h)."""
 
 
 def known_requests(release: Release) -> frozenset[int]:
@@ -124,6 +135,7 @@ class _Conn:
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    sock: socket.socket
     uid: int = -1
     pid: int = 0
     release: Release | None = None
@@ -237,7 +249,7 @@ class FakeStepd:
         try:
             sock.setblocking(False)
             reader, writer = await asyncio.open_unix_connection(sock=sock)
-            conn = _Conn(reader, writer)
+            conn = _Conn(reader, writer, sock)
             self._writers[conn] = writer
             await self._serve(conn)
         except _Close as close:
@@ -354,6 +366,47 @@ class FakeStepd:
         except OSError as exc:
             raise _Close(f"error writing a reply: {exc}") from None
 
+    async def _send_fd(self, conn: _Conn, fd: int) -> None:
+        """One byte carrying `fd` as SCM_RIGHTS (send_fd_over_pipe), after everything written before it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
+        while True:
+            if conn.writer.transport.get_write_buffer_size() == 0:  # the ints before it have left
+                try:
+                    conn.sock.sendmsg([b"\0"], rights)
+                    return
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise _Close(f"error sending a file descriptor: {exc}") from None
+            if loop.time() > deadline:
+                raise _Close("timed out sending a file descriptor")
+            await asyncio.sleep(0.005)
+
+    def _open_namespaces(self, kinds: frozenset[int] | None = None) -> tuple[list[tuple[int, int]], str | None]:
+        """The job's namespaces (those of `kinds`, default all) opened as (type, fd); on a failure none is
+        left open and the reason is returned."""
+        opened: list[tuple[int, int]] = []
+        for kind, path in self.job.namespaces:
+            if kinds is not None and kind not in kinds:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+                try:
+                    actual = fcntl.ioctl(fd, NS_GET_NSTYPE)
+                except OSError:
+                    actual = -1
+                if actual != kind:
+                    os.close(fd)
+                    raise OSError(f"not a namespace of type 0x{kind:x}")
+            except OSError as exc:
+                for _kind, other in opened:
+                    os.close(other)
+                return [], f"{path}: {exc.strerror or exc}"
+            opened.append((kind, fd))
+        return opened, None
+
     async def _read_pid(self, conn: _Conn) -> int:
         return int(INT.parse(await self._read_exactly(conn, INT_SIZE, "a pid")))
 
@@ -435,26 +488,58 @@ class FakeStepd:
         return True
 
     async def _h_x11_display(self, conn: _Conn) -> bool:
-        # Display 0 = no X11 forwarding, then xauthority length 0 (no path follows).
-        self._answered(conn, StepRequest.REQUEST_X11_DISPLAY, display=0)
-        await self._write(conn, X11_DISPLAY_REPLY.build({"display": 0, "xauthority_len": 0}))
+        # The display (0 = no X11 forwarding), then the xauthority's length counting its NUL (0: no path).
+        x11 = self.job.x11
+        display = x11.display if x11 is not None else 0
+        path = (x11.xauthority.encode() + b"\0") if x11 is not None and x11.xauthority is not None else b""
+        self._answered(conn, StepRequest.REQUEST_X11_DISPLAY, display=display,
+                       xauthority=x11.xauthority if x11 is not None else None)
+        await self._write(conn, X11_DISPLAY_REPLY.build({"display": display, "xauthority_len": len(path)}) + path)
         return True
 
     async def _h_get_ns_fd(self, conn: _Conn) -> bool:
         number = StepRequest.REQUEST_GET_NS_FD
-        if not conn.rel.stepd.ns_fd_count_reply:
-            # 25.11+: one (fd, SCM_RIGHTS) pair per mount namespace. With no namespace plugin that is
-            # nothing at all, and the connection stays open for the next request.
-            self._answered(conn, number, verdict="silent", namespaces=0)
+        opened, failure = self._open_namespaces(frozenset({CLONE_NEWNS}))
+        try:
+            if not conn.rel.stepd.ns_fd_count_reply:
+                # 25.11+: one (fd, SCM_RIGHTS) pair per mount namespace. With no namespace plugin that is
+                # nothing at all, and the connection stays open for the next request.
+                if failure is not None:
+                    self._answered(conn, number, verdict="failed", reason=failure)
+                    return False
+                self._answered(conn, number, verdict="answered" if opened else "silent", namespaces=len(opened))
+                for _kind, fd in opened:
+                    await self._write(conn, NS_FD_REPLY.build(fd))
+                    await self._send_fd(conn, fd)
+                return True
+            # 22.05-25.05: container_g_join_external() gives the one container's fd, 0 without one, or -1.
+            fd = -1 if failure is not None else (opened[0][1] if opened else 0)
+            self._answered(conn, number, verdict="failed" if fd < 0 else "answered", fd=fd,
+                           **({"reason": failure} if failure else {}))
+            await self._write(conn, NS_FD_REPLY.build(fd))
+            if fd > 0:
+                await self._send_fd(conn, fd)
             return True
-        self._answered(conn, number, fd=0)
-        await self._write(conn, NS_FD_REPLY.build(0))  # 22.05-25.05: container_g_join_external() gave 0
-        return True
+        finally:
+            for _kind, fd in opened:
+                os.close(fd)
 
     async def _h_get_ns_fds(self, conn: _Conn) -> bool:
-        self._answered(conn, StepRequest.REQUEST_GET_NS_FDS, namespaces=0)
-        await self._write(conn, NS_FDS_REPLY.build(0))  # no namespace plugin: count 0
-        return True
+        number = StepRequest.REQUEST_GET_NS_FDS
+        opened, failure = self._open_namespaces()
+        try:
+            if failure is not None:  # namespace_g_join_external failed: the handler's error closes
+                self._answered(conn, number, verdict="failed", reason=failure)
+                return False
+            self._answered(conn, number, namespaces=len(opened))
+            await self._write(conn, NS_FDS_REPLY.build(len(opened)))  # no namespace plugin: count 0
+            for kind, fd in opened:
+                await self._write(conn, INT.build(kind))
+                await self._send_fd(conn, fd)
+            return True
+        finally:
+            for _kind, fd in opened:
+                os.close(fd)
 
     async def _h_daemon_pid(self, conn: _Conn) -> bool:
         self._answered(conn, StepRequest.REQUEST_DAEMON_PID, pid=os.getpid())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_slurmd.scenario import MAX_SCENARIO_BYTES, Scenario, ScenarioError, job_from_dict
+from fake_slurmd.scenario import MAX_SCENARIO_BYTES, NAMESPACE_TYPES, X11, Scenario, ScenarioError, job_from_dict
 from tests.support.procs import installed_or_skip
 
 JOB = "[[jobs]]\njob_id = 5\nuser = 'root'\n"
@@ -21,6 +21,7 @@ PID = "expected a pid (an integer from 1 to 4194304)"
 UID = "expected a uid (an integer from 0 to 4294967294)"
 SECONDS = "expected seconds (a number above 0, at most 86400)"
 TIME = "expected a time (epoch seconds from 0, or a date-time)"
+DISPLAY = "expected a display number (an integer from 0 to 2147483647)"
 
 TOML_CASES = [
     ("job id a string", JOB + "[[jobs]]\njob_id = 'x'\nuser = 'root'\n", f"jobs[1].job_id: {JOB_ID}, got 'x'"),
@@ -43,7 +44,25 @@ TOML_CASES = [
     ("jobs a table", "[jobs]\njob_id = 5\n", "jobs: expected a list, got a table"),
     ("job a number", "jobs = [5]\n", "jobs[0]: expected a table, got 5"),
     ("unknown job key", JOB + "jobid = 6\n", "jobs[0].jobid: unknown key 'jobid' (known: adopt_cgroup, cgroups, "
-                                             "environ, job_id, nodes, pids, start_time, steps, trees, user)"),
+                                             "environ, job_id, namespaces, nodes, pids, start_time, steps, trees, "
+                                             "user, x11)"),
+    ("x11 a number", JOB + "x11 = 10\n", "jobs[0].x11: expected a table, got 10"),
+    ("x11 display missing", JOB + "x11 = {xauthority = '/x'}\n", "jobs[0].x11.display: missing"),
+    ("x11 display a string", JOB + "x11 = {display = '10'}\n", f"jobs[0].x11.display: {DISPLAY}, got '10'"),
+    ("x11 display negative", JOB + "x11 = {display = -1}\n", f"jobs[0].x11.display: {DISPLAY}, got -1"),
+    ("x11 display huge", JOB + "x11 = {display = 2147483648}\n", f"jobs[0].x11.display: {DISPLAY}, got 2147483648"),
+    ("x11 unknown key", JOB + "x11 = {display = 1, screen = 0}\n",
+     "jobs[0].x11.screen: unknown key 'screen' (known: display, xauthority)"),
+    ("xauthority relative", JOB + "x11 = {display = 1, xauthority = '.Xauthority'}\n",
+     "jobs[0].x11.xauthority: expected an absolute path, got '.Xauthority'"),
+    ("xauthority too long", JOB + "x11 = {display = 1, xauthority = '/" + "x" * 4095 + "'}\n",
+     "jobs[0].x11.xauthority: expected a path of at most 4095 bytes, got '/" + "x" * 55 + "..."),
+    ("namespaces a list", JOB + "namespaces = ['/proc/1/ns/mnt']\n",
+     "jobs[0].namespaces: expected a table, got a list"),
+    ("namespace kind unknown", JOB + "namespaces = {mount = '/proc/1/ns/mnt'}\n",
+     "jobs[0].namespaces.mount: unknown key 'mount' (known: cgroup, ipc, mnt, net, pid, time, user, uts)"),
+    ("namespace path relative", JOB + "namespaces = {mnt = 'ns/mnt'}\n",
+     "jobs[0].namespaces.mnt: expected an absolute path, got 'ns/mnt'"),
     ("unknown node key", NODE + "host = 'x'\n",
      "nodes[0].host: unknown key 'host' (known: address, name, netns, port)"),
     ("node name missing", "[[nodes]]\nport = 1\n", "nodes[0].name: missing"),
@@ -115,6 +134,8 @@ JSON_CASES = [
     ("port a bool", '{"nodes": [{"name": "a", "port": true}]}', f"nodes[0].port: {PORT}, got true"),
     ("client_timeout NaN", '{"client_timeout": NaN}', f"client_timeout: {SECONDS}, got nan"),
     ("jobs a table", '{"jobs": {"job_id": 5}}', "jobs: expected a list, got a table"),
+    ("xauthority a lone surrogate", '{"jobs": [{"job_id": 5, "user": "root", "x11": {"display": 1, '
+     '"xauthority": "/\\ud800"}}]}', "jobs[0].x11.xauthority: expected a path in UTF-8, got '/\\ud800'"),
     ("huge integer", '{"jobs": [{"job_id": 1' + "0" * 40 + ', "user": "root"}]}',
      f"jobs[0].job_id: {JOB_ID}, got an integer of 133 bits"),
     ("too deep", '{"nodes": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
@@ -136,6 +157,18 @@ def test_null_means_the_default(tmp_path: Path) -> None:
                     '"jobs": [{"job_id": 5, "user": "root", "steps": null}]}')
     scenario = Scenario.load(path)
     assert scenario.release is None and scenario.nodes[0].port == 6818 and len(scenario.jobs[5].steps) == 2
+
+
+def test_x11_and_namespaces(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.toml"
+    path.write_text(JOB + "x11 = {display = 10, xauthority = '/home/a/.Xauthority'}\n"
+                    "namespaces = {net = '/run/netns/a', mnt = '/proc/1/ns/mnt'}\n")
+    job = Scenario.load(path).jobs[5]
+    assert job.x11 == X11(10, "/home/a/.Xauthority")
+    assert job.namespaces == ((NAMESPACE_TYPES["net"], "/run/netns/a"), (0x00020000, "/proc/1/ns/mnt"))
+    plain = job_from_dict({"job_id": 6, "user": "root", "x11": {"display": 11}})
+    assert plain.x11 == X11(11, None) and plain.namespaces == ()
+    assert job_from_dict({"job_id": 7, "user": "root"}).x11 is None
 
 
 def test_without_nodes_a_free_port(tmp_path: Path) -> None:

@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from tests.support.fixtures import SshdFactory
+from tests.support.procs import need_programs
+from tests.support.sessions import (
+    MARKER,
+    PAM_SLURM_ADOPT,
+    fake_job_login,
+    fake_node_sshd,
+    host_mount_ns,
+    mount_namespace,
+)
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
 
-PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+
+
+def module_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, options: str = "") -> Sshd:
+    """An sshd whose account stack is the C module (with `options`), pointed at the fake node."""
+    if not Path(PAM_SLURM_ADOPT).exists():
+        pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
+    line = f"required {PAM_SLURM_ADOPT} service={{service}} nodename={{nodename}} log_level=debug {options}"
+    return fake_node_sshd(fake, sshd_factory, shared_dir / f"pam-{fake.port}.conf", line)
 
 
 @pytest.fixture
 def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> Sshd:
-    if not Path(PAM_SLURM_ADOPT).exists():
-        pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
-    conf = fake_slurmd.slurm_conf(shared_dir / f"pam-{fake_slurmd.port}.conf")
-    return sshd_factory([f"required {PAM_SLURM_ADOPT} service={{service}} nodename=node1 log_level=debug"],
-                        env={"SLURM_CONF": str(conf)}, users=["alice", "bob"])
+    return module_sshd(fake_slurmd, sshd_factory, shared_dir)
 
 
 def _login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str) -> subprocess.CompletedProcess[str]:
@@ -64,3 +78,77 @@ def test_user_without_jobs_is_refused(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd)
     login = adopt_sshd.ssh("bob", "true")
     assert login.returncode == 255 and NO_JOBS in login.stderr
     assert fake_slurmd.adopted(321) == []
+
+
+# --- what the adopted session gets: X11 and the job container ----------------------------------------------
+
+XAUTHORITY = "/home/alice/.Xauthority-fake"
+
+
+def test_x11_job_gives_display_and_xauthority(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
+    fake_slurmd.add_job({"job_id": 331, "user": "alice", "x11": {"display": 10, "xauthority": XAUTHORITY}})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 331)
+    assert view.allowed, (view.stderr, adopt_sshd.log_text())
+    assert (view.env.get("DISPLAY"), view.env.get("XAUTHORITY")) == ("localhost:10.0", XAUTHORITY)
+    assert view.env.get("SLURM_JOB_ID") == "331"
+
+
+def test_no_x11_sets_neither(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
+    fake_slurmd.add_job({"job_id": 332, "user": "alice"})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 332)
+    assert view.allowed and view.env.get("SLURM_JOB_ID") == "332", view.stderr
+    assert "DISPLAY" not in view.env and "XAUTHORITY" not in view.env
+
+
+def test_xauthority_without_display(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
+    """The C module sets each variable on its own: XAUTHORITY whenever the stepd names a file."""
+    fake_slurmd.add_job({"job_id": 337, "user": "alice", "x11": {"display": 0, "xauthority": XAUTHORITY}})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 337)
+    assert view.allowed, view.stderr
+    assert "DISPLAY" not in view.env and view.env.get("XAUTHORITY") == XAUTHORITY
+
+
+def test_disable_x11_sets_neither(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> None:
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, "disable_x11=1")
+    fake_slurmd.add_job({"job_id": 333, "user": "alice", "x11": {"display": 10, "xauthority": XAUTHORITY}})
+    view = fake_job_login(fake_slurmd, sshd, 333)
+    assert view.allowed and view.env.get("SLURM_JOB_ID") == "333", view.stderr
+    assert "DISPLAY" not in view.env and "XAUTHORITY" not in view.env
+
+
+@pytest.fixture
+def job_namespace() -> Iterator[str]:
+    """A mount namespace whose /tmp holds MARKER ("from the namespace"), standing in for a job container's."""
+    reason = need_programs("unshare")
+    if reason:
+        pytest.skip(reason)
+    with mount_namespace("from the namespace") as path:
+        yield path
+
+
+def test_login_joins_the_jobs_mount_namespace(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd, job_namespace: str) -> None:
+    """GET_NS_FD hands the module the namespace; it setns()es sshd into it, so the session sees its /tmp."""
+    fake_slurmd.add_job({"job_id": 334, "user": "alice", "namespaces": {"mnt": job_namespace}})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 334)
+    assert view.allowed, (view.stderr, adopt_sshd.log_text())
+    assert view.marker == "from the namespace" and view.mount_ns == os.readlink(job_namespace)
+    assert view.env.get("SLURM_JOB_ID") == "334"
+
+
+def test_join_container_false_stays_in_the_hosts_namespace(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory,
+                                                           shared_dir: Path, job_namespace: str) -> None:
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, "join_container=false")
+    fake_slurmd.add_job({"job_id": 335, "user": "alice", "namespaces": {"mnt": job_namespace}})
+    view = fake_job_login(fake_slurmd, sshd, 335)
+    assert view.allowed and view.mount_ns == host_mount_ns(), view.stderr
+    assert view.marker is None and not os.path.exists(MARKER)
+
+
+def test_a_namespace_the_stepd_cannot_open_fails_the_adoption(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
+    """22.05's stepd answers -1: the module logs "stepd_get_ns_fd failed" and the adoption fails after the
+    pid was added and SLURM_JOB_ID set; action_adopt_failure=allow (the default) lets the login in, in the
+    host's namespace."""
+    fake_slurmd.add_job({"job_id": 336, "user": "alice", "namespaces": {"mnt": "/nonexistent/ns"}})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 336)
+    assert view.allowed and view.mount_ns == host_mount_ns(), view.stderr
+    assert view.env.get("SLURM_JOB_ID") == "336" and len(fake_slurmd.adopted(336)) == 1

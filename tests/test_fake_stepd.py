@@ -21,13 +21,14 @@ import pytest
 
 import slurmproto
 from fake_slurmd.controller import FakeStepds
-from fake_slurmd.scenario import Job
+from fake_slurmd.scenario import NAMESPACE_TYPES, X11, Job
 from fake_slurmd.stepd import FakeStepd, known_requests
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
 from slurmproto.constants import OtherStepRequest as OtherRequest
-from slurmproto.stepd import StepdClient, StepdError, StepdRefused, StepRequest, handshake
+from slurmproto.stepd import CLONE_NEWNS, StepdClient, StepdError, StepdRefused, StepRequest, handshake
 from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release, release_at_or_below
 from tests.support.procs import need_programs, need_root
+from tests.support.sessions import mount_namespace
 
 JOB_UID = 4242
 NOBODY = 65534
@@ -344,6 +345,104 @@ def test_get_ns_fd_before_25_11_answers_zero(harness: Harness) -> None:
         assert struct.unpack("=iI", recv_exact(sock, 8)) == (0, JOB_UID)
 
 
+@pytest.fixture(scope="module")
+def mount_ns() -> Iterator[str]:
+    reason = need_root("creating a mount namespace") or need_programs("unshare")
+    if reason:
+        pytest.skip(reason)
+    with mount_namespace() as path:
+        yield path
+
+
+def same_namespace(fd: int, path: str) -> bool:
+    return os.fstat(fd).st_ino == os.stat(path).st_ino
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda r: r.name)
+def test_x11_display_of_a_forwarding_job(harness: Harness, release: Release) -> None:
+    job = Job(job_id=61, uid=JOB_UID, x11=X11(12, "/home/alice/.Xauthority-Ab12"))
+    stepd = harness.start(release, job=job)
+    with StepdClient(stepd.path, version=release.protocol_version) as client:
+        assert client.x11_display() == (12, "/home/alice/.Xauthority-Ab12")
+        assert client.step_uid() == JOB_UID  # nothing left over on the connection
+
+
+def test_x11_display_bytes(harness: Harness) -> None:
+    """int display, int length counting the NUL, the path with its NUL (_handle_x11_display)."""
+    stepd = harness.start(R22, job=Job(job_id=62, uid=JOB_UID, x11=X11(10, "/x")))
+    with raw(stepd.path, R22.protocol_version) as sock:
+        sock.sendall(ints(StepRequest.REQUEST_X11_DISPLAY))
+        assert recv_exact(sock, 11) == ints(10, 3) + b"/x\0"
+    display_only = harness.start(R26, job=Job(job_id=63, uid=JOB_UID, x11=X11(10)))
+    with raw(display_only.path, R26.protocol_version) as sock:
+        sock.sendall(ints(StepRequest.REQUEST_X11_DISPLAY))
+        assert recv_exact(sock, 8) == ints(10, 0)
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda r: r.name)
+def test_a_job_container_mount_namespace(harness: Harness, release: Release, mount_ns: str) -> None:
+    """GET_NS_FD before 25.11, GET_NS_FDS from 25.11: the client receives the namespace itself."""
+    stepd = harness.start(release, job=Job(job_id=64, uid=JOB_UID, namespaces=((CLONE_NEWNS, mount_ns),)))
+    with StepdClient(stepd.path, version=release.protocol_version) as client:
+        [(kind, fd)] = client.namespace_fds()
+        try:
+            assert kind == CLONE_NEWNS and same_namespace(fd, mount_ns)
+        finally:
+            os.close(fd)
+        assert client.step_uid() == JOB_UID
+
+
+@pytest.mark.parametrize("release", [R22, R25_11, R26], ids=lambda r: r.name)
+def test_get_ns_fd_hands_out_the_mount_namespace(harness: Harness, release: Release, mount_ns: str) -> None:
+    """The old call in every release: the stepd's fd number, then the fd (pam_slurm_adopt's setns input)."""
+    stepd = harness.start(release, job=Job(job_id=65, uid=JOB_UID, namespaces=(
+        (NAMESPACE_TYPES["net"], "/proc/self/ns/net"), (CLONE_NEWNS, mount_ns))))
+    with raw(stepd.path, release.protocol_version) as sock:
+        sock.sendall(ints(StepRequest.REQUEST_GET_NS_FD))
+        assert struct.unpack("=i", recv_exact(sock, 4))[0] > 0
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1, 2)
+        try:
+            assert len(data) == 1 and len(fds) == 1 and same_namespace(fds[0], mount_ns)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.sendall(ints(StepRequest.REQUEST_STEP_UID))
+        assert struct.unpack("=I", recv_exact(sock, 4)) == (JOB_UID,)
+
+
+def test_get_ns_fds_sends_every_namespace_in_order(harness: Harness, mount_ns: str) -> None:
+    net = NAMESPACE_TYPES["net"]
+    stepd = harness.start(R26, job=Job(job_id=66, uid=JOB_UID,
+                                       namespaces=((net, "/proc/self/ns/net"), (CLONE_NEWNS, mount_ns))))
+    with StepdClient(stepd.path, version=R26.protocol_version) as client:
+        got = client.namespace_fds()
+    try:
+        assert [k for k, _fd in got] == [net, CLONE_NEWNS]
+        assert same_namespace(got[0][1], "/proc/self/ns/net") and same_namespace(got[1][1], mount_ns)
+    finally:
+        for _kind, fd in got:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/ns", "/etc/passwd", "/proc/self/ns/net", "fifo"],
+                         ids=["missing", "not-a-namespace", "wrong-kind", "fifo"])
+def test_a_namespace_that_cannot_be_opened(harness: Harness, path: str, tmp_path: Path) -> None:
+    """Before 25.11 GET_NS_FD answers -1 (pam_slurm_adopt: "stepd_get_ns_fd failed"); from 25.11 the
+    handler's error closes the connection. A FIFO does not block the stepd."""
+    if path == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    job = Job(job_id=67, uid=JOB_UID, namespaces=((CLONE_NEWNS, path),))
+    old = harness.start(R25_05, job=job)
+    with raw(old.path, R25_05.protocol_version) as sock:
+        sock.sendall(ints(StepRequest.REQUEST_GET_NS_FD, StepRequest.REQUEST_STEP_UID))
+        assert struct.unpack("=iI", recv_exact(sock, 8)) == (-1, JOB_UID)
+    new = harness.start(R26, job=Job(job_id=68, uid=JOB_UID, namespaces=((CLONE_NEWNS, path),)))
+    with StepdClient(new.path, version=R26.protocol_version) as client, pytest.raises(StepdError):
+        client.namespace_fds()
+    assert [f["reason"].startswith(path) for f in harness.requests("failed")] == [True, True]
+
+
 # --- what else the real one does -------------------------------------------------------------------
 
 GARBAGE = [0, 2, 3, 6, 13, 32, 999, -1, -22, 0x7FFF_FFFF, 22 + 0x10000]
@@ -551,7 +650,7 @@ time.sleep(1.5)
 """
 FD_STARVED = """
 import asyncio, resource, sys
-from fake_slurmd.scenario import Job
+from fake_slurmd.scenario import NAMESPACE_TYPES, X11, Job
 from fake_slurmd.stepd import FakeStepd
 from slurmproto.stepd import StepdClient
 path, flood, events = sys.argv[1], sys.argv[2], []

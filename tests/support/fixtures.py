@@ -17,6 +17,7 @@ import pytest
 from tests.support.chroot_cluster import ChrootCluster, HeldConnection, missing_reason
 from tests.support.munged import MUNGED, Munged
 from tests.support.procs import ensure_user, need_programs, need_root
+from tests.support.sessions import marker_job
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
@@ -57,6 +58,28 @@ def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
     daemon: Munged = request.getfixturevalue("munged")
     with SlurmCluster(daemon) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def container_cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
+    """A second real node, tmpfs1, with JobContainerType=job_container/tmpfs (each job's /tmp and /dev/shm
+    private, in a mount namespace of its own; state under /var/tmp). Its own daemons rather than a
+    reconfigured slurm_cluster: jobs started before JobContainerType changes cannot run new steps."""
+    reason = need_root("running slurmctld/slurmd with job_container/tmpfs") or need_programs(*SLURM_PROGRAMS)
+    if reason:
+        pytest.skip(reason)
+    daemon: Munged = request.getfixturevalue("munged")
+    with SlurmCluster(daemon, node_name="tmpfs1", job_container=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def container_job(container_cluster: SlurmCluster) -> Iterator[int]:
+    """A running job of alice's on container_cluster that wrote sessions.marker_text(job) to
+    sessions.MARKER in its private /tmp."""
+    job_id = marker_job(container_cluster, "alice")
+    yield job_id
+    container_cluster.cancel(job_id)
 
 
 @pytest.fixture(scope="session")

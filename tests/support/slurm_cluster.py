@@ -76,17 +76,26 @@ class SlurmCluster(Daemons):
         extra_conf: Sequence[str] = (),
         users: Sequence[str] = ("alice", "bob"),
         start_timeout: float = 30.0,
+        job_container: bool = False,
     ) -> None:
+        """`job_container`: JobContainerType=job_container/tmpfs, each job with a private /tmp and /dev/shm
+        in a mount namespace of its own. Its default `base` is then under /var/tmp, since what the jobs
+        and their logins reach (output files, working directory, ssh keys) must not sit in /tmp."""
         self._munged = munged
         self._own_munged = munged is None
         self._own_base = base is None
-        self.base = Path(base or tempfile.mkdtemp(prefix="slurm-cluster-"))
+        self.job_container = job_container
+        parent = "/var/tmp" if job_container else None
+        self.base = Path(base or tempfile.mkdtemp(prefix="slurm-cluster-", dir=parent))
         self.node_name = node_name
         self.extra_conf = list(extra_conf)
         self.users = list(users)
         self.start_timeout = start_timeout
         self.conf = self.base / "slurm.conf"
         self.cgroup_conf = self.base / "cgroup.conf"
+        self.job_container_conf = self.base / "job_container.conf"
+        self.container_dir = self.base / "containers"
+        """BasePath: the tmpfs plugin keeps <node>/<job>/ here (the job's /tmp, and .ns holding its namespace)."""
         self.state_dir = self.base / "state"
         self.spool_dir = self.base / "spool"
         # Job output lands here; the jobs' users must be able to write it.
@@ -174,6 +183,20 @@ class SlurmCluster(Daemons):
 
     def output_file(self, job_id: int) -> Path:
         return self.out_dir / f"job-{job_id}.out"
+
+    def wait_output(self, job_id: int, text: str, timeout: float = 15.0) -> None:
+        """Wait until the job's output contains `text`."""
+        def printed() -> bool:
+            try:
+                return text in self.output_file(job_id).read_text(errors="replace")
+            except FileNotFoundError:
+                return False
+        self._wait(printed, f"job {job_id} printing {text!r}", timeout=timeout)
+
+    @staticmethod
+    def srun_argv(job_id: int, argv: Sequence[str]) -> list[str]:
+        """`argv` as a step of the running job (one task, sharing the job's resources with its other steps)."""
+        return ["srun", f"--jobid={job_id}", "--overlap", "-N1", "-n1", "--quiet", *argv]
 
     def job_state(self, job_id: int) -> str | None:
         """The job's state as squeue reports it, or None once squeue no longer lists it."""
@@ -270,6 +293,7 @@ class SlurmCluster(Daemons):
             "ReturnToService=2",
             "MpiDefault=none",
             "MailProg=/bin/true",
+            *(["JobContainerType=job_container/tmpfs"] if self.job_container else []),
             # Cancelled jobs get SIGKILL 2 s after SIGTERM (default 30), so stop() is quick.
             "KillWait=2",
             # Start submitted batch jobs on slurmctld's next 1 s tick, not up to 3 s later. (The very first
@@ -299,7 +323,12 @@ class SlurmCluster(Daemons):
             "ConstrainSwapSpace=no\n"
             "ConstrainDevices=no\n"
         )
-        for path in (self.conf, self.cgroup_conf, b / "plugstack.conf"):
+        written = [self.conf, self.cgroup_conf, b / "plugstack.conf"]
+        if self.job_container:
+            # Read from slurm.conf's directory; AutoBasePath creates BasePath/<NodeName> when slurmd starts.
+            self.job_container_conf.write_text(f"AutoBasePath=true\nBasePath={self.container_dir}\n")
+            written.append(self.job_container_conf)
+        for path in written:
             os.chmod(path, 0o644)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
