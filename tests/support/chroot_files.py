@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.support.slurm_cluster import JOB_CONF
+
 AUTHS = ("munge", "slurm")
 """AuthType and CredType auth/X + cred/X: munge needs munged; slurm signs with slurm.key (no munged)."""
 NODE = "node1"
@@ -43,20 +45,7 @@ def slurm_conf(cluster_name: str, auth: str) -> str:
         "SlurmdLogFile=/var/log/slurm/slurmd.log",
         "SlurmctldDebug=debug",
         "SlurmdDebug=debug",
-        "ProctrackType=proctrack/cgroup",
-        "TaskPlugin=task/cgroup",
-        "PrologFlags=contain",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
-        "JobCompType=jobcomp/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core",
-        "SchedulerParameters=batch_sched_delay=0",
-        "SlurmdParameters=config_overrides",
-        "ReturnToService=2",
-        "MpiDefault=none",
-        "MailProg=/bin/true",
-        "KillWait=2",
+        *JOB_CONF,
         f"NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={NODE} CPUs=2 State=UNKNOWN",
         f"PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8",
     ]) + "\n"
