@@ -14,8 +14,9 @@ plugin-101 frame: close (a slurmd loads its own AuthType only); a payload of ano
 a kid (no slurm.jwks: the default key is used), no payload, a token over 64 KiB (slurmd's bound is the
 message's), and no iat, uid or gid: libjwt reads a missing one as -1 and auth/slurm lets that pass (the row's
 auth_slurm.absent_ids), so a token without uid authenticates uid 4294967295, which is not the job's owner.
-There is no slurm.jwks cluster here: an unknown kid against a key set is tested on the fake alone
-(tests/test_fake_slurmd_auth_slurm.py::test_unknown_kid_with_a_jwks).
+With a slurm.jwks (chroot_files.slurm_jwks: k1 the default, k2, old expired), the daemons use its keys and no
+longer slurm.key: a token is verified with the key its kid names, else with k1; an unknown kid, an expired
+key, a signature by another key than the kid's, and slurm.key's signature are refused, as above.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ import pytest
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.auth import payload_hash
+from slurmproto.authkeys import load_keyring
 from slurmproto.codec import decode_stream, encode_frame
 from slurmproto.constants import NO_VAL, AuthPlugin, MsgType
 from slurmproto.errors import ProtocolError
 from slurmproto.messages import NetworkCallerIdRequest, NetworkCallerIdResponse, ReturnCode
-from slurmproto.slurmauth import MAX_TOKEN, UID_ANY, encode
+from slurmproto.slurmauth import MAX_TOKEN, UID_ANY, KeyRing, encode
 from slurmproto.versions import Refusal, Release, release_named
 from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection
 from tests.support.fixtures import TEST_USERS, LiveClusters
@@ -50,12 +52,18 @@ OWNER = TEST_USERS[0]
 
 @dataclass(frozen=True)
 class Wire:
-    """What a case's frame is made of: the node's key, the request, its version and the moment."""
+    """What a case's frame is made of: the node's keys (and slurm.key), the request, its version and the moment."""
 
-    secret: bytes
+    keys: KeyRing
+    slurm_key: bytes
     version: int
     request: NetworkCallerIdRequest
     now: int
+
+    @property
+    def secret(self) -> bytes:
+        """The key the node signs with (slurm.key, or slurm.jwks's default)."""
+        return self.keys.default.secret
 
     def claims(self, **changes: object) -> dict[str, object]:
         """A root client's claims for the request (a change to None leaves the claim out)."""
@@ -105,6 +113,11 @@ def _without(claim: str) -> Callable[[Wire], bytes]:
     return lambda wire: wire.signed(**{claim: None})
 
 
+def _kid(kid: str, signer: str | None = None) -> Callable[[Wire], bytes]:
+    """A token whose header names `kid`, signed with slurm.jwks's key `signer` (default: the kid's)."""
+    return lambda wire: wire.signed(header={**HS256, "kid": kid}, secret=wire.keys.by_kid[signer or kid].secret)
+
+
 JOB, NOT_NAMED, REFUSED, CLOSE, RC_5003 = "job", "not named", "refused", "close", "rc 5003"
 """What a case gets: the job named; an answer naming none; the row's refusal of a bad credential; a close;
 RESPONSE_SLURM_RC 5003 (the body does not match the credential)."""
@@ -132,6 +145,15 @@ CASES: dict[str, tuple[Callable[[Wire], bytes], str]] = {
     "not-base64": (lambda w: w.frame("!!!!.####.$$$$"), REFUSED),
     "munge-plugin": (lambda w: w.frame("MUNGE:AwQDAAA=:", plugin_id=AuthPlugin.AUTH_MUNGE), CLOSE),
     "body-hash-mismatch": (_other_body, RC_5003),
+}
+JWKS_CASES: dict[str, tuple[Callable[[Wire], bytes], str]] = {
+    "no-kid": (lambda w: w.signed(), JOB),
+    "kid-default": (_kid("k1"), JOB),
+    "kid-other": (_kid("k2"), JOB),
+    "kid-unknown": (_kid("k9", "k1"), REFUSED),
+    "kid-expired-key": (_kid("old"), REFUSED),
+    "kid-of-another-key": (_kid("k2", "k1"), REFUSED),
+    "slurm.key": (lambda w: w.signed(secret=w.slurm_key), REFUSED),
 }
 
 
@@ -164,35 +186,50 @@ def expected(what: str, release: Release, job_id: int) -> str:
 
 @dataclass(frozen=True)
 class Pair:
-    """One release's real slurmd (auth/slurm) and a fake-slurmd of that release with its key, in its namespace."""
+    """One release's real slurmd (auth/slurm) and a fake-slurmd of that release with its keys, in its namespace."""
 
     release: Release
     real: ChrootCluster
     held: HeldConnection
     fake_port: int
 
-    def wire(self) -> Wire:
-        conn = self.held
+    def react(self, case: str, build: Callable[[Wire], bytes], what: str) -> None:
+        """Send the case's frame to both; they react alike, as the release row says."""
+        conn, real = self.held, self.real
         request = NetworkCallerIdRequest.for_connection(ipaddress.ip_address(conn.client[0]), conn.client[1],
                                                         ipaddress.ip_address(conn.server[0]), conn.server[1])
-        return Wire(self.real.key_path.read_bytes(), self.release.protocol_version, request, int(time.time()))
+        keys = load_keyring(str(real.key_path), str(real.jwks_path))
+        frame = build(Wire(keys, real.key_path.read_bytes(), self.release.protocol_version, request, int(time.time())))
+        theirs, ours = reaction(real.exchange(frame)), reaction(real.exchange(frame, port=self.fake_port))
+        assert theirs == ours, f"{case}: the real slurmd {theirs}, fake-slurmd {ours}"
+        assert theirs == expected(what, self.release, conn.job_id), f"{case}: {theirs}"
+
+
+def _pair(live_clusters: LiveClusters, name: str, jwks: bool) -> Iterator[Pair]:
+    real, held = live_clusters.get(name, "slurm", jwks), live_clusters.held(name, "slurm", jwks)
+    job = Job(held.job_id, pwd.getpwnam(OWNER).pw_uid, environ=True)
+    scenario = Scenario([NodeSpec(real.node_name, port=0, netns=real.netns)], {job.job_id: job}, release=name,
+                        client_timeout=5.0)
+    jwks_path = str(real.jwks_path) if jwks else None
+    with FakeSlurmd(scenario, auth="slurm", key=str(real.key_path), jwks=jwks_path) as fake:
+        yield Pair(release_named(name), real, held, fake.port)
 
 
 @pytest.fixture(scope="module", params=list(RELEASES))
 def pair(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> Iterator[Pair]:
-    name: str = request.param
-    real, held = live_clusters.get(name, "slurm"), live_clusters.held(name, "slurm")
-    job = Job(held.job_id, pwd.getpwnam(OWNER).pw_uid, environ=True)
-    scenario = Scenario([NodeSpec(real.node_name, port=0, netns=real.netns)], {job.job_id: job}, release=name,
-                        client_timeout=5.0)
-    with FakeSlurmd(scenario, auth="slurm", key=str(real.key_path)) as fake:
-        yield Pair(release_named(name), real, held, fake.port)
+    yield from _pair(live_clusters, request.param, jwks=False)
+
+
+@pytest.fixture(scope="module", params=list(RELEASES))
+def jwks_pair(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> Iterator[Pair]:
+    yield from _pair(live_clusters, request.param, jwks=True)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_real_and_fake_slurmd_react_alike(pair: Pair, case: str) -> None:
-    build, what = CASES[case]
-    frame = build(pair.wire())
-    real, fake = reaction(pair.real.exchange(frame)), reaction(pair.real.exchange(frame, port=pair.fake_port))
-    assert real == fake, f"{case}: the real slurmd {real}, fake-slurmd {fake}"
-    assert real == expected(what, pair.release, pair.held.job_id), f"{case}: {real}"
+    pair.react(case, *CASES[case])
+
+
+@pytest.mark.parametrize("case", list(JWKS_CASES))
+def test_with_a_jwks_real_and_fake_slurmd_react_alike(jwks_pair: Pair, case: str) -> None:
+    jwks_pair.react(case, *JWKS_CASES[case])
