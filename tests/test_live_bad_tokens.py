@@ -4,10 +4,10 @@ react alike to each (close without an answer, RESPONSE_SLURM_RC and its rc, or t
 names), and that reaction is the one the release row predicts.
 
 Every frame is a REQUEST_NETWORK_CALLERID about the connection a job of alice's holds in the cluster's
-network namespace, its token put together with slurmproto.slurmauth (sign's encode, also for what no signer
-writes) and framed by the codec. The fake runs in the same namespace and knows the job (by SLURM_JOB_ID in
-its processes' environment), so a token that gets through names the job, or not, in both. Both run as root
-and verify as uid 0.
+network namespace, its token put together with slurmproto.slurmauth.encode (sign()'s last step, which also
+writes what no signer would) and framed by the codec. The fake runs in the same namespace and knows the job
+(by SLURM_JOB_ID in its processes' environment), so a token that gets through names the job, or not, in both.
+Both run as root and verify as uid 0.
 
 What the real daemons do (24.11 | 26.05): a refused token: close | RC 1007 (the row's bad_cred_verify); a
 plugin-101 frame: close (a slurmd loads its own AuthType only); a payload of another body: RC 5003. Accepted:
