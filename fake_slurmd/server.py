@@ -49,8 +49,10 @@ from slurmproto.slurmauth import KeyRing, verify
 from slurmproto.sockets import InodeIndex, find_tcp
 from slurmproto.versions import Release
 
-MAX_REQUEST = 64 * 1024
-"""A callerid request is about 270 bytes; a larger length prefix is closed on (slurmd's own cap is 1 GiB)."""
+MAX_REQUEST = 256 * 1024
+"""A callerid request is about 270 bytes (an auth/slurm one about 700); a larger length prefix is closed on.
+slurmd's own cap is 1 GiB and it verifies a token of any length below it: this one leaves room for a
+token over slurmauth.MAX_TOKEN, which the fake verifies as slurmd does."""
 EINVAL = 22
 ESLURM_INVALID_JOB_ID = 2017
 ESLURM_PROTOCOL_INCOMPLETE_PACKET = 5003
@@ -257,7 +259,8 @@ class CalleridServer:
         if auth is None or auth.credential is None:
             return await self._refuse(release, rules.bad_cred_unpack, f"no {plugin.plugin_name} credential", peer)
         try:
-            decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._decode, auth.credential)
+            decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._decode, auth.credential,
+                                                 release)
         except (MungeError, TokenError) as exc:
             return await self._refuse(release, rules.bad_cred_verify, f"{plugin.plugin_name}: {exc}", peer)
         if rules.rejects_nobody and SLURM_AUTH_NOBODY in (decoded.uid, decoded.gid):
@@ -353,10 +356,11 @@ class CalleridServer:
             context = self._munge_local.context = MungeContext(self.munge_socket)
         return context
 
-    def _decode(self, credential: str) -> Any:
+    def _decode(self, credential: str, release: Release) -> Any:
         if self.keys is not None:
             # A slurmd verifies as itself: a token restricted to another uid is refused.
-            return verify(credential, self.keys, verifier_uid=os.getuid())
+            return verify(credential, self.keys, verifier_uid=os.getuid(), absent=release.auth_slurm.absent_ids,
+                          max_length=MAX_REQUEST)
         return self._munge().decode(credential)
 
     def _encode(self, payload: bytes, r_uid: int, version: int) -> str:

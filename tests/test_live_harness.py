@@ -1,10 +1,9 @@
-"""The chroot cluster harness itself (tests/support/chroot_cluster.py, namespaces.py, packets.py,
-slurm_tokens.py): its own state per cluster, everything removed at stop, and the frame reassembly."""
+"""The chroot cluster harness itself (tests/support/chroot_cluster.py, namespaces.py, packets.py): its own state
+per cluster, everything removed at stop, and the frame reassembly."""
 
 from __future__ import annotations
 
 import os
-import re
 import struct
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 
 from tests.support.chroot_cluster import ChrootCluster, missing_reason
 from tests.support.packets import TCP_FIN, TCP_SYN, Segment, _Direction, parse_segment, split_frames
-from tests.support.slurm_tokens import read_auth_slurm_frame
 
 
 def _alive(pid: int) -> bool:
@@ -74,15 +72,3 @@ def test_split_frames_keeps_prefixes_and_drops_a_partial_tail() -> None:
 def test_other_packets_are_not_segments() -> None:
     assert parse_segment(bytes(12) + b"\x08\x06" + bytes(40)) is None  # ARP
     assert parse_segment(b"short") is None
-
-
-@pytest.mark.parametrize(("frame", "message"), [
-    (b"\x00\x00\x00\x05abc", "length prefix 5 but 3 bytes follow"),
-    (bytes.fromhex("000000142a00000013ab00000000000000000000") + (101).to_bytes(4, "big"),
-     "auth plugin 101, not auth/slurm (103)"),
-    (bytes.fromhex("000000182a00000013ab00000000000000000000") + (103).to_bytes(4, "big") + (9).to_bytes(4, "big"),
-     "token packstr of length 9 is cut short or lacks its NUL"),
-], ids=["prefix", "munge", "cut-token"])
-def test_token_reader_refuses_bad_frames_clearly(frame: bytes, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
-        read_auth_slurm_frame(frame)

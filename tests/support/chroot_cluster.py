@@ -10,7 +10,8 @@ spool and logs are its own and several clusters of one chroot can run at once. E
   rooted there in which those two hierarchies are mounted at the chroot's /sys/fs/cgroup. Slurm runs
   proctrack/cgroup and task/cgroup, so jobs get real job_N/step_extern cgroups; the machine's own Slurm
   (/sys/fs/cgroup/*/slurm_node1) never sees ours;
-* auth/munge (a private munged with a fresh key) or auth/slurm (a fresh slurm.key, no munged);
+* auth/munge (a private munged with a fresh key) or auth/slurm (a fresh slurm.key, no munged; with
+  jwks=True also a slurm.jwks of three keys, chroot_files.slurm_jwks, which the daemons use instead);
 * sshd on 127.0.0.1:2222 with the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a
   catcher on the chroot's /dev/log for what the module logs.
 
@@ -80,13 +81,16 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, jwks: bool = False) -> None:
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
+        if jwks and auth != "slurm":
+            raise ValueError("a slurm.jwks needs auth/slurm")
         self.release = release
         self.auth = auth
+        self.jwks = jwks
         self.chroot = chroot_dir(release)
-        self.name = f"sat-{RELEASES[release]}{auth[0]}-{os.getpid()}-{next(_serial)}"
+        self.name = f"sat-{RELEASES[release]}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
         self.root = self.state / "root"
         """The cluster's own root: the overlay of the chroot."""
@@ -105,7 +109,7 @@ class ChrootCluster(Daemons):
         self._state_mounted = False
 
     def __repr__(self) -> str:
-        return f"<ChrootCluster {self.release} auth/{self.auth} {self.name}>"
+        return f"<ChrootCluster {self.release} auth/{self.auth}{' jwks' if self.jwks else ''} {self.name}>"
 
     @property
     def conf(self) -> Path:
@@ -121,6 +125,11 @@ class ChrootCluster(Daemons):
     def key_path(self) -> Path:
         """slurm.key as the host sees it (auth/slurm only)."""
         return self.host_path("/etc/slurm/slurm.key")
+
+    @property
+    def jwks_path(self) -> Path:
+        """slurm.jwks as the host sees it (there only when jwks=True)."""
+        return self.host_path("/etc/slurm/slurm.jwks")
 
     @property
     def sack_socket(self) -> Path:
@@ -218,6 +227,8 @@ class ChrootCluster(Daemons):
             files.munge_key(root)
         else:
             files.slurm_key(root)
+            if self.jwks:
+                files.slurm_jwks(root)
         files.sshd_files(root, entries)
         slurm = files.ids_of(root, "slurm")
         for sub, owner in (("run/slurm", None), ("var/log/slurm", slurm), ("var/lib/slurm/slurmctld", slurm),

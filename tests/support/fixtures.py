@@ -156,32 +156,33 @@ class LiveClusters:
     overlay of its chroot with namespaces and cgroups of its own, so all four can be up at once."""
 
     def __init__(self) -> None:
-        self._clusters: dict[tuple[str, str], ChrootCluster] = {}
-        self._failed: dict[tuple[str, str], str] = {}
-        self._held: dict[tuple[str, str], HeldConnection] = {}
+        self._clusters: dict[tuple[str, str, bool], ChrootCluster] = {}
+        self._failed: dict[tuple[str, str, bool], str] = {}
+        self._held: dict[tuple[str, str, bool], HeldConnection] = {}
         self._jobs = contextlib.ExitStack()
 
-    def get(self, release: str, auth: str = "munge") -> ChrootCluster:
-        """The running cluster; a skip naming what is missing where it cannot run."""
+    def get(self, release: str, auth: str = "munge", jwks: bool = False) -> ChrootCluster:
+        """The running cluster (auth/slurm with jwks: its slurm.jwks); a skip naming what is missing where it
+        cannot run."""
         reason = missing_reason(release)
         if reason:
             pytest.skip(reason)
-        key = (release, auth)
+        key = (release, auth, jwks)
         if key in self._failed:  # a start that failed once is not retried by every test
             raise RuntimeError(f"the Slurm {release} auth/{auth} cluster did not start:\n{self._failed[key]}")
         if key not in self._clusters:
             try:
-                self._clusters[key] = ChrootCluster(release, auth).start()
+                self._clusters[key] = ChrootCluster(release, auth, jwks=jwks).start()
             except Exception as e:
                 self._failed[key] = str(e)
                 raise
         return self._clusters[key]
 
-    def held(self, release: str, auth: str = "munge") -> HeldConnection:
+    def held(self, release: str, auth: str = "munge", jwks: bool = False) -> HeldConnection:
         """A batch job of alice's holding a TCP connection in that cluster, for the whole session."""
-        key = (release, auth)
+        key = (release, auth, jwks)
         if key not in self._held:
-            cluster = self.get(release, auth)
+            cluster = self.get(release, auth, jwks)
             self._held[key] = self._jobs.enter_context(cluster.held_connection(TEST_USERS[0]))
         return self._held[key]
 

@@ -36,6 +36,32 @@ _ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "N
                  "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
 
 
+JOB_CONF = (
+    # Jobs in cgroups, their extern step started at allocation (what pam_slurm_adopt adopts into).
+    "ProctrackType=proctrack/cgroup",
+    "TaskPlugin=task/cgroup",
+    "PrologFlags=contain",
+    "JobAcctGatherType=jobacct_gather/none",
+    "AccountingStorageType=accounting_storage/none",
+    "JobCompType=jobcomp/none",
+    "SelectType=select/cons_tres",
+    # Cores only: memory as a consumable would let one job take the whole node.
+    "SelectTypeParameters=CR_Core",
+    "ReturnToService=2",
+    "MpiDefault=none",
+    "MailProg=/bin/true",
+    # Cancelled jobs get SIGKILL 2 s after SIGTERM (default 30), so a stop is quick.
+    "KillWait=2",
+    # Start submitted batch jobs on slurmctld's next 1 s tick, not up to 3 s later. (The very first
+    # scheduling pass still comes ~3 s after slurmctld starts: it reads this setting.)
+    "SchedulerParameters=batch_sched_delay=0",
+    # Don't drain the node when the hardware differs a little from what we declare.
+    "SlurmdParameters=config_overrides",
+)
+"""slurm.conf's lines for how jobs are contained, scheduled and ended: the same for this 22.05 cluster and the
+24.11/26.05 chroot clusters (tests/support/chroot_files.py). cgroup.conf is each one's own."""
+
+
 @dataclass(frozen=True)
 class ConnectedJob:
     job_id: int
@@ -281,26 +307,8 @@ class SlurmCluster(Daemons):
             "MessageTimeout=10",
             # An empty plugstack of our own: no SPANK plugins from /etc/slurm/plugstack.conf.d.
             f"PlugStackConfig={b / 'plugstack.conf'}",
-            "ProctrackType=proctrack/cgroup",
-            "TaskPlugin=task/cgroup",
-            "PrologFlags=contain",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/none",
-            "SelectType=select/cons_tres",
-            # Cores only: memory as a consumable would let one job take the whole node.
-            "SelectTypeParameters=CR_Core",
-            "ReturnToService=2",
-            "MpiDefault=none",
-            "MailProg=/bin/true",
+            *JOB_CONF,
             *(["JobContainerType=job_container/tmpfs"] if self.job_container else []),
-            # Cancelled jobs get SIGKILL 2 s after SIGTERM (default 30), so stop() is quick.
-            "KillWait=2",
-            # Start submitted batch jobs on slurmctld's next 1 s tick, not up to 3 s later. (The very first
-            # scheduling pass still comes ~3 s after slurmctld starts: it reads this setting.)
-            "SchedulerParameters=batch_sched_delay=0",
-            # Don't drain the node when the hardware differs a little from what we declare.
-            "SlurmdParameters=config_overrides",
             # The cgroup v1 paths (/sys/fs/cgroup/<controller>/slurm_<NodeName>/uid_U/job_J) are shared by all
             # clusters on this machine with our node name: random job ids keep them out of each other's way.
             f"FirstJobId={random.randrange(10_000, 50_000_000, 10_000)}",
