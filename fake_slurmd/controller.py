@@ -96,7 +96,7 @@ class FakeSlurmd:
             raise ValueError("auth/slurm needs the node's key file")
         # auth/slurm verifies and signs with the node's keys (slurm.jwks when given, as a slurmd reads it).
         self.keys = load_keyring(key, jwks or self.scenario.jwks) if self.auth == "slurm" and key else None
-        self.cluster = cluster
+        self.cluster = cluster or self.scenario.cluster
         self.sack_path = sack or self.scenario.sack
         if self.sack_path is not None and self.keys is None:
             raise ValueError("a sack socket needs auth/slurm and the node's key")
@@ -280,7 +280,7 @@ class FakeSlurmd:
         # name from the host name, so the first node claims this host's name.
         host = os.uname().nodename.split(".")[0]
         lines = [
-            "ClusterName=fake",
+            f"ClusterName={self.cluster or 'fake'}",
             # No controller: a client that asks one must fail at once and reach no real slurmctld. The port
             # is one this process holds bound and never listens on, so connecting is refused and nothing
             # else can bind it while the fake runs (the default 6817 may be a real slurmctld's).

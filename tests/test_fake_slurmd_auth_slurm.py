@@ -237,6 +237,18 @@ def test_sack_create_verify_and_callerid(name: str, key_file: str, tmp_path: Pat
             assert client.verify(forged_token) != 0
 
 
+@pytest.mark.parametrize("cluster", [None, "peer1"])
+def test_cluster_name_is_signed_into_tokens(key_file: str, tmp_path: Path, cluster: str | None) -> None:
+    """The scenario's ClusterName goes into the "cluster" claim of what the node signs, as a slurmd with
+    that ClusterName does; without one the claim is left out."""
+    path = str(tmp_path / "sack.socket")
+    scenario = Scenario([NodeSpec("node1", port=0)], release="26.05", cluster=cluster)
+    with FakeSlurmd(scenario, auth="slurm", key=key_file, sack=path) as fake:
+        assert fake.cluster == cluster
+        token = SackClient([path], release_named("26.05").protocol_version).create(b"x", os.getuid())
+        assert parse(token).checked_claims().cluster == cluster
+
+
 def test_sack_oversized_request_is_closed_on(key_file: str, tmp_path: Path) -> None:
     path = str(tmp_path / "sack.socket")
     with node("26.05", key_file, sack=path) as fake, socket.socket(socket.AF_UNIX) as sock:
