@@ -18,6 +18,7 @@ import errno
 import functools
 import logging
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -249,10 +250,18 @@ class FakeSlurmd:
         return proc
 
     def connect_from_job(self, job_id: int, host: str, port: int, *, user: str | int | None = None,
-                         source: str | None = None, timeout: float = 10) -> JobConnection:
+                         source: str | None = None, netns: str | None = None, timeout: float = 10) -> JobConnection:
         """A process of the job (as `user`) opens a TCP connection to host:port (from `source`, e.g. the
-        node's own address) and holds it until closed."""
-        proc = self.spawn_in_job(job_id, [sys.executable, "-c", _HOLDER, host, str(port), source or ""], user=user,
+        node's own address; inside the network namespace at path `netns` when given) and holds it until
+        closed."""
+        argv = [sys.executable, "-c", _HOLDER, host, str(port), source or ""]
+        if netns:
+            # nsenter joins the namespace while still privileged, drops to `user`, and execs the holder:
+            # the job's pid is the holder's own.
+            ids = _ids_of(user) if user is not None else None
+            drop = ["--setuid", str(ids[0]), "--setgid", str(ids[1])] if ids else []
+            argv, user = ["nsenter", f"--net={netns}", *drop, "--", *argv], None
+        proc = self.spawn_in_job(job_id, argv, user=user,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  cwd="/")
         assert proc.stdout is not None
@@ -406,6 +415,11 @@ async def _stamp_after(path: str, floor: int) -> int:
         os.chmod(path, 0o777)
         ctime = os.stat(path).st_ctime_ns
     return ctime
+
+
+def _ids_of(user: str | int) -> tuple[int, int]:
+    entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
