@@ -23,16 +23,14 @@ from slurmproto.conf import parse_file
 from slurmproto.constants import MsgType
 from slurmproto.messages import Message, NetworkCallerIdResponse
 from slurmproto.versions import release_named
-from tests.support.chroot_cluster import CONF, RELEASES, ChrootCluster, HeldConnection
-from tests.support.chroot_files import AUTHS, NODE, SLURMD_PORT, ids_of
-from tests.support.fixtures import LiveClusters
+from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection
+from tests.support.chroot_files import NODE, SLURMD_PORT, ids_of
 from tests.support.packets import msg_type
 
 OWNER, OTHER = "alice", "bob"
 JOBS = (900001, 900002)
 """The fake's jobs: far above the ids the real controller hands out, so no answer can be the real one's."""
 INDETERMINATE = "remote job id indeterminate"
-COMBOS = [(release, auth) for release in RELEASES for auth in AUTHS]
 
 
 def fake_for(cluster: ChrootCluster, jobs: dict[int, Job], port: int = 0, spool_dir: str | None = None
@@ -55,18 +53,6 @@ class FakeNode:
     """The slurm.conf (as the chroot sees it) that sends scontrol to the fake."""
     held: dict[int, JobConnection]
     """Per job: a process of it holding a connection in the namespace."""
-
-
-@pytest.fixture(scope="module", params=COMBOS, ids=[f"{r}-auth-{a}" for r, a in COMBOS])
-def cluster(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> ChrootCluster:
-    release, auth = request.param
-    return live_clusters.get(release, auth)
-
-
-@pytest.fixture(scope="module")
-def real_held(cluster: ChrootCluster, live_clusters: LiveClusters) -> HeldConnection:
-    """A real batch job of the owner's holding a connection (the real slurmd's side of each comparison)."""
-    return live_clusters.held(cluster.release, cluster.auth)
 
 
 @pytest.fixture(scope="module")
@@ -136,30 +122,30 @@ def _same_answers(ours: Asked, theirs: Asked) -> None:
 
 
 @pytest.mark.parametrize("user", ["root", OWNER])
-def test_unknown_connection_like_the_real_slurmd(cluster: ChrootCluster, node: FakeNode, real_held: HeldConnection,
+def test_unknown_connection_like_the_real_slurmd(cluster: ChrootCluster, node: FakeNode, held: HeldConnection,
                                                  user: str) -> None:
     """A tuple no socket has (port 1), asked of the fake and of the real slurmd: the same answer."""
     conn = node.held[JOBS[0]]
     ours = scontrol_callerid(cluster, (conn.local[0], 1), conn.remote, user, node)
-    theirs = scontrol_callerid(cluster, (real_held.client[0], 1), real_held.server, user)
+    theirs = scontrol_callerid(cluster, (held.client[0], 1), held.server, user)
     _same_answers(ours, theirs)
 
 
 @pytest.mark.parametrize("user", ["root", OWNER])
 def test_connection_of_no_job_like_the_real_slurmd(cluster: ChrootCluster, node: FakeNode,
-                                                   real_held: HeldConnection, user: str) -> None:
+                                                   held: HeldConnection, user: str) -> None:
     """Each daemon asked about the other's job connection: a process there holds it, but it is in none of
     the daemon's jobs."""
     conn = node.held[JOBS[0]]
-    ours = scontrol_callerid(cluster, real_held.client, real_held.server, user, node)
+    ours = scontrol_callerid(cluster, held.client, held.server, user, node)
     theirs = scontrol_callerid(cluster, conn.local, conn.remote, user)
     _same_answers(ours, theirs)
 
 
-def test_other_user_like_the_real_slurmd(cluster: ChrootCluster, node: FakeNode, real_held: HeldConnection) -> None:
+def test_other_user_like_the_real_slurmd(cluster: ChrootCluster, node: FakeNode, held: HeldConnection) -> None:
     """Someone else asking about the owner's job connection is not told."""
     conn = node.held[JOBS[0]]
     ours = scontrol_callerid(cluster, conn.local, conn.remote, OTHER, node)
-    theirs = scontrol_callerid(cluster, real_held.client, real_held.server, OTHER)
+    theirs = scontrol_callerid(cluster, held.client, held.server, OTHER)
     _same_answers(ours, theirs)
 
