@@ -5,14 +5,22 @@ real slurmd.
 The fake runs in this process with the cluster's munged or slurm.key and listens inside the cluster's
 network namespace. scontrol finds it through a copy of the cluster's slurm.conf beside the original (so
 auth/slurm's slurm.key is the same file) whose SlurmdPort is the fake's; the real slurmd keeps 6818.
+
+The release's real pam_slurm_adopt (the chroot's sshd) adopts a login into the fake's simulated stepd in a
+cluster of its own whose real slurmd is stopped: the fake takes its port and SlurmdSpoolDir.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import re
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +31,9 @@ from slurmproto.conf import parse_file
 from slurmproto.constants import MsgType
 from slurmproto.messages import Message, NetworkCallerIdResponse
 from slurmproto.versions import release_named
-from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection
-from tests.support.chroot_files import NODE, SLURMD_PORT, ids_of
+from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection, missing_reason
+from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, ids_of
+from tests.support.fixtures import LIVE_COMBOS
 from tests.support.packets import msg_type
 
 OWNER, OTHER = "alice", "bob"
@@ -149,3 +158,74 @@ def test_other_user_like_the_real_slurmd(cluster: ChrootCluster, node: FakeNode,
     theirs = scontrol_callerid(cluster, held.client, held.server, OTHER)
     _same_answers(ours, theirs)
 
+
+
+# -- the real pam_slurm_adopt adopting into the fake node's stepd ---------------------------------------------
+
+
+@pytest.fixture(scope="module", params=LIVE_COMBOS, ids=[f"{r}-auth-{a}" for r, a in LIVE_COMBOS])
+def stand_in(request: pytest.FixtureRequest) -> Iterator[tuple[ChrootCluster, FakeSlurmd]]:
+    """A cluster of its own whose real slurmd is stopped and replaced by the fake: on SlurmdPort inside the
+    namespace, its stepd sockets in the chroot's SlurmdSpoolDir named for node1 (the UTS host name), two
+    jobs of the owner's (the first older)."""
+    release, auth = request.param
+    reason = missing_reason(release)
+    if reason:
+        pytest.skip(reason)
+    uid = pwd.getpwnam(OWNER).pw_uid  # the chroot's accounts have the host's ids
+    now = time.time()
+    jobs = {job_id: Job(job_id, uid, start_time=now - 100 + i) for i, job_id in enumerate(JOBS)}
+    with ChrootCluster(release, auth) as cluster:
+        cluster.stop_slurmd()
+        with fake_for(cluster, jobs, port=SLURMD_PORT, spool_dir=str(cluster.host_path(SPOOL))) as fake:
+            yield cluster, fake
+
+
+def _ancestors(pid: int) -> list[int]:
+    """pid's parent, grandparent, ... (host pids: the clusters have no pid namespace)."""
+    found = []
+    while pid > 1:
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("source_job", [*JOBS, None], ids=["older", "newer", "no-job"])
+def test_pam_slurm_adopt_adopts_into_the_fake_stepd(stand_in: tuple[ChrootCluster, FakeSlurmd],
+                                                    source_job: int | None) -> None:
+    """alice has two jobs on the fake node and runs ssh from a process of one: the real pam_slurm_adopt asks
+    the fake (callerid RPC to the connection's source, 127.0.0.1:SlurmdPort) which job it is and sends
+    ADD_EXTERN_PID with sshd's process to that job's extern stepd, whichever is the newer. From a process
+    of neither, the fake's "indeterminate" sends the module to action_unknown (newest): one of the two."""
+    cluster, fake = stand_in
+    for job_id in JOBS:  # what earlier logins had adopted
+        fake.jobs[job_id].adopted.clear()
+    since = len(cluster.syslog.messages())
+    asked = fake.server.requests if fake.server else 0
+    ssh = cluster.ssh_argv(OWNER, "echo pid $$ job $SLURM_JOB_ID; exec sleep 600")
+    argv, pipes = cluster.inside(ssh, OWNER), {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with (fake.spawn_in_job(source_job, argv, stdin=subprocess.DEVNULL, **pipes) if source_job
+          else subprocess.Popen(argv, stdin=subprocess.DEVNULL, **pipes)) as login:
+        try:
+            assert login.stdout is not None and login.stderr is not None
+            first = login.stdout.readline()
+            if not first.startswith("pid "):
+                login.kill()
+                pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{cluster.log_tails()}")
+            shell, job = first.split()[1], int(first.split()[3])
+            # The job pam_putenv names after a successful ADD_EXTERN_PID: the source job; from neither, the
+            # one action_unknown picks (24.11 by its job cgroup's mtime, which the fake's jobs have none
+            # of; 26.05 by the stepd socket's ctime).
+            assert job == source_job if source_job else job in JOBS
+            [adopted] = fake.adopted(job)
+            assert all(fake.adopted(j) == [] for j in JOBS if j != job)
+            # The process adopted is sshd's, whose session runs the remote shell.
+            assert adopted in _ancestors(int(shell))
+            assert Path(f"/proc/{adopted}/comm").read_text().startswith("sshd")
+            assert os.readlink(f"/proc/{adopted}/root") == str(cluster.root)
+        finally:
+            login.kill()
+    assert fake.server is not None and fake.server.requests == asked + 1
+    verdict = f"member of job {source_job}" if source_job else "unable to determine source job"
+    cluster.syslog.wait_for(verdict, ident="pam_slurm_adopt", since=since)
