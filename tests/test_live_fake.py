@@ -13,13 +13,13 @@ cluster of its own whose real slurmd is stopped: the fake takes its port and Slu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import re
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,6 @@ from slurmproto.codec import decode_stream
 from slurmproto.conf import parse_file
 from slurmproto.constants import MsgType
 from slurmproto.messages import Message, NetworkCallerIdResponse
-from slurmproto.versions import release_named
 from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection, missing_reason
 from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, ids_of
 from tests.support.fixtures import LIVE_COMBOS
@@ -55,7 +54,7 @@ def fake_for(cluster: ChrootCluster, jobs: dict[int, Job], port: int = 0, spool_
     return FakeSlurmd(scenario, auth="slurm", key=str(cluster.key_path), spool_dir=spool_dir)
 
 
-@dataclass
+@dataclasses.dataclass
 class FakeNode:
     fake: FakeSlurmd
     conf: str
@@ -83,7 +82,7 @@ def node(cluster: ChrootCluster) -> Iterator[FakeNode]:
         yield FakeNode(fake, inside, held)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Asked:
     """What scontrol printed, and what the daemon answered on the wire (each reply's header version, flags
     and message; the credential left out: each signs its own)."""
@@ -110,16 +109,18 @@ def scontrol_callerid(cluster: ChrootCluster, local: tuple[str, int], remote: tu
 
 
 @pytest.mark.parametrize("user", ["root", OWNER])
-def test_scontrol_gets_the_fake_job_of_the_connection(cluster: ChrootCluster, node: FakeNode, user: str) -> None:
-    """Each of the owner's two fake jobs holds a connection: the fake names the one holding it."""
+def test_scontrol_gets_the_fake_job_of_the_connection(cluster: ChrootCluster, node: FakeNode, held: HeldConnection,
+                                                      user: str) -> None:
+    """Each of the owner's two fake jobs holds a connection: the fake names the one holding it, in a reply
+    like the real slurmd's about its own job's connection (but for the job id)."""
     assert node.fake.server is not None
+    [(version, flags, real)] = scontrol_callerid(cluster, held.client, held.server, user).replies
+    assert isinstance(real, NetworkCallerIdResponse) and real.job_id == held.job_id
     for job_id, conn in node.held.items():
         asked = node.fake.server.requests
         answer = scontrol_callerid(cluster, conn.local, conn.remote, user, node)
         assert (answer.code, answer.out) == (0, f"{job_id} {NODE}\n"), (answer, cluster.log_tails())
-        [(version, _, message)] = answer.replies
-        assert isinstance(message, NetworkCallerIdResponse) and message.job_id == job_id
-        assert version == release_named(cluster.release).protocol_version
+        assert answer.replies == [(version, flags, dataclasses.replace(real, job_id=job_id))]
         assert node.fake.server.requests == asked + 1
 
 
