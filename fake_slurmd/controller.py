@@ -282,7 +282,9 @@ class FakeSlurmd:
         """Write a slurm.conf that points real Slurm clients (scontrol, pam_slurm_adopt) at this fake.
 
         The file is replaced, never written through: a symlink at `path` is replaced, not followed, and an
-        existing file keeps its mode (a new one is 0644: clients run as any user read it).
+        existing file keeps its mode (a new one is 0644: clients run as any user read it). With auth/slurm,
+        clients look for slurm.key beside the file (or at $SLURM_SACK_KEY); those that cannot read one ask
+        the sack socket.
         """
         path = Path(path)
         # pam_slurm_adopt up to 25.11 finds the step it adopts into on "this" node by guessing the node
@@ -297,9 +299,9 @@ class FakeSlurmd:
             f"SlurmctldPort={self._controller_port()}",
             f"SlurmdPort={self.port}",
             f"SlurmdSpoolDir={self.spool_dir}",
-            "AuthType=auth/munge",
-            *([f"AuthInfo=socket={self.munge_socket}"] if self.munge_socket else []),
-            "CredType=cred/munge",
+            f"AuthType=auth/{self.auth}",
+            *([f"AuthInfo=socket={self.munge_socket}"] if self.munge_socket and self.auth == "munge" else []),
+            f"CredType=cred/{self.auth}",
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "SlurmUser=root",
