@@ -34,6 +34,7 @@ from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection, mi
 from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, ids_of
 from tests.support.fixtures import LIVE_COMBOS
 from tests.support.packets import msg_type
+from tests.support.procs import installed_or_skip
 
 OWNER, OTHER = "alice", "bob"
 JOBS = (900001, 900002)
@@ -63,11 +64,23 @@ class FakeNode:
     """Per job: a process of it holding a connection in the namespace."""
 
 
+@contextlib.contextmanager
+def conf_for(cluster: ChrootCluster, port: int, name: str) -> Iterator[str]:
+    """A copy of the cluster's slurm.conf beside it whose SlurmdPort is `port`, as the chroot sees it."""
+    inside = f"{CONF.rpartition('/')[0]}/{name}.conf"
+    text = re.sub(r"(?m)^SlurmdPort=\d+$", f"SlurmdPort={port}", cluster.conf.read_text())
+    assert f"SlurmdPort={port}\n" in text
+    cluster.host_path(inside).write_text(text)
+    try:
+        yield inside
+    finally:
+        cluster.host_path(inside).unlink()
+
+
 @pytest.fixture(scope="module")
 def node(cluster: ChrootCluster) -> Iterator[FakeNode]:
     uid = ids_of(cluster.root, OWNER)[0]
     jobs = {job_id: Job(job_id, uid) for job_id in JOBS}
-    inside = f"{CONF.rpartition('/')[0]}/fake-slurmd.conf"
     with contextlib.ExitStack() as stack, fake_for(cluster, jobs) as fake:
         listener = stack.enter_context(contextlib.closing(cluster.ns.open_socket()))
         listener.bind(("127.0.0.1", 0))
@@ -75,11 +88,7 @@ def node(cluster: ChrootCluster) -> Iterator[FakeNode]:
         held = {job_id: stack.enter_context(fake.connect_from_job(job_id, *listener.getsockname(), user=OWNER,
                                                                   netns=str(cluster.ns.path)))
                 for job_id in JOBS}
-        text = re.sub(r"(?m)^SlurmdPort=\d+$", f"SlurmdPort={fake.port}", cluster.conf.read_text())
-        assert f"SlurmdPort={fake.port}\n" in text
-        cluster.host_path(inside).write_text(text)
-        stack.callback(cluster.host_path(inside).unlink)
-        yield FakeNode(fake, inside, held)
+        yield FakeNode(fake, stack.enter_context(conf_for(cluster, fake.port, "fake-slurmd")), held)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +103,10 @@ class Asked:
 
 
 def scontrol_callerid(cluster: ChrootCluster, local: tuple[str, int], remote: tuple[str, int], user: str,
-                      node: FakeNode | None = None) -> Asked:
+                      via: FakeNode | tuple[str, int] | None = None) -> Asked:
     """The chroot's `scontrol callerid` about local -> remote (local: the job's end), asking the fake
-    (`node`) or the real slurmd."""
-    conf, port = (node.conf, node.fake.port) if node else (CONF, SLURMD_PORT)
+    (`via`: its FakeNode, or slurm.conf and port) or the real slurmd."""
+    conf, port = (via.conf, via.fake.port) if isinstance(via, FakeNode) else via or (CONF, SLURMD_PORT)
     argv = ["env", f"SLURM_CONF={conf}", "scontrol", "callerid", local[0], str(local[1]), remote[0], str(remote[1])]
     with cluster.capture(port) as cap:
         proc = cluster.run(argv, user=user, check=False)
@@ -150,6 +159,35 @@ def test_connection_of_no_job_like_the_real_slurmd(cluster: ChrootCluster, node:
     ours = scontrol_callerid(cluster, held.client, held.server, user, node)
     theirs = scontrol_callerid(cluster, conn.local, conn.remote, user)
     _same_answers(ours, theirs)
+
+
+def test_fake_slurmd_command_in_the_namespace(cluster: ChrootCluster, node: FakeNode, tmp_path: Path) -> None:
+    """The `fake-slurmd` command, started by nsenter in the namespace with the cluster's munged or
+    `--auth slurm --key` and `--cluster`, its jobs' pids from a scenario file, answers scontrol too."""
+    script = installed_or_skip("fake-slurmd")
+    scenario = tmp_path / "node.toml"
+    uid = ids_of(cluster.root, OWNER)[0]
+    scenario.write_text("".join(f"[[jobs]]\njob_id = {job_id}\nuser = {uid}\npids = [{conn.pid}]\n"
+                                for job_id, conn in node.held.items()))
+    auth = (["--munge-socket", str(cluster.munge_socket)] if cluster.auth == "munge"
+            else ["--auth", "slurm", "--key", str(cluster.key_path)])
+    argv = ["nsenter", f"--net={cluster.ns.path}", "--", script, "--scenario", str(scenario), "--release",
+            cluster.release, "--listen", f"{NODE}=127.0.0.1:0", "--cluster",
+            str(parse_file(cluster.conf, env={}).cluster_name), *auth]
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            line = proc.stdout.readline()  # "" if it exits
+            assert line.startswith(f"listening {NODE} 127.0.0.1 "), proc.stderr.read() if proc.poll() else line
+            port = int(line.split()[3])
+            with conf_for(cluster, port, "fake-slurmd-command") as conf:
+                for job_id, conn in node.held.items():
+                    answer = scontrol_callerid(cluster, conn.local, conn.remote, OWNER, (conf, port))
+                    assert (answer.code, answer.out) == (0, f"{job_id} {NODE}\n"), answer
+        finally:
+            proc.terminate()
+        assert proc.wait(30) == 0, proc.stderr.read()
 
 
 def test_other_user_like_the_real_slurmd(cluster: ChrootCluster, node: FakeNode, held: HeldConnection) -> None:
