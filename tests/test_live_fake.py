@@ -117,7 +117,7 @@ def scontrol_callerid(cluster: ChrootCluster, local: tuple[str, int], remote: tu
     return Asked(proc.returncode, proc.stdout, proc.stderr, replies)
 
 
-@pytest.mark.parametrize("user", ["root", OWNER])
+@pytest.mark.parametrize("user", ["root", "slurm", OWNER], ids=["root", "SlurmUser", "owner"])
 def test_scontrol_gets_the_fake_job_of_the_connection(cluster: ChrootCluster, node: FakeNode, held: HeldConnection,
                                                       user: str) -> None:
     """Each of the owner's two fake jobs holds a connection: the fake names the one holding it, in a reply
