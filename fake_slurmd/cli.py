@@ -2,7 +2,7 @@
 
     fake-slurmd [--scenario node.toml] [--release 24.11] [--listen NAME=ADDRESS:PORT ...]
                 [--munge-socket PATH] [--auth munge|slurm --key PATH [--jwks PATH] [--sack PATH]]
-                [--spool-dir DIR] [--slurm-conf PATH]
+                [--cluster NAME] [--spool-dir DIR] [--slurm-conf PATH]
                 [--log-format text|json] [--log-level info]
 
 Once every node listens, stdout gets one line per node and nothing else, ever:
@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from fake_slurmd.controller import LEVELS, FakeSlurmd
-from fake_slurmd.scenario import At, NodeSpec, Scenario, ScenarioError, ip_address, node_name
+from fake_slurmd.scenario import At, NodeSpec, Scenario, ScenarioError, cluster_name, ip_address, node_name
 from slurmproto import package_version
 from slurmproto.errors import KeyFileError
 from slurmproto.versions import BY_NAME
@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", metavar="PATH", help="auth/slurm: the node's slurm.key")
     parser.add_argument("--jwks", metavar="PATH", help="auth/slurm: the node's slurm.jwks (used instead of --key)")
     parser.add_argument("--sack", metavar="PATH", help="auth/slurm: also serve a sack socket here")
+    parser.add_argument("--cluster", metavar="NAME", help="ClusterName (auth/slurm signs it into its tokens; "
+                                                          "default: the scenario's, else none)")
     parser.add_argument("--spool-dir", help="where the step sockets go (default: the scenario's, else a private "
                                             "temp dir); must be this user's and writable by no one else")
     parser.add_argument("--slurm-conf", metavar="PATH", help="also write a slurm.conf for real Slurm clients here "
@@ -121,7 +123,8 @@ def _start(args: argparse.Namespace) -> FakeSlurmd:
     if args.listen:
         scenario.nodes = [_node(text) for text in args.listen]
     fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket, spool_dir=args.spool_dir,
-                      auth=args.auth, key=args.key, jwks=args.jwks, sack=args.sack)
+                      auth=args.auth, key=args.key, jwks=args.jwks, sack=args.sack,
+                      cluster=cluster_name(args.cluster, At("--cluster")))
     fake.start()
     try:
         if args.slurm_conf:

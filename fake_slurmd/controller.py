@@ -18,6 +18,7 @@ import errno
 import functools
 import logging
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -96,7 +97,7 @@ class FakeSlurmd:
             raise ValueError("auth/slurm needs the node's key file")
         # auth/slurm verifies and signs with the node's keys (slurm.jwks when given, as a slurmd reads it).
         self.keys = load_keyring(key, jwks or self.scenario.jwks) if self.auth == "slurm" and key else None
-        self.cluster = cluster
+        self.cluster = cluster or self.scenario.cluster
         self.sack_path = sack or self.scenario.sack
         if self.sack_path is not None and self.keys is None:
             raise ValueError("a sack socket needs auth/slurm and the node's key")
@@ -249,10 +250,18 @@ class FakeSlurmd:
         return proc
 
     def connect_from_job(self, job_id: int, host: str, port: int, *, user: str | int | None = None,
-                         source: str | None = None, timeout: float = 10) -> JobConnection:
+                         source: str | None = None, netns: str | None = None, timeout: float = 10) -> JobConnection:
         """A process of the job (as `user`) opens a TCP connection to host:port (from `source`, e.g. the
-        node's own address) and holds it until closed."""
-        proc = self.spawn_in_job(job_id, [sys.executable, "-c", _HOLDER, host, str(port), source or ""], user=user,
+        node's own address; inside the network namespace at path `netns` when given) and holds it until
+        closed."""
+        argv = [sys.executable, "-c", _HOLDER, host, str(port), source or ""]
+        if netns:
+            # nsenter joins the namespace while still privileged, drops to `user`, and execs the holder:
+            # the job's pid is the holder's own.
+            ids = _ids_of(user) if user is not None else None
+            drop = ["--setuid", str(ids[0]), "--setgid", str(ids[1])] if ids else []
+            argv, user = ["nsenter", f"--net={netns}", *drop, "--", *argv], None
+        proc = self.spawn_in_job(job_id, argv, user=user,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  cwd="/")
         assert proc.stdout is not None
@@ -273,14 +282,16 @@ class FakeSlurmd:
         """Write a slurm.conf that points real Slurm clients (scontrol, pam_slurm_adopt) at this fake.
 
         The file is replaced, never written through: a symlink at `path` is replaced, not followed, and an
-        existing file keeps its mode (a new one is 0644: clients run as any user read it).
+        existing file keeps its mode (a new one is 0644: clients run as any user read it). With auth/slurm,
+        clients look for slurm.key beside the file (or at $SLURM_SACK_KEY); those that cannot read one ask
+        the sack socket.
         """
         path = Path(path)
         # pam_slurm_adopt up to 25.11 finds the step it adopts into on "this" node by guessing the node
         # name from the host name, so the first node claims this host's name.
         host = os.uname().nodename.split(".")[0]
         lines = [
-            "ClusterName=fake",
+            f"ClusterName={self.cluster or 'fake'}",
             # No controller: a client that asks one must fail at once and reach no real slurmctld. The port
             # is one this process holds bound and never listens on, so connecting is refused and nothing
             # else can bind it while the fake runs (the default 6817 may be a real slurmctld's).
@@ -288,9 +299,9 @@ class FakeSlurmd:
             f"SlurmctldPort={self._controller_port()}",
             f"SlurmdPort={self.port}",
             f"SlurmdSpoolDir={self.spool_dir}",
-            "AuthType=auth/munge",
-            *([f"AuthInfo=socket={self.munge_socket}"] if self.munge_socket else []),
-            "CredType=cred/munge",
+            f"AuthType=auth/{self.auth}",
+            *([f"AuthInfo=socket={self.munge_socket}"] if self.munge_socket and self.auth == "munge" else []),
+            f"CredType=cred/{self.auth}",
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "SlurmUser=root",
@@ -406,6 +417,11 @@ async def _stamp_after(path: str, floor: int) -> int:
         os.chmod(path, 0o777)
         ctime = os.stat(path).st_ctime_ns
     return ctime
+
+
+def _ids_of(user: str | int) -> tuple[int, int]:
+    entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -10,6 +10,7 @@
     key = "/etc/slurm/slurm.key"    # auth/slurm's key (required with auth = "slurm")
     jwks = "/etc/slurm/slurm.jwks"  # optional: auth/slurm's key set (from 24.05; used instead of key)
     sack = "/run/slurm/sack.socket" # optional (auth/slurm): serve a sack socket here
+    cluster = "cluster1"            # optional: ClusterName (auth/slurm's "cluster" claim in what it signs)
     communication_parameters = "block_null_hash,block_zero_hash"   # optional, as in slurm.conf
 
     [[nodes]]
@@ -76,7 +77,7 @@ NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """A host-name label: it names step sockets (<spool>/<node>_<job>.<step>) and slurm.conf's NodeName."""
 
 TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs", "auth", "key",
-            "jwks", "sack", "communication_parameters"}
+            "jwks", "sack", "cluster", "communication_parameters"}
 HASH_BLOCKS = ("block_null_hash", "block_zero_hash")
 AUTH_MODES = ("munge", "slurm")
 NODE_KEYS = {"name", "address", "port", "netns"}
@@ -150,6 +151,8 @@ class Scenario:
     key: str | None = None
     jwks: str | None = None
     sack: str | None = None
+    cluster: str | None = None
+    """ClusterName: auth/slurm signs it into its tokens' "cluster" claim."""
     hash_blocks: frozenset[str] = frozenset()
     """CommunicationParameters' block_null_hash / block_zero_hash: payloads the body check refuses."""
 
@@ -191,6 +194,7 @@ class Scenario:
                    _optional_path(table, "spool_dir", root), _optional_path(table, "munge_socket", root),
                    _seconds(timeout, root.key("client_timeout")), auth=auth, key=key,
                    jwks=_optional_path(table, "jwks", root), sack=_sack(table, auth, root),
+                   cluster=cluster_name(_optional(table, "cluster"), root.key("cluster")),
                    hash_blocks=_hash_blocks(_optional(table, "communication_parameters", ""),
                                             root.key("communication_parameters")))
 
@@ -200,6 +204,15 @@ def _hash_blocks(value: Any, at: At) -> frozenset[str]:
     if not isinstance(value, str):
         raise at.expected("a comma-separated list, as in slurm.conf", value)
     return frozenset(word.strip() for word in value.split(",") if word.strip() in HASH_BLOCKS)
+
+
+def cluster_name(value: Any, at: At) -> str | None:
+    # A label like a node name: it also names a directory (/run/slurm-<ClusterName>/sack.socket).
+    if value is None:
+        return None
+    if not isinstance(value, str) or not NODE_NAME.fullmatch(value):
+        raise at.expected("a cluster name (letters, digits, '.', '_', '-'; at most 63)", value)
+    return value
 
 
 def _sack(table: dict[str, Any], auth: str, root: At) -> str | None:

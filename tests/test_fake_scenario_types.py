@@ -20,6 +20,7 @@ PORT = "expected a port (an integer from 0 to 65535)"
 PID = "expected a pid (an integer from 1 to 4194304)"
 UID = "expected a uid (an integer from 0 to 4294967294)"
 SECONDS = "expected seconds (a number above 0, at most 86400)"
+CLUSTER = "expected a cluster name (letters, digits, '.', '_', '-'; at most 63)"
 TIME = "expected a time (epoch seconds from 0, or a date-time)"
 DISPLAY = "expected a display number (an integer from 0 to 2147483647)"
 
@@ -115,6 +116,9 @@ TOML_CASES = [
     ("spool_dir a number", "spool_dir = 5\n", "spool_dir: expected a path, got 5"),
     ("spool_dir empty", "spool_dir = ''\n", "spool_dir: expected a path (not empty), got ''"),
     ("munge_socket a list", "munge_socket = ['/run/munge']\n", "munge_socket: expected a path, got a list"),
+    ("cluster a number", "cluster = 1\n", f"cluster: {CLUSTER}, got 1"),
+    ("cluster a path", "cluster = 'a/b'\n", f"cluster: {CLUSTER}, got 'a/b'"),
+    ("cluster empty", "cluster = ''\n", f"cluster: {CLUSTER}, got ''"),
 ]
 
 
@@ -169,6 +173,14 @@ def test_x11_and_namespaces(tmp_path: Path) -> None:
     plain = job_from_dict({"job_id": 6, "user": "root", "x11": {"display": 11}})
     assert plain.x11 == X11(11, None) and plain.namespaces == ()
     assert job_from_dict({"job_id": 7, "user": "root"}).x11 is None
+
+
+def test_cluster_name(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.toml"
+    path.write_text("cluster = 'peer1'\n")
+    assert Scenario.load(path).cluster == "peer1"
+    path.write_text(JOB)
+    assert Scenario.load(path).cluster is None
 
 
 def test_without_nodes_a_free_port(tmp_path: Path) -> None:
@@ -244,3 +256,9 @@ def test_cli_bad_listen(listen: str, message: str) -> None:
     script = installed_or_skip("fake-slurmd")
     proc = subprocess.run([script, "--listen", listen], capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"fake-slurmd: {message}\n")
+
+
+def test_cli_bad_cluster() -> None:
+    script = installed_or_skip("fake-slurmd")
+    proc = subprocess.run([script, "--cluster", "../x"], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"fake-slurmd: --cluster: {CLUSTER}, got '../x'\n")

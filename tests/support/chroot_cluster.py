@@ -270,6 +270,12 @@ class ChrootCluster(Daemons):
             self.syslog.stop()
             self._remove()
 
+    def stop_slurmd(self) -> None:
+        """Stop the real slurmd, leaving its port and SlurmdSpoolDir to a stand-in (the controller, munged
+        and sshd keep running)."""
+        if "slurmd" in self.procs:
+            stop_process(self.procs.pop("slurmd"))
+
     def _remove(self) -> None:
         unmount_below(self.root)
         problems = self.cgroups.remove()

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from tests.support.chroot_cluster import ChrootCluster, HeldConnection, missing_reason
+from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection, missing_reason
+from tests.support.chroot_files import AUTHS
 from tests.support.munged import MUNGED, Munged
 from tests.support.procs import ensure_user, need_programs, need_root
 from tests.support.sessions import marker_job
@@ -244,3 +245,21 @@ def slurm_2411_authslurm(live_clusters: LiveClusters) -> ChrootCluster:
 def slurm_2605_authslurm(live_clusters: LiveClusters) -> ChrootCluster:
     """Slurm 26.05 with auth/slurm and cred/slurm."""
     return live_clusters.get("26.05", "slurm")
+
+
+
+LIVE_COMBOS = [(release, auth) for release in RELEASES for auth in AUTHS]
+
+
+@pytest.fixture(name="cluster", scope="module", params=LIVE_COMBOS, ids=[f"{r}-auth-{a}" for r, a in LIVE_COMBOS])
+def each_live_cluster(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> ChrootCluster:
+    """`cluster`: each release's cluster in each auth mode in turn (a module's tests run against one, then
+    the next)."""
+    release, auth = request.param
+    return live_clusters.get(release, auth)
+
+
+@pytest.fixture(name="held", scope="module")
+def each_live_held(cluster: ChrootCluster, live_clusters: LiveClusters) -> HeldConnection:
+    """`held`: that cluster's batch job of alice's holding a TCP connection."""
+    return live_clusters.held(cluster.release, cluster.auth)
