@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from slurmproto.constants import MsgType
+from slurmproto.codec import decode_stream
+from slurmproto.constants import NO_VAL, MsgType
 from slurmproto.versions import release_named
 from tests.support.chroot_cluster import RELEASES, ChrootCluster
 from tests.support.chroot_files import AUTHS
 from tests.support.deploy import hook_command
 from tests.support.fixtures import LiveClusters
-from tests.support.packets import header_version, msg_type
+from tests.support.packets import PacketCapture, header_version, msg_type
 from tests.support.procs import installed_or_skip, wait_for
 from tests.support.sshd import Sshd
-from tests.support.syslog import DevLogCatcher
 
 OWNER, OTHER = "alice", "bob"
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
@@ -103,9 +103,20 @@ def login(cluster: ChrootCluster, sshd: Sshd, hook: str, user: str, job: int | N
     return proc.returncode, cgroups, env, proc.stderr
 
 
-def _diagnostics(cluster: ChrootCluster, sshd: Sshd, devlog: DevLogCatcher) -> str:
-    hook_lines = "\n".join(str(r) for r in devlog.messages(ident="slurm-adopt")[-20:])
-    return f"{sshd.log_text()[-2000:]}\n--- hook:\n{hook_lines}\n{cluster.log_tails(10)}"
+def _diagnostics(cluster: ChrootCluster, sshd: Sshd) -> str:
+    return f"{sshd.log_text()[-2000:]}\n{cluster.log_tails(10)}"
+
+
+def _rpcs(cap: PacketCapture) -> list[tuple[int, int | None]]:
+    """Each callerid RPC captured on slurmd's port: the request's header version and the job the reply names
+    (None: none)."""
+    found = []
+    for exchange in cap.exchanges():
+        if exchange.requests and msg_type(exchange.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID:
+            [reply] = decode_stream(exchange.received)
+            job = getattr(reply.message, "job_id", NO_VAL)
+            found.append((header_version(exchange.requests[0]), None if job == NO_VAL else job))
+    return found
 
 
 def _lands_in(cluster: ChrootCluster, cgroups: dict[str, str] | None, job: int) -> bool:
@@ -116,34 +127,29 @@ def _lands_in(cluster: ChrootCluster, cgroups: dict[str, str] | None, job: int) 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["from-job-1", "from-job-2"])
 def test_login_from_job_n_lands_in_job_n(cluster: ChrootCluster, sshd: Sshd, hook: str, jobs: tuple[int, int],
-                                         devlog: DevLogCatcher, which: int) -> None:
+                                         which: int) -> None:
     """Two jobs: the hook asks the slurmd which one the connection comes from (the real callerid RPC, signed
-    by munged or with slurm.key) and the real slurmstepd of that job's extern step takes sshd's process."""
+    by munged or with slurm.key) and the real slurmstepd of that job's extern step takes sshd's process.
+    The RPC is asked once, in the version of the node's own slurmstepd (whatever libslurm.so this host has)."""
     job = jobs[which]
-    since = devlog.mark()
     with cluster.capture() as cap:
         status, cgroups, env, err = login(cluster, sshd, hook, OWNER, job)
-    assert status == 0 and _lands_in(cluster, cgroups, job), (cgroups, err, _diagnostics(cluster, sshd, devlog))
-    # Asked once, in the version of the node's own slurmstepd (whatever libslurm.so this host has).
-    asked = [e.requests[0] for e in cap.exchanges()
-             if e.requests and msg_type(e.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID]
-    assert [header_version(frame) for frame in asked] == [release_named(cluster.release).protocol_version]
+    assert status == 0 and _lands_in(cluster, cgroups, job), (cgroups, err, _diagnostics(cluster, sshd))
+    assert _rpcs(cap) == [(release_named(cluster.release).protocol_version, job)]
     assert env == f"export SLURM_JOB_ID={job}"
-    devlog.wait_for(f"as {OWNER}: member of job {job}", ident="slurm-adopt", since=since)
-    devlog.wait_for(f"adopted into job {job}", ident="slurm-adopt", since=since)
 
 
 def test_login_from_outside_lands_in_the_newest_job(cluster: ChrootCluster, sshd: Sshd, hook: str,
-                                                    jobs: tuple[int, int], devlog: DevLogCatcher) -> None:
+                                                    jobs: tuple[int, int]) -> None:
     """The RPC finds no job for a connection from outside: the newest of the owner's jobs here (the
     session's other tests may have started one of the owner's after ours)."""
-    since = devlog.mark()
-    status, cgroups, env, err = login(cluster, sshd, hook, OWNER, None)
+    with cluster.capture() as cap:
+        status, cgroups, env, err = login(cluster, sshd, hook, OWNER, None)
     running = cluster.run(["squeue", "-h", "-u", OWNER, "-t", "R", "-o", "%i"]).stdout.split()
     newest = max(map(int, running))
-    assert status == 0 and _lands_in(cluster, cgroups, newest), (cgroups, err, _diagnostics(cluster, sshd, devlog))
+    assert status == 0 and _lands_in(cluster, cgroups, newest), (cgroups, err, _diagnostics(cluster, sshd))
     assert env == f"export SLURM_JOB_ID={newest}"
-    devlog.wait_for(f"as {OWNER}: unable to determine source job", ident="slurm-adopt", since=since)
+    assert _rpcs(cap) == [(release_named(cluster.release).protocol_version, None)]
 
 
 def test_user_without_jobs_is_refused(cluster: ChrootCluster, sshd: Sshd, hook: str, jobs: tuple[int, int]) -> None:
