@@ -14,6 +14,9 @@ spool and logs are its own and several clusters of one chroot can run at once. E
 * sshd on 127.0.0.1:2222 with the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a
   catcher on the chroot's /dev/log for what the module logs.
 
+node_sshd() runs the host's sshd in the same cgroups and namespaces, on the host's filesystem, for PAM modules
+of the host (the project's hook); host_conf() is slurm.conf with the host's paths of the spool dir and munged.
+
 Every Slurm command gets SLURM_CONF. Everything started is stopped by the pid we started, then whatever is
 left in our chroot or cgroups; the namespaces, mounts and cgroups are removed.
 """
