@@ -179,7 +179,8 @@ class Sshd:
     in a line becomes the service name. `env` is merged into sshd's environment, which PAM modules loaded
     by sshd see (pam_slurm_adopt reads SLURM_CONF there; pam_exec passes only the PAM environment on to its
     command). `users` get a client key each (root always has one). Addresses in `listen` that this machine
-    lacks (IPv6 off) are dropped from `self.listen`.
+    lacks (IPv6 off) are dropped from `self.listen`. `prefix` is an argv prefix that execs sshd elsewhere
+    (a cluster's namespaces: the pid stays sshd's; ssh() cannot reach it there).
 
     The auth stack is `auth_lines` (default: pam_permit). sshd runs it only with `keyboard_interactive`,
     and then only after the public key was accepted (AuthenticationMethods publickey,keyboard-interactive):
@@ -200,6 +201,7 @@ class Sshd:
         log_level: str = "VERBOSE",
         extra_config: Sequence[str] = (),
         start_timeout: float = 10.0,
+        prefix: Sequence[str] = (),
     ) -> None:
         if isinstance(account_lines, str):
             raise TypeError("account_lines is a sequence of lines, not one string")
@@ -222,6 +224,7 @@ class Sshd:
         self.log_level = log_level.upper()
         self.extra_config = list(extra_config)
         self.start_timeout = start_timeout
+        self.prefix = list(prefix)
         self._check_slurm_conf()
         self._own_base = base is None
         self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix=f"sshd-{self.service}-"))
@@ -381,7 +384,7 @@ class Sshd:
             # Errors before sshd opens -E (bad config, missing /run/sshd) go to stderr: into the log as well.
             with open(self.log, "ab") as log:
                 self._proc = subprocess.Popen(
-                    [str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
+                    [*self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
                     env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
             self.pid = self._proc.pid
