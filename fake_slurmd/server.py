@@ -11,7 +11,6 @@ gets a thread that lives there.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import resource
 import socket
@@ -25,6 +24,7 @@ from typing import Any
 from fake_slurmd.accept import accept_forever
 from fake_slurmd.behaviour import Refusal, SlurmdRules, behaviour_of, release_for
 from fake_slurmd.membership import candidate_pids, job_of, step_of
+from fake_slurmd.network import enter_netns
 from fake_slurmd.scenario import Job, NodeSpec
 from fake_slurmd.streams import finish
 from slurmproto.addresses import pack, unpack
@@ -71,17 +71,6 @@ class Answer:
     verdict: str
 
 
-def _enter_netns(name: str) -> None:
-    """Move the calling thread into /run/netns/<name> (setns affects only this thread)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(name if name.startswith("/") else f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
-    finally:
-        os.close(fd)
-
-
 class _Lookups:
     """Threads living in one network namespace (for its kernel lookups), and its inode cache."""
 
@@ -89,7 +78,7 @@ class _Lookups:
         self.netns = netns
         self.index = InodeIndex()
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"lookup-{netns or 'host'}",
-                                           initializer=(lambda: _enter_netns(netns)) if netns else None)
+                                           initializer=(lambda: enter_netns(netns)) if netns else None)
 
     def listen(self, address: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
