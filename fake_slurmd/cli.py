@@ -136,13 +136,13 @@ def _setup_logging(log_format: str, level: str) -> logging.Logger:
 
 
 def _start(args: argparse.Namespace) -> FakeSlurmd:
-    scenario = Scenario.load(args.scenario) if args.scenario else Scenario([NodeSpec("node1", port=0)])
+    if args.listen and args.network not in (None, "host"):
+        raise ScenarioError(f"--network {args.network}: the nodes' addresses are assigned, not --listen's")
+    network = "host" if args.listen else args.network
+    scenario = Scenario.load(args.scenario, network) if args.scenario else Scenario([NodeSpec("node1", port=0)])
     if args.listen:
         scenario.nodes = _listen_nodes(args.listen)
-        scenario.network = "host"
-    if args.network:
-        if args.listen and args.network != "host":
-            raise ScenarioError(f"--network {args.network}: the nodes' addresses are assigned, not --listen's")
+    elif args.network and not args.scenario:
         scenario.network = args.network
     fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket, spool_dir=args.spool_dir,
                       auth=args.auth, key=args.key, jwks=args.jwks, sack=args.sack)
@@ -173,7 +173,7 @@ def _serve(fake: FakeSlurmd, scenario_path: str | None, logger: logging.Logger) 
             reload.clear()
             if scenario_path:
                 try:
-                    fake.reload(Scenario.load(scenario_path))
+                    fake.reload(Scenario.load(scenario_path, fake.scenario.network))
                 except ScenarioError as exc:  # keep serving the old jobs
                     logger.error("reload failed", extra={"fields": {"reason": str(exc)}})
 

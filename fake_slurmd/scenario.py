@@ -150,7 +150,8 @@ class Scenario:
     subnet: str = DEFAULT_SUBNET
 
     @classmethod
-    def load(cls, path: str | Path) -> Scenario:
+    def load(cls, path: str | Path, network: str | None = None) -> Scenario:
+        """The scenario in the file; `network`, when given, in place of the file's own."""
         path = Path(path)
         text = _read_text(path)
         try:
@@ -160,6 +161,8 @@ class Scenario:
             raise ScenarioError(f"{path}: {exc}") from None
         except RecursionError:
             raise ScenarioError(f"{path}: nested too deeply") from None
+        if network is not None and isinstance(data, dict):
+            data["network"] = network
         return cls.from_dict(data, str(path))
 
     @classmethod

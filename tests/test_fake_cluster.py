@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -21,11 +22,12 @@ from slurmproto.constants import SLURM_EXTERN_CONT
 from slurmproto.stepd import StepdClient, step_socket
 from tests.support.fixtures import SshdFactory
 from tests.support.munged import Munged
-from tests.support.procs import ensure_user
+from tests.support.procs import ensure_user, installed_or_skip, need_root
 from tests.support.sshd import Sshd
 
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 BOTH = ["node1", "node2"]
+LOOPBACK_LINES = [["listening", "node1", "127.0.0.1"], ["listening", "node2", "127.0.0.2"]]
 
 
 @pytest.fixture(params=["namespaces", "loopback"])
@@ -167,3 +169,45 @@ def test_job_on_node1_only_is_refused_on_node2(alice_cluster: FakeSlurmd, node2_
     login = _login_from(alice_cluster, node2_sshd, 72)
     assert login.returncode == 255 and NO_JOBS in login.stderr, login.stderr
     assert alice_cluster.adopted(72) == []
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+
+def _serve_cluster(argv: list[str], where: Path, user: str | None = None) -> tuple[list[list[str]], str]:
+    """Run `argv ... --scenario` (as `user`) with nodes node1 and node2: its two `listening` lines, its stderr."""
+    scenario = where / f"cluster-{os.getpid()}.toml"
+    scenario.write_text('[[nodes]]\nname = "node1"\n[[nodes]]\nname = "node2"\n')
+    scenario.chmod(0o644)
+    as_user = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
+    proc = subprocess.Popen([*argv, "--scenario", str(scenario)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd="/", **as_user)  # type: ignore[call-overload]
+    assert proc.stdout is not None
+    try:
+        lines = [proc.stdout.readline().split() for _ in BOTH]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return lines, err
+
+
+def test_the_command_serves_a_cluster(tmp_path: Path, network: str) -> None:
+    lines, err = _serve_cluster([installed_or_skip("fake-slurmd"), "--network", network], tmp_path)
+    if network == "namespaces":
+        assert lines == [["listening", "node1", "10.78.0.1", "6818"], ["listening", "node2", "10.78.0.2", "6818"]]
+        assert "each node in a network namespace of its own" in err
+    else:
+        assert [line[:3] for line in lines] == LOOPBACK_LINES
+        assert lines[0][3] == lines[1][3] != "6818"
+        assert "on loopback (no network namespaces)" in err
+
+
+def test_without_root_auto_is_loopback_and_says_so(shared_dir: Path) -> None:
+    reason = need_root("running fake-slurmd as another user")
+    if reason:
+        pytest.skip(reason)
+    script = installed_or_skip("fake-slurmd", for_other_users=True)
+    lines, err = _serve_cluster([script, "--network", "auto"], shared_dir, user="nobody")
+    assert [line[:3] for line in lines] == LOOPBACK_LINES
+    assert "no network namespaces: not root" in err and "on loopback (no network namespaces)" in err

@@ -271,3 +271,16 @@ def test_cli_bad_listen(listen: str, message: str) -> None:
     script = installed_or_skip("fake-slurmd")
     proc = subprocess.run([script, "--listen", listen], capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"fake-slurmd: {message}\n")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--listen", "a=127.0.0.1:0", "--listen", "a=127.0.0.2:0"], "--listen: 'a=127.0.0.2:0': node 'a' appears twice"),
+    (["--listen", "a=127.0.0.1:0", "--listen", "b=127.0.0.1:0"],
+     "--listen: 'b=127.0.0.1:0': 127.0.0.1 port 0 (shared) is a's already"),
+    (["--listen", "a=127.0.0.1:0", "--network", "auto"],
+     "--network auto: the nodes' addresses are assigned, not --listen's"),
+], ids=["name twice", "same address", "listen and network"])
+def test_cli_nodes_that_clash(args: list[str], message: str) -> None:
+    script = installed_or_skip("fake-slurmd")
+    proc = subprocess.run([script, *args], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"fake-slurmd: {message}\n")
