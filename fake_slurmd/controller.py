@@ -308,7 +308,8 @@ class FakeSlurmd:
         if not job.runs_on(node):
             raise ValueError(f"job {job_id} does not run on {node}")
         proc = self.on_node(node, subprocess.Popen, list(argv), user=user, **popen)
-        job.node_trees.setdefault(node, set()).add(proc.pid)
+        # Copy on write: lookup threads read node_trees without locks.
+        job.node_trees = {**job.node_trees, node: job.node_trees.get(node, set()) | {proc.pid}}
         return proc
 
     def connect_from_job(self, job_id: int, host: str, port: int, *, node: str | None = None,

@@ -95,6 +95,15 @@ def test_node1_answers_for_its_job_process(far_end: tuple[FakeSlurmd, socket.soc
         assert (wrong.job_id, wrong.node_name) == (None, "node2")
 
 
+def test_a_job_on_an_unknown_node_is_refused(fake_cluster: FakeClusterFactory) -> None:
+    cluster = fake_cluster(BOTH, network="loopback")
+    with pytest.raises(ValueError, match=r"^job 9: no node 'node3' \(nodes: node1, node2\)$"):
+        cluster.add_job({"job_id": 9, "user": "root", "nodes": ["node1", "node3"]})
+    assert 9 not in cluster.jobs
+    with pytest.raises(ValueError, match=r"^job 9: no node 'node3'"):
+        fake_cluster(BOTH, [{"job_id": 9, "user": "root", "nodes": ["node3"]}], network="loopback")
+
+
 def test_a_job_process_only_where_the_job_runs(far_end: tuple[FakeSlurmd, socket.socket]) -> None:
     cluster, listener = far_end
     with pytest.raises(ValueError, match="job 8 does not run on node1"):
@@ -211,3 +220,7 @@ def test_without_root_auto_is_loopback_and_says_so(shared_dir: Path) -> None:
     lines, err = _serve_cluster([script, "--network", "auto"], shared_dir, user="nobody")
     assert [line[:3] for line in lines] == LOOPBACK_LINES
     assert "no network namespaces: not root" in err and "on loopback (no network namespaces)" in err
+    insisting = subprocess.run([script, "--network", "namespaces"], capture_output=True, text=True, timeout=30,
+                               cwd="/", user="nobody", group=pwd.getpwnam("nobody").pw_gid, extra_groups=[])
+    assert (insisting.returncode, insisting.stdout) == (1, "")
+    assert insisting.stderr == 'fake-slurmd: [Errno 1] network = "namespaces" needs network namespaces (not root)\n'
