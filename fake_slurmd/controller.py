@@ -41,7 +41,7 @@ from typing import Any, Self, TypeVar
 
 from fake_slurmd.loop_thread import LoopThread
 from fake_slurmd.membership import adopted_on, job_contains
-from fake_slurmd.network import ClusterNetwork, in_netns, loopback_address, namespaces_unavailable
+from fake_slurmd.network import ClusterNetwork, in_netns, loopback_address, namespaces_unavailable, netns_path
 from fake_slurmd.processes import stop_process
 from fake_slurmd.sack import SackServer
 from fake_slurmd.scenario import AUTH_MODES, Job, NodeSpec, Scenario, job_from_dict
@@ -199,7 +199,7 @@ class FakeSlurmd:
         self.network = "namespaces"
         self.cluster_network = ClusterNetwork(len(nodes), self.scenario.subnet).create()
         log_event("network", mode="namespaces", subnet=self.scenario.subnet, switch=self.cluster_network.switch)
-        return [NodeSpec(node.name, address, DEFAULT_SLURMD_PORT, f"/run/netns/{netns}")
+        return [NodeSpec(node.name, address, DEFAULT_SLURMD_PORT, netns_path(netns))
                 for node, address, netns in zip(nodes, self.cluster_network.addresses,
                                                 self.cluster_network.namespaces, strict=True)]
 

@@ -37,9 +37,9 @@
     adopt_cgroup = "/sys/fs/cgroup/freezer/.../step_extern"      # ADD_EXTERN_PID also writes the pid here
 
 Without [[nodes]] the scenario has one node, node1 on 127.0.0.1 and a free port. A job may name only
-nodes of the scenario, and two nodes listening in one namespace may not share an address and port. JSON files have the
-same keys (null means the default). Step sockets are created in start_time order, so their ctimes (which
-the kernel sets, and which 26.05's pam_slurm_adopt sorts "newest" by) keep the jobs' order.
+nodes of the scenario, and two nodes listening in one namespace may not share an address and port. JSON
+files have the same keys (null means the default). Step sockets are created in start_time order, so their
+ctimes (which the kernel sets, and which 26.05's pam_slurm_adopt sorts "newest" by) keep the jobs' order.
 
 A value of the wrong kind is a ScenarioError naming the file and the field's path:
 "node.toml: jobs[1].job_id: expected a job id (an integer from 1 to 4294967279), got 'x'".
