@@ -199,9 +199,9 @@ class FakeSlurmd:
         self.network = "namespaces"
         self.cluster_network = ClusterNetwork(len(nodes), self.scenario.subnet).create()
         log_event("network", mode="namespaces", subnet=self.scenario.subnet, switch=self.cluster_network.switch)
-        return [NodeSpec(node.name, address, DEFAULT_SLURMD_PORT, netns_path(netns))
-                for node, address, netns in zip(nodes, self.cluster_network.addresses,
-                                                self.cluster_network.namespaces, strict=True)]
+        net = self.cluster_network
+        return [NodeSpec(node.name, net.addresses[i], DEFAULT_SLURMD_PORT, netns_path(net.namespaces[i]),
+                         net.addresses6[i] if net.addresses6 else None) for i, node in enumerate(nodes)]
 
     def _check_nodes(self, job: Job) -> None:
         names = [node.name for node in self.scenario.nodes]

@@ -2,9 +2,10 @@
 
 `in_netns(netns, fn)` calls fn in a short-lived thread that joined the namespace: sockets it opens and
 processes it starts live there, the rest of the process stays where it was. `ClusterNetwork` makes one
-namespace per node, each with `eth0` at its own address, and joins them with a bridge in one more
-namespace: nothing of it touches the host's network, and another cluster with the same subnet does not
-collide with it. Everything is made with `ip` (iproute2) and removed by `remove()`.
+namespace per node, each with `eth0` at its own address (and at fd78::N, where IPv6 works), and joins
+them with a bridge in one more namespace: nothing of it touches the host's network, and another cluster
+with the same subnet does not collide with it. Everything is made with `ip` (iproute2) and removed by
+`remove()`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 LOOPBACK_BASE = ipaddress.IPv4Address("127.0.0.0")
 """Without namespaces, node N (from 1) is 127.0.0.N: every 127/8 address is this host's own."""
+SUBNET6 = ipaddress.IPv6Network("fd78::/64")
+"""A cluster's IPv6 addresses (a unique local prefix): node N is fd78::N, as well as its IPv4 address."""
 
 
 def netns_path(name: str) -> str:
@@ -80,7 +83,8 @@ def loopback_address(index: int) -> str:
 
 
 class ClusterNetwork:
-    """A namespace per node (`<prefix>-<i>`, eth0 at subnet host i+1) on a bridge in `<prefix>-sw`."""
+    """A namespace per node (`<prefix>-<i>`, eth0 at subnet host i+1 and fd78::i+1) on a bridge in
+    `<prefix>-sw`. `addresses6` is empty when IPv6 is off in the kernel."""
 
     def __init__(self, count: int, subnet: str) -> None:
         self.subnet = ipaddress.IPv4Network(subnet)
@@ -91,6 +95,7 @@ class ClusterNetwork:
         self.switch = f"{self.prefix}-sw"
         self.namespaces = [f"{self.prefix}-{i}" for i in range(count)]
         self.addresses = [str(self.subnet.network_address + i + 1) for i in range(count)]
+        self.addresses6 = [str(SUBNET6.network_address + i + 1) for i in range(count)]
         self._made: list[str] = []
 
     def create(self) -> ClusterNetwork:
@@ -105,6 +110,8 @@ class ClusterNetwork:
                          "netns", netns)
                 self._ip(self.switch, "link", "set", f"port{i}", "master", "br0", "up")
                 self._ip(netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
+                if self.addresses6:
+                    self._add6(netns, self.addresses6[i])
                 self._ip(netns, "link", "set", "eth0", "up")
         except BaseException:
             self.remove()
@@ -116,6 +123,14 @@ class ClusterNetwork:
         for netns in reversed(self._made):
             subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
         self._made.clear()
+
+    def _add6(self, netns: str, address: str) -> None:
+        try:  # nodad: usable at once, no duplicate-address probe to wait for
+            self._ip(netns, "addr", "add", f"{address}/{SUBNET6.prefixlen}", "dev", "eth0", "nodad")
+        except OSError:
+            if netns != self.namespaces[0]:
+                raise
+            self.addresses6 = []  # IPv6 is off (ipv6.disable=1): the cluster is IPv4 only
 
     def _add(self, netns: str) -> None:
         _run(["ip", "netns", "add", netns])

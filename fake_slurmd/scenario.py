@@ -13,9 +13,9 @@
     communication_parameters = "block_null_hash,block_zero_hash"   # optional, as in slurm.conf
     network = "auto"                # optional: "host" (default): each node where its [[nodes]] entry says;
                                     # "namespaces": node N (from 1) in a network namespace of its own (root),
-                                    # at `subnet` host N, port 6818; "loopback": node N on 127.0.0.N, all on
-                                    # one free port; "auto": namespaces when root, else loopback.
-                                    # Nodes then take only a name.
+                                    # at `subnet` host N and fd78::N, port 6818; "loopback": node N on
+                                    # 127.0.0.N, all on one free port; "auto": namespaces when root, else
+                                    # loopback. Nodes then take only a name.
     subnet = "10.78.0.0/24"         # optional (network = "namespaces" or "auto"): the nodes' IPv4 subnet
 
     [[nodes]]
@@ -103,6 +103,8 @@ class NodeSpec:
     address: str = "127.0.0.1"
     port: int = DEFAULT_SLURMD_PORT
     netns: str | None = None
+    address6: str | None = None
+    """An IPv6 address the node listens on as well (a cluster node's in its namespace; not a scenario key)."""
 
 
 @dataclass

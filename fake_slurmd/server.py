@@ -11,6 +11,7 @@ gets a thread that lives there.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import socket
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fake_slurmd.accept import accept_forever
@@ -126,18 +127,23 @@ class CalleridServer:
         return self._lookups[netns]
 
     async def serve(self, node: NodeSpec) -> int:
-        """Listen for `node`; returns the port (useful when the scenario said 0)."""
+        """Listen for `node` (at its address, and its address6 if any); returns the port (useful when the
+        scenario said 0)."""
         lookups = self._lookups_for(node.netns)
         loop = asyncio.get_running_loop()
-        sock = await loop.run_in_executor(lookups.executor, lookups.listen, node.address, node.port)
-        port = int(sock.getsockname()[1])
-        bound = NodeSpec(node.name, node.address, port, node.netns)
-        self._listeners.append(sock)
-        self._acceptors.append(loop.create_task(accept_forever(
-            sock, lambda conn, address: self._accept(conn, address, bound), self._tasks,
-            lambda exc: self.log("accept_error", level="warning", node=node.name, error=str(exc)),
-            lambda exc: self.log("error", level="error", node=node.name, reason=repr(exc)))))
-        self.log("listen", node=node.name, address=node.address, port=port, netns=node.netns)
+        port = node.port
+        for address in (node.address, node.address6):
+            if address is None:
+                continue
+            sock = await loop.run_in_executor(lookups.executor, lookups.listen, address, port)
+            port = int(sock.getsockname()[1])
+            bound = replace(node, port=port)
+            self._listeners.append(sock)
+            self._acceptors.append(loop.create_task(accept_forever(
+                sock, functools.partial(self._accept, node=bound), self._tasks,
+                lambda exc: self.log("accept_error", level="warning", node=node.name, error=str(exc)),
+                lambda exc: self.log("error", level="error", node=node.name, reason=repr(exc)))))
+            self.log("listen", node=node.name, address=address, port=port, netns=node.netns)
         return port
 
     async def close(self) -> None:

@@ -60,9 +60,10 @@ def test_where_the_nodes_are(far_end: tuple[FakeSlurmd, socket.socket], network:
     assert one.port == two.port  # one SlurmdPort for the cluster
     if network == "namespaces":
         assert (one.address, two.address, one.port) == ("10.78.0.1", "10.78.0.2", 6818)
+        assert (one.address6, two.address6) == ("fd78::1", "fd78::2")
         assert one.netns != two.netns and one.netns is not None and os.path.exists(one.netns)
     else:
-        assert (one.address, two.address, one.netns) == ("127.0.0.1", "127.0.0.2", None)
+        assert (one.address, two.address, one.netns, one.address6) == ("127.0.0.1", "127.0.0.2", None, None)
     names = sorted(p.name for p in Path(cluster.spool_dir).iterdir())
     assert names == ["node1_7.4294967291", "node1_7.4294967292", "node2_7.4294967291", "node2_7.4294967292",
                      "node2_8.4294967291", "node2_8.4294967292"]
@@ -93,6 +94,22 @@ def test_node1_answers_for_its_job_process(far_end: tuple[FakeSlurmd, socket.soc
         wrong = cluster.on_node("node2", callerid, *conn.local, *conn.remote, port=cluster.port,
                                 munge_socket=str(munged.socket), slurmd=cluster.node("node2").address)
         assert (wrong.job_id, wrong.node_name) == (None, "node2")
+
+
+def test_node1_answers_over_ipv6(fake_cluster: FakeClusterFactory, munged: Munged) -> None:
+    reason = namespaces_unavailable()
+    if reason:
+        pytest.skip(f"network namespaces: {reason}")
+    cluster = fake_cluster(BOTH, [{"job_id": 7, "user": "root"}], network="namespaces")
+    one, two = cluster.node("node1"), cluster.node("node2")
+    assert one.address6 is not None and two.address6 is not None
+    with cluster.on_node("node2", socket.create_server, (two.address6, 0), family=socket.AF_INET6) as listener, \
+            cluster.connect_from_job(7, two.address6, listener.getsockname()[1], node="node1",
+                                     source=one.address6) as conn:
+        assert conn.local[0] == one.address6
+        asked = cluster.on_node("node2", callerid, *conn.local, *conn.remote, port=cluster.port,
+                                munge_socket=str(munged.socket))
+        assert (asked.job_id, asked.node_name) == (7, "node1")
 
 
 def test_a_job_on_an_unknown_node_is_refused(fake_cluster: FakeClusterFactory) -> None:
@@ -145,13 +162,16 @@ def node2_sshd(alice_cluster: FakeSlurmd, sshd_factory: SshdFactory, shared_dir:
     node = alice_cluster.node("node2")
     line = (f"required pam_exec.so stdout quiet {adopt_hook} conf={conf} nodename=node2 service={{service}} "
             "log_level=debug")
-    return sshd_factory([line], users=["alice"], listen=[node.address], netns=node.netns)
+    listen = [node.address, *([node.address6] if node.address6 else [])]
+    return sshd_factory([line], users=["alice"], listen=listen, netns=node.netns)
 
 
-def _login_from(cluster: FakeSlurmd, sshd: Sshd, job_id: int) -> subprocess.CompletedProcess[str]:
+def _login_from(cluster: FakeSlurmd, sshd: Sshd, job_id: int, ipv6: bool = False) -> subprocess.CompletedProcess[str]:
     """alice runs ssh into node2 from a process of her job on node1 (from node1's address)."""
-    argv = sshd.ssh_argv("alice", "true", host=cluster.node("node2").address,
-                         options=["-b", cluster.node("node1").address])
+    one, two = cluster.node("node1"), cluster.node("node2")
+    source, host = (one.address6, two.address6) if ipv6 else (one.address, two.address)
+    assert source is not None and host is not None
+    argv = sshd.ssh_argv("alice", "true", host=host, options=["-b", source])
     proc = cluster.spawn_in_job(job_id, argv, node="node1", user="alice", stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
                                 env={"HOME": pwd.getpwnam("alice").pw_dir, "PATH": "/usr/bin:/bin"})
@@ -163,13 +183,27 @@ def test_cross_node_login_is_adopted_into_its_job(alice_cluster: FakeSlurmd, nod
                                                   caplog: pytest.LogCaptureFixture) -> None:
     """Two of alice's jobs run on node2: the hook asks node1's slurmd, whose answer (job 70) keeps it from
     taking the newest (71)."""
+    _adopted_into_70(alice_cluster, node2_sshd, caplog, ipv6=False)
+
+
+@pytest.mark.parametrize("network", ["namespaces"], indirect=True)
+def test_cross_node_login_over_ipv6(alice_cluster: FakeSlurmd, node2_sshd: Sshd,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Nodes in namespaces have IPv6 addresses too (fd78::N): the hook asks node1's slurmd there."""
+    _adopted_into_70(alice_cluster, node2_sshd, caplog, ipv6=True)
+
+
+def _adopted_into_70(alice_cluster: FakeSlurmd, node2_sshd: Sshd, caplog: pytest.LogCaptureFixture,
+                     ipv6: bool) -> None:
     caplog.set_level(logging.DEBUG, logger="fake_slurmd")
-    login = _login_from(alice_cluster, node2_sshd, 70)
+    login = _login_from(alice_cluster, node2_sshd, 70, ipv6)
     assert login.returncode == 0, (login.stderr, node2_sshd.log_text())
     assert len(alice_cluster.adopted(70, "node2")) == 1
     assert alice_cluster.adopted(70, "node1") == alice_cluster.adopted(71) == alice_cluster.adopted(72) == []
     answers = [r.fields for r in caplog.records if r.getMessage() == "callerid"]  # type: ignore[attr-defined]
     assert [(a["node"], a["verdict"]) for a in answers] == [("node1", "job 70")]
+    one = alice_cluster.node("node1")
+    assert answers[0]["connection"].startswith(f"{one.address6 if ipv6 else one.address}:")  # the login's
 
 
 def test_job_on_node1_only_is_refused_on_node2(alice_cluster: FakeSlurmd, node2_sshd: Sshd) -> None:
