@@ -16,8 +16,9 @@ import pytest
 
 from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection, missing_reason
 from tests.support.chroot_files import AUTHS
+from tests.support.deploy import hook_command
 from tests.support.munged import MUNGED, Munged
-from tests.support.procs import ensure_user, need_programs, need_root
+from tests.support.procs import ensure_user, installed_or_skip, need_programs, need_root
 from tests.support.sessions import marker_job
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
@@ -127,6 +128,12 @@ def sshd_factory() -> Iterator[SshdFactory]:
             return sshd.start()
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def adopt_hook() -> str:
+    """The command the README's pam.d line runs (pam_exec), with this environment's interpreter."""
+    return hook_command(os.path.dirname(os.path.dirname(installed_or_skip("slurm-adopt"))))
 
 
 @pytest.fixture(scope="session")
