@@ -23,6 +23,7 @@ from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable
+from tests.support.two_nodes import TwoNodes
 
 TEST_USERS = ("alice", "bob")
 STOP_WITHIN = 120.0
@@ -56,6 +57,18 @@ def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
     # Requested only now, so a missing Slurm is reported as such rather than as a munged problem.
     daemon: Munged = request.getfixturevalue("munged")
     with SlurmCluster(daemon) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def two_nodes(request: pytest.FixtureRequest) -> Iterator[TwoNodes]:
+    """Two real Slurm 22.05 nodes, xn1 and xn2, in namespaces of their own (tests/support/two_nodes.py)."""
+    reason = (need_root("running two Slurm nodes in network namespaces")
+              or need_programs(*SLURM_PROGRAMS, "ip", "nsenter", "unshare"))
+    if reason:
+        pytest.skip(reason)
+    daemon: Munged = request.getfixturevalue("munged")
+    with TwoNodes(daemon) as cluster:
         yield cluster
 
 

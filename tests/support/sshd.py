@@ -28,13 +28,16 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from fake_slurmd.processes import stop_process
+from tests.support.namespaces import NetNs
 from tests.support.procs import ensure_user
+
+T = TypeVar("T")
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
@@ -185,6 +188,9 @@ class Sshd:
     and then only after the public key was accepted (AuthenticationMethods publickey,keyboard-interactive):
     the key stays what lets anyone in, and the auth stack is a place to run modules before the account
     stack (sshd hands the PAM environment they set on to it).
+
+    With `netns`, sshd runs in that network namespace (one the tests made) and `listen` holds addresses of
+    it; `uts` (a pinned UTS namespace) gives it the host name PAM modules see.
     """
 
     def __init__(
@@ -200,13 +206,18 @@ class Sshd:
         log_level: str = "VERBOSE",
         extra_config: Sequence[str] = (),
         start_timeout: float = 10.0,
+        netns: NetNs | None = None,
+        uts: Path | None = None,
     ) -> None:
         if isinstance(account_lines, str):
             raise TypeError("account_lines is a sequence of lines, not one string")
         if not account_lines:
             raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
-        for host in listen:
-            _check_loopback(host)
+        self.netns = netns
+        self.uts = uts
+        if netns is None:
+            for host in listen:
+                _check_loopback(host)
         if log_level.upper() not in _LOG_LEVELS:
             # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
             raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
@@ -248,6 +259,10 @@ class Sshd:
             line = words[1] if len(words) > 1 else ""
         return line.replace("{service}", self.service).strip()
 
+    def _here(self, fn: Callable[[], T]) -> T:
+        """fn() run where sshd listens (inside its network namespace, if any)."""
+        return fn() if self.netns is None else self.netns.run_inside(fn)
+
     def _check_slurm_conf(self) -> None:
         """pam_slurm_adopt without SLURM_CONF would read /etc/slurm or ask DNS (configless): never."""
         if not any("pam_slurm_adopt" in line for line in self.account_lines):
@@ -276,7 +291,7 @@ class Sshd:
         return self
 
     def _prepare(self) -> None:
-        self.listen = [host for host in self.listen if _bindable(host)]
+        self.listen = self._here(lambda: [host for host in self.listen if _bindable(host)])
         if not self.listen:
             raise RuntimeError("none of the listen addresses exists on this machine")
         # World-traversable: sshd reads authorized keys as the user logging in, clients run as their user.
@@ -375,13 +390,15 @@ class Sshd:
     def _launch(self) -> None:
         environ = {**os.environ, **self.env}
         for attempt in range(5):
-            self.port = _free_port(self.listen)
+            self.port = self._here(lambda: _free_port(self.listen))
             self._write_config()
             offset = self.log.stat().st_size if self.log.exists() else 0
             # Errors before sshd opens -E (bad config, missing /run/sshd) go to stderr: into the log as well.
+            enter = [] if self.netns is None else ["nsenter", f"--net={self.netns.path}",
+                                                   *([f"--uts={self.uts}"] if self.uts else []), "--"]
             with open(self.log, "ab") as log:
-                self._proc = subprocess.Popen(
-                    [str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
+                self._proc = subprocess.Popen(  # nsenter execs sshd: the pid is sshd's
+                    [*enter, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
                     env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
             self.pid = self._proc.pid
@@ -463,7 +480,8 @@ class Sshd:
         keyboard-interactive sshd, BatchMode is off (it would skip that method); the auth stack asks
         nothing, so the client is never prompted.
         """
-        _check_loopback(host)
+        if host not in self.listen:  # sshd's own addresses are loopback or in a namespace of the tests
+            _check_loopback(host)
         remote = command if isinstance(command, str) else shlex.join(command)
         batch = "no" if self.keyboard_interactive else "yes"
         return [
