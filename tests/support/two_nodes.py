@@ -26,7 +26,7 @@ import shlex
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,6 +214,21 @@ class TwoNodes(SlurmCluster):
             for root, _, _ in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
                 with contextlib.suppress(OSError):
                     os.rmdir(root)
+
+    def conf_copy(self, name: str, change: Callable[[str], str]) -> Path:
+        """slurm.conf as `change` rewrites it, with cgroup.conf beside it (Slurm reads that from slurm.conf's
+        directory), in a directory of its own: what a PAM stack may read while the daemons keep theirs."""
+        directory = self.base / f"conf-{name}"
+        directory.mkdir(mode=0o755, exist_ok=True)
+        text = self.conf.read_text()
+        changed = change(text)
+        if changed == text:
+            raise ValueError(f"conf_copy {name!r}: the change changed nothing")
+        (directory / "slurm.conf").write_text(changed)
+        shutil.copyfile(self.cgroup_conf, directory / "cgroup.conf")
+        for path in directory.iterdir():
+            path.chmod(0o644)
+        return directory / "slurm.conf"
 
     # -- jobs --------------------------------------------------------------------------------------------
 
