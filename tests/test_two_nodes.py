@@ -255,7 +255,7 @@ def xn1_slurmd(request: pytest.FixtureRequest, two_nodes: TwoNodes, jobs: Jobs) 
 
 @pytest.mark.parametrize("options", ["action_unknown=deny", ""], ids=["deny", "newest"])
 def test_source_slurmd_does_not_answer(jobs: Jobs, sshd_for: SshdFor, adopter: str, xn1_slurmd: str,
-                                       options: str) -> None:
+                                       options: str, adopter_log: AdopterLog) -> None:
     """alice has two jobs on xn2 and the RPC gets no answer: action_unknown. deny refuses; newest takes
     the latest started job (b) in the hook, while 22.05's module takes the job whose cgroup directory on
     xn2 has the newest mtime (whole seconds, ties to the last listed): not the rule asserted here."""
@@ -270,6 +270,7 @@ def test_source_slurmd_does_not_answer(jobs: Jobs, sshd_for: SshdFor, adopter: s
         assert (landed.status, landed.node, landed.job) == (0, "xn2", jobs.b.job_id), landed
     if adopter == "hook":
         assert elapsed < DEADLINE + 3.0, elapsed  # the deadline, plus ssh's own connection and the agent
+    adopter_log.expect(r"From 10\.77\.0\.1 port \d+ as alice: unable to determine source job$")
 
 
 @pytest.mark.parametrize("options", ["action_unknown=deny", ""], ids=["deny", "newest"])
@@ -323,3 +324,4 @@ def test_no_nodename_and_an_unknown_host_name(jobs: Jobs, sshd_for: SshdFor, ado
     action_generic_failure (ignore): the login passes, in no job."""
     landed = login(jobs.a, sshd_for(adopter, "", hostname=OTHER_HOSTNAME))
     assert (landed.status, landed.job, landed.hostname) == (0, None, OTHER_HOSTNAME), landed
+    assert "No Slurm jobs found on node." in landed.stderr, landed
