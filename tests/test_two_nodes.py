@@ -234,6 +234,20 @@ def test_from_a_job_on_the_other_node_only(jobs: Jobs, sshd_for: SshdFor, adopte
         adopter_log.expect(rf"as bob: member of job {source.job_id}$")
 
 
+def test_from_a_job_on_the_other_node_only_with_action_unknown_deny(jobs: Jobs, sshd_for: SshdFor, adopter: str,
+                                                                   adopter_log: AdopterLog) -> None:
+    """As above, made to ask, with action_unknown=deny. 22.05's module sends every RPC that names no job
+    here to action_unknown, one job or several, and refuses; 26.05's (which the hook follows) applies
+    action_unknown to several jobs only, and adopts into the only one, f. A difference of releases, not a
+    mistake: each entry is held to its own rule."""
+    landed = login(jobs.e, sshd_for(adopter, "single_job_skip_rpc=0 action_unknown=deny"))
+    if adopter == "module":
+        assert (landed.status, landed.job) == (255, None) and UNKNOWN in landed.stderr, landed
+    else:
+        assert (landed.status, landed.node, landed.job) == (0, "xn2", jobs.f.job_id), landed
+    adopter_log.expect(rf"as bob: member of job {jobs.e.job_id}$")
+
+
 # --- no answer from the source ----------------------------------------------------------------------------
 
 
