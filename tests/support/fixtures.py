@@ -26,6 +26,7 @@ from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable
+from tests.support.two_nodes import TwoNodes
 
 TEST_USERS = ("alice", "bob")
 STOP_WITHIN = 120.0
@@ -82,6 +83,18 @@ def container_job(container_cluster: SlurmCluster) -> Iterator[int]:
     job_id = marker_job(container_cluster, "alice")
     yield job_id
     container_cluster.cancel(job_id)
+
+
+@pytest.fixture(scope="session")
+def two_nodes(request: pytest.FixtureRequest) -> Iterator[TwoNodes]:
+    """Two real Slurm 22.05 nodes, xn1 and xn2, in namespaces of their own (tests/support/two_nodes.py)."""
+    reason = (need_root("running two Slurm nodes in network namespaces")
+              or need_programs(*SLURM_PROGRAMS, "ip", "nsenter", "unshare"))
+    if reason:
+        pytest.skip(reason)
+    daemon: Munged = request.getfixturevalue("munged")
+    with TwoNodes(daemon) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -32,11 +32,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
-from fake_slurmd.network import in_netns
+from fake_slurmd.network import in_netns, netns_path
 from fake_slurmd.processes import stop_process
 from tests.support.procs import ensure_user
+
+T = TypeVar("T")
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
@@ -183,8 +185,8 @@ class Sshd:
     command). `users` get a client key each (root always has one). Addresses in `listen` that this machine
     lacks (IPv6 off) are dropped from `self.listen`. `prefix` is an argv prefix that execs sshd elsewhere
     (a cluster's namespaces: the pid stays sshd's; ssh() cannot reach it there). With `netns` (a /run/netns
-    name or path), sshd runs in that network namespace and `listen` are addresses there (a simulated
-    node's, say), not loopback only.
+    name or path), sshd runs in that network namespace and `listen` are addresses there (a simulated or a
+    real node's), not loopback only; `uts` (a pinned UTS namespace) gives it the host name PAM modules see.
 
     The auth stack is `auth_lines` (default: pam_permit). sshd runs it only with `keyboard_interactive`,
     and then only after the public key was accepted (AuthenticationMethods publickey,keyboard-interactive):
@@ -207,12 +209,14 @@ class Sshd:
         start_timeout: float = 10.0,
         prefix: Sequence[str] = (),
         netns: str | None = None,
+        uts: Path | None = None,
     ) -> None:
         if isinstance(account_lines, str):
             raise TypeError("account_lines is a sequence of lines, not one string")
         if not account_lines:
             raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
         self.netns = netns
+        self.uts = uts
         for host in listen if netns is None else ():
             _check_loopback(host)
         if log_level.upper() not in _LOG_LEVELS:
@@ -389,10 +393,13 @@ class Sshd:
             offset = self.log.stat().st_size if self.log.exists() else 0
             # Errors before sshd opens -E (bad config, missing /run/sshd) go to stderr: into the log as well.
             with open(self.log, "ab") as log:
-                self._proc = in_netns(self.netns, lambda: subprocess.Popen(
-                    [*self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
+                # nsenter execs sshd: the pid is sshd's.
+                enter = [] if self.netns is None else ["nsenter", f"--net={netns_path(self.netns)}",
+                                                       *([f"--uts={self.uts}"] if self.uts else []), "--"]
+                self._proc = subprocess.Popen(
+                    [*enter, *self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
                     env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                ))
+                )
             self.pid = self._proc.pid
             with _lock:
                 _services.add(self.service)
@@ -472,7 +479,7 @@ class Sshd:
         keyboard-interactive sshd, BatchMode is off (it would skip that method); the auth stack asks
         nothing, so the client is never prompted.
         """
-        if host not in self.listen:
+        if host not in self.listen:  # sshd's own addresses are loopback or in a namespace of the tests
             _check_loopback(host)
         remote = command if isinstance(command, str) else shlex.join(command)
         batch = "no" if self.keyboard_interactive else "yes"
