@@ -32,13 +32,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self
 
 from fake_slurmd.network import in_netns, netns_path
 from fake_slurmd.processes import stop_process
 from tests.support.procs import ensure_user
-
-T = TypeVar("T")
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
