@@ -12,6 +12,9 @@ sshd's); nothing else (no $SLURM_CONF, no $SLURMD_NODENAME). Exit status: 0 lets
 (PAM_SUCCESS; PAM_IGNORE, which pam_exec cannot return, unless ignore_as=failure), 1 refuses it (pam_exec
 turns it into PAM_SYSTEM_ERR). Whatever fails, within the deadline: root passes, anyone else gets
 action_generic_failure. The only output is the refusal message; nothing ever goes to stderr.
+
+`login()` is the check itself, shared with the in-process module (adopt.pam_module, adopt.inprocess);
+the rest of this file is what only a pam_exec child does: exit statuses, the watchdog, stdout.
 """
 
 from __future__ import annotations

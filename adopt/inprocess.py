@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any
 
 from adopt.decision import Outcome
 from adopt.gather import Gatherer, Log
 from adopt.hook import login, printable
 from adopt.options import Options
-from slurmproto.stepd import StepdClient, StepdError
+from slurmproto.stepd import CLONE_NEWNS, StepdClient, StepdError
 
 OUTCOMES = tuple(outcome.value for outcome in Outcome)
 """Every code the check returns ("PAM_SUCCESS", "PAM_IGNORE", ...), as pamh attributes."""
@@ -112,14 +113,24 @@ class InProcessGatherer(Gatherer):
         """setns() into each namespace (all are tried); the fds are closed whatever happens."""
         ok = True
         try:
+            if any(kind in (0, CLONE_NEWNS) for kind, _fd in namespaces):
+                self.single_threaded()
             for kind, fd in namespaces:
                 try:
                     setns(fd, kind)
                 except OSError as exc:
-                    # EINVAL for a mount namespace: the process has another thread (it shares its fs).
+                    # EINVAL for a mount namespace: another thread shares the process's fs (see below).
                     self.log("error", f"setns({fd}, {kind}) failed: {exc.strerror or exc}")
                     ok = False
         finally:
             for _kind, fd in namespaces:
                 os.close(fd)
         return ok
+
+    def single_threaded(self) -> None:
+        """Wait, until the deadline, for this process to have one thread: a mount namespace cannot be
+        entered by a process whose fs another thread shares. A bounded munged or user-database call
+        (slurmproto.deadline) signals its result before its thread has quite exited; one abandoned at
+        the deadline runs until libmunge gives up, and the setns then fails."""
+        while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < self.deadline:
+            time.sleep(0.001)

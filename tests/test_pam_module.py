@@ -28,7 +28,7 @@ from fake_slurmd.stepd import FakeStepd
 from slurmproto.constants import SLURM_EXTERN_CONT
 from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
-from tests.support.procs import ensure_user, installed_or_skip
+from tests.support.procs import ensure_user, installed_or_skip, wait_for
 from tests.support.slurm_cluster import SlurmCluster
 from tests.support.sshd import Sshd
 from tests.test_adopt_real import NO_JOBS, PAM_SLURM_ADOPT, jobs, landed_in, newest_job, run_login
@@ -190,16 +190,25 @@ def test_no_state_between_handles(node: Node) -> None:
     assert job.adopted == [os.getpid()]
 
 
+def _fds() -> dict[str, str]:
+    return {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
 def test_no_thread_or_fd_left(node: Node) -> None:
+    """Nothing of the call stays in the process (sshd's): no thread, no fd (the stepd connections and
+    syslog's socket are closed)."""
     add_job(node, 550)
-    threads, fds = threading.active_count(), sorted(os.listdir("/proc/self/fd"))
+    stepd = node.stepds.stepds[0]
+    threads, fds = threading.active_count(), _fds()
     assert call(Pamh(node.user), f"conf={node.conf}", "nodename=node1") == 0
-    assert threading.active_count() == threads and sorted(os.listdir("/proc/self/fd")) == fds
+    wait_for(lambda: stepd.connections == 0, 5, "the fake stepd to see its connections closed")
+    assert threading.active_count() == threads and _fds() == fds
 
 
-def _gatherer(log: Log) -> InProcessGatherer:
+def _gatherer(log: Log, seconds: float = 3.0) -> InProcessGatherer:
     opts, _ = parse_options([])
-    return InProcessGatherer(Pamh("x"), opts, {}, log, adopt_pid=os.getpid(), deadline=time.monotonic() + 3)
+    return InProcessGatherer(Pamh("x"), opts, {}, log, adopt_pid=os.getpid(), deadline=time.monotonic() + seconds)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="setns() needs root (CAP_SYS_ADMIN)")
@@ -212,15 +221,16 @@ def test_join_enters_namespaces_and_closes_their_fds() -> None:
 
 
 def test_join_failure_fails_the_adoption() -> None:
-    """A mount namespace cannot be entered while another thread shares the process's fs (EINVAL), nor
-    without privilege (EPERM): adoption failed, the failure logged, every fd closed."""
+    """A mount namespace cannot be entered while another thread shares the process's fs (EINVAL, once the
+    deadline ends the wait for it to go), nor without privilege (EPERM): adoption failed, the failure
+    logged, every fd closed."""
     logged: list[tuple[str, str]] = []
     done = threading.Event()
     helper = threading.Thread(target=done.wait)
     helper.start()
     try:
         fds = [os.open("/proc/self/ns/mnt", os.O_RDONLY), os.open("/proc/self/ns/uts", os.O_RDONLY)]
-        ok = _gatherer(lambda level, message: logged.append((level, message))).join(
+        ok = _gatherer(lambda level, message: logged.append((level, message)), seconds=0.2).join(
             [(0x00020000, fds[0]), (0x04000000, fds[1])])
     finally:
         done.set()
