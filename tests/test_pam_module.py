@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -188,6 +190,21 @@ def test_no_state_between_handles(node: Node) -> None:
     assert call(second, f"conf={node.conf}", "nodename=node1") == CODES["PAM_PERM_DENIED"]
     assert second.env == {} and second.said == [Message(PAM_ERROR_MSG, NO_JOBS)]
     assert job.adopted == [os.getpid()]
+
+
+def test_deadline_without_signals(node: Node) -> None:
+    """A stepd that never answers: the call ends within the deadline by socket timeouts alone (no
+    SIGALRM, no watchdog thread, no exit), with the verdict for what could be seen."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+        stalled.bind(str(node.spool / f"node1_560.{SLURM_EXTERN_CONT}"))
+        stalled.listen(1)  # never accepted: the handshake waits
+        threads, handler = threading.active_count(), signal.getsignal(signal.SIGALRM)
+        started = time.monotonic()
+        pamh = Pamh(node.user)
+        assert call(pamh, f"conf={node.conf}", "nodename=node1", "deadline=0.5") == CODES["PAM_PERM_DENIED"]
+        assert time.monotonic() - started < 0.5 + 0.5
+        assert threading.active_count() == threads and signal.getsignal(signal.SIGALRM) == handler
+        assert pamh.said == [Message(PAM_ERROR_MSG, NO_JOBS)]
 
 
 def _fds() -> dict[str, str]:
