@@ -33,6 +33,7 @@ from tests.support.peers import DroppingHost
 from tests.support.procs import ensure_user, installed_or_skip, wait_for
 from tests.support.slurm_cluster import SlurmCluster
 from tests.support.sshd import Sshd
+from tests.support.syslog import DevLogCatcher
 from tests.test_adopt_real import NO_JOBS, PAM_SLURM_ADOPT, jobs, landed_in, newest_job, run_login
 
 __all__ = ["jobs"]  # the two-job fixture, shared with test_adopt_real
@@ -438,3 +439,22 @@ def test_broken_installation_keeps_root_in(slurm_cluster: SlurmCluster, sshd_fac
     refused = sshd.ssh("alice", "true")
     assert refused.returncode == 255 and "Traceback" not in refused.stderr, refused.stderr
 
+
+
+def test_module_logs_as_the_hook(slurm_cluster: SlurmCluster, one_job: int, sshd_factory: SshdFactory,
+                                 module_file: str, devlog: DevLogCatcher) -> None:
+    """The module's syslog lines are the hook's (authpriv, ident slurm-adopt, sshd's pid): the adoption,
+    and a refusal in both its lines."""
+    stack = Stack(slurm_cluster, sshd_factory, module_file, "pam_python")
+    sshd = stack.sshd("required")
+    since = devlog.mark()
+    status, landed, _env, err = session(slurm_cluster, sshd, ONE_JOB_USER, None)
+    assert (status, landed) == (0, one_job), err
+    adopted = devlog.wait_for(f"adopted into job {one_job}", ident="slurm-adopt", since=since)
+    # The process adopted is the one logging: sshd's own.
+    assert (adopted.facility_name, adopted.message) == ("authpriv", f"Process {adopted.pid} adopted into job {one_job}")
+    since = devlog.mark()
+    assert session(slurm_cluster, sshd, "bob", None)[0] == 255
+    devlog.wait_for(f"send_user_msg: {NO_JOBS}", ident="slurm-adopt", since=since)
+    devlog.wait_for(lambda r: r.message.startswith("bob: PAM_PERM_DENIED, refused:"), ident="slurm-adopt",
+                    since=since)
