@@ -47,7 +47,8 @@ class Gatherer:
         self.env = env
         self.log = log
         self.adopt_pid = adopt_pid
-        """The process to put into the job: sshd's privileged process, the hook's parent."""
+        """The process to put into the job: sshd's privileged process (the hook's parent; the in-process
+        module's own)."""
         self.deadline = deadline
         self.dry_run = dry_run
         self.conf: Any = None

@@ -140,6 +140,17 @@ def test_codes(node: Node, user: str | None, service: str, options: tuple[str, .
         assert all(job.adopted == [] for job in added) and "SLURM_JOB_ID" not in pamh.env
 
 
+@pytest.mark.parametrize("connection", ["127.0.0.1 1 127.0.0.1 2", "not a connection", ""])
+def test_ssh_connection_is_believed_only_when_held(node: Node, connection: str) -> None:
+    """Two jobs need the RPC: an SSH_CONNECTION in the PAM environment that this process does not hold
+    (or none, or garbage) is a generic failure, never a question to anyone."""
+    add_job(node, 510)
+    add_job(node, 511)
+    pamh = Pamh(node.user, env={"SSH_CONNECTION": connection} if connection else {})
+    assert call(pamh, f"conf={node.conf}", "nodename=node1", "action_generic_failure=deny") == CODES["PAM_PERM_DENIED"]
+    assert pamh.said == [] and "SLURM_JOB_ID" not in pamh.env
+
+
 def test_disable_x11_and_join_container_false(node: Node) -> None:
     job = add_job(node, 520)
     pamh = Pamh(node.user)
