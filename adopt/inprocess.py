@@ -4,7 +4,9 @@ the caller itself (sshd's privileged process, os.getpid(), as the C module adopt
 PAM code, messages go through the PAM conversation, and after ADD_EXTERN_PID the PAM environment gets
 SLURM_JOB_ID (DISPLAY, XAUTHORITY) and the process enters the job's namespaces.
 
-`pamh` is libpam-python's PamHandle (duck-typed: the tests pass their own).
+`pamh` is libpam-python's PamHandle (duck-typed: the tests pass their own). Its PAM environment is only
+indexed, tested and assigned here: `type(pamh.env)` (so its repr, or an error message naming its type)
+kills sshd's process with libpam-python 1.1.0~git20220701 on Python 3.11.
 """
 
 from __future__ import annotations
