@@ -326,7 +326,11 @@ STACKS = {
     "required": ["required pam_unix.so", "required MODULE"],
     "sufficient": ["sufficient MODULE action_no_jobs=ignore", "required pam_deny.so"],
     "requisite": ["required pam_unix.so", "requisite MODULE", "required pam_permit.so"],
+    # success jumps over pam_deny; an ignore falls onto it; a denial ends the stack
+    "jump": ["[success=1 ignore=ignore default=die] MODULE", "required pam_deny.so", "required pam_permit.so"],
 }
+IGNORE_DENIED = ("sufficient", "jump")
+"""The stacks in which PAM_IGNORE (root's) falls through to pam_deny."""
 ENV_COMMAND = "echo SLURM_JOB_ID=${SLURM_JOB_ID:-none}; cat /proc/self/cgroup"
 
 
@@ -373,13 +377,23 @@ def test_same_verdict(slurm_cluster: SlurmCluster, jobs: tuple[int, int], one_jo
                  "two-jobs-from-job-1": ("alice", jobs[0]), "two-jobs-from-job-2": ("alice", jobs[1])}[who]
     status, landed, env, err = session(slurm_cluster, sshd, user, job)
     expected_job = {"one-job": one_job, "two-jobs-from-job-1": jobs[0], "two-jobs-from-job-2": jobs[1]}.get(who)
-    if who == "root":  # PAM_IGNORE: the rest of the stack decides (pam_deny after a sufficient line)
-        assert (status, landed, env) == ((255, None, "") if stack_name == "sufficient" else (0, None, "none")), err
+    if who == "root":  # PAM_IGNORE: the rest of the stack decides (pam_deny after a sufficient or jump line)
+        assert (status, landed, env) == ((255, None, "") if stack_name in IGNORE_DENIED else (0, None, "none")), err
     elif who == "no-jobs":  # denied; with action_no_jobs=ignore PAM_IGNORE, then pam_deny, silently
         assert (status, landed) == (255, None), err
         assert (NO_JOBS in err) == (stack_name != "sufficient"), err
     else:
         assert (status, landed, env) == (0, expected_job, str(expected_job)), (err, sshd.log_text()[-2000:])
+
+
+def test_from_outside_any_job_lands_in_the_newest(slurm_cluster: SlurmCluster, jobs: tuple[int, int],
+                                                  sshd_factory: SshdFactory, module_file: str) -> None:
+    """Two jobs, a login from outside both: the RPC finds no job, and the module adopts into the latest
+    started (26.05's rule; 22.05's C module goes by cgroup mtimes: see test_adopt_real)."""
+    sshd = Stack(slurm_cluster, sshd_factory, module_file, "pam_python").sshd("required")
+    status, landed, env, err = session(slurm_cluster, sshd, "alice", None)
+    newest = newest_job(slurm_cluster, "alice")
+    assert (status, landed, env) == (0, newest, str(newest)), err
 
 
 def _conf_copy(cluster: SlurmCluster, directory: Path, name: str, **changes: str) -> Path:
