@@ -22,7 +22,7 @@ import pytest
 from adopt import pam_module
 from adopt.admin import pam_module_path
 from adopt.gather import Log
-from adopt.inprocess import InProcessGatherer, pam_code
+from adopt.inprocess import InProcessGatherer, account, pam_code
 from adopt.options import parse_options
 from fake_slurmd.controller import FakeStepds
 from fake_slurmd.scenario import Job
@@ -31,8 +31,9 @@ from slurmproto.constants import SLURM_EXTERN_CONT
 from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
 from tests.support.procs import ensure_user, installed_or_skip, wait_for
-from tests.support.slurm_cluster import SlurmCluster
+from tests.support.slurm_cluster import SlurmCluster, free_port
 from tests.support.sshd import Sshd
+from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher
 from tests.test_adopt_real import NO_JOBS, PAM_SLURM_ADOPT, jobs, landed_in, newest_job, run_login
 
@@ -217,6 +218,28 @@ def test_deadline_without_signals(node: Node) -> None:
         assert time.monotonic() - started < 0.5 + 0.5
         assert threading.active_count() == threads and signal.getsignal(signal.SIGALRM) == handler
         assert pamh.said == [Message(PAM_ERROR_MSG, NO_JOBS)]
+
+
+def test_stuck_munged_costs_at_most_the_deadline(node: Node, stuck_munged: StuckMunged) -> None:
+    """Two jobs and a connection this process holds, so the RPC must sign with munged, which accepts and
+    never answers: action_generic_failure within the deadline, nothing adopted, nothing asked of a slurmd."""
+    jobs = [add_job(node, 570), add_job(node, 571)]
+    closed = free_port()  # SlurmdPort: nothing listens there
+    conf = node.conf.with_name("rpc.conf")
+    conf.write_text(node.conf.read_text() + f"SlurmdPort={closed}\nAuthInfo=socket={stuck_munged.path}\n")
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()) as client, listener.accept()[0]:
+        connection = "{} {} {} {}".format(*client.getsockname(), *listener.getsockname())
+        pamh = Pamh(node.user, env={"SSH_CONNECTION": connection})
+        opts, _ = parse_options([f"conf={conf}", "nodename=node1", "deadline=1", "action_generic_failure=deny"])
+        logged: list[str] = []
+        started = time.monotonic()
+        code = account(pamh, opts, lambda level, message: logged.append(message), started, service="sshd",
+                       user=node.user)
+        elapsed = time.monotonic() - started
+    assert code == CODES["PAM_PERM_DENIED"] and elapsed < 1 + 0.5, elapsed
+    assert any(message.startswith("munge: ") for message in logged), logged
+    assert all(job.adopted == [] for job in jobs) and "SLURM_JOB_ID" not in pamh.env
 
 
 def _fds() -> dict[str, str]:
