@@ -220,26 +220,31 @@ def test_deadline_without_signals(node: Node) -> None:
         assert pamh.said == [Message(PAM_ERROR_MSG, NO_JOBS)]
 
 
-def test_stuck_munged_costs_at_most_the_deadline(node: Node, stuck_munged: StuckMunged) -> None:
+def test_stuck_munged_costs_at_most_the_deadline(node: Node) -> None:
     """Two jobs and a connection this process holds, so the RPC must sign with munged, which accepts and
-    never answers: action_generic_failure within the deadline, nothing adopted, nothing asked of a slurmd."""
+    never answers: action_generic_failure within the deadline, nothing adopted, nothing asked of a slurmd.
+    As documented, the munge call abandoned at the deadline runs on in its thread until libmunge gives up
+    (here: once munged goes away)."""
     jobs = [add_job(node, 570), add_job(node, 571)]
-    closed = free_port()  # SlurmdPort: nothing listens there
-    conf = node.conf.with_name("rpc.conf")
-    conf.write_text(node.conf.read_text() + f"SlurmdPort={closed}\nAuthInfo=socket={stuck_munged.path}\n")
-    with socket.create_server(("127.0.0.1", 0)) as listener, \
-            socket.create_connection(listener.getsockname()) as client, listener.accept()[0]:
-        connection = "{} {} {} {}".format(*client.getsockname(), *listener.getsockname())
-        pamh = Pamh(node.user, env={"SSH_CONNECTION": connection})
-        opts, _ = parse_options([f"conf={conf}", "nodename=node1", "deadline=1", "action_generic_failure=deny"])
-        logged: list[str] = []
-        started = time.monotonic()
-        code = account(pamh, opts, lambda level, message: logged.append(message), started, service="sshd",
-                       user=node.user)
-        elapsed = time.monotonic() - started
+    tasks = len(os.listdir("/proc/self/task"))
+    with StuckMunged(node.spool.parent / "stuck.socket") as stuck:
+        conf = node.conf.with_name("rpc.conf")  # SlurmdPort: nothing listens there
+        conf.write_text(node.conf.read_text() + f"SlurmdPort={free_port()}\nAuthInfo=socket={stuck.path}\n")
+        with socket.create_server(("127.0.0.1", 0)) as listener, \
+                socket.create_connection(listener.getsockname()) as client, listener.accept()[0]:
+            connection = "{} {} {} {}".format(*client.getsockname(), *listener.getsockname())
+            pamh = Pamh(node.user, env={"SSH_CONNECTION": connection})
+            opts, _ = parse_options([f"conf={conf}", "nodename=node1", "deadline=1", "action_generic_failure=deny"])
+            logged: list[str] = []
+            started = time.monotonic()
+            code = account(pamh, opts, lambda level, message: logged.append(message), started, service="sshd",
+                           user=node.user)
+            elapsed = time.monotonic() - started
+        assert len(os.listdir("/proc/self/task")) == tasks + 2  # the stuck munged's acceptor, the munge call
     assert code == CODES["PAM_PERM_DENIED"] and elapsed < 1 + 0.5, elapsed
     assert any(message.startswith("munge: ") for message in logged), logged
     assert all(job.adopted == [] for job in jobs) and "SLURM_JOB_ID" not in pamh.env
+    wait_for(lambda: len(os.listdir("/proc/self/task")) == tasks, 15, "the abandoned munge call to end")
 
 
 def _fds() -> dict[str, str]:
