@@ -1,4 +1,4 @@
-"""pam_slurm_adopt's behaviour as a pam_exec hook."""
+"""pam_slurm_adopt's behaviour as a pam_exec hook (adopt.hook) or an in-process module (adopt.pam_module)."""
 
 import os
 

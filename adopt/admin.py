@@ -3,6 +3,7 @@
     slurm-adopt --explain --user USER [--connection "RIP RPORT LIP LPORT"] [--pid PID] [--service S] [OPTIONS...]
     slurm-adopt --check-config [OPTIONS...]
     slurm-adopt --session-env
+    slurm-adopt --print-pam-module
     slurm-adopt --help | --version
 
 Exit status 2 is a usage error.
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="check this node (slurm.conf, NodeName, SlurmdSpoolDir, munged) and the options")
     mode.add_argument("--session-env", action="store_true",
                       help="print `export SLURM_JOB_ID=N` when run inside a job's extern step (for profile.d)")
+    mode.add_argument("--print-pam-module", action="store_true",
+                      help="print the in-process module's file, for `account required pam_python.so FILE "
+                      "[OPTIONS...]`")
     parser.add_argument("--user", help="--explain: the user logging in")
     parser.add_argument("--connection", default="", type=_connection, metavar='"RIP RPORT LIP LPORT"',
                         help="--explain: the SSH connection (as SSH_CONNECTION); needed when the RPC is asked")
@@ -82,6 +86,9 @@ def main(argv: list[str]) -> int:
         return check_config(args.options)
     if args.session_env:
         return session_env()
+    if args.print_pam_module:
+        print(pam_module_path())
+        return 0
     print(NOT_UNDER_PAM, file=sys.stderr)
     return USAGE
 
@@ -220,6 +227,11 @@ def _check_slurm_auth(settings: Any, report: _Report) -> None:
         report.problem(f"AuthType={settings.auth_type}: {exc}")
     else:
         report.ok(f"AuthType={settings.auth_type}: {signer.description} signs and verifies credentials")
+
+
+def pam_module_path() -> str:
+    """The absolute path of adopt/pam_module.py as installed (libpam-python loads it by path)."""
+    return os.path.join(os.path.dirname(os.path.realpath(__file__)), "pam_module.py")
 
 
 # --- --session-env --------------------------------------------------------------------------------------

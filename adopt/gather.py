@@ -47,7 +47,8 @@ class Gatherer:
         self.env = env
         self.log = log
         self.adopt_pid = adopt_pid
-        """The process to put into the job: sshd's privileged process, the hook's parent."""
+        """The process to put into the job: sshd's privileged process (the hook's parent; the in-process
+        module's own)."""
         self.deadline = deadline
         self.dry_run = dry_run
         self.conf: Any = None
@@ -234,9 +235,7 @@ class Gatherer:
             return True
         try:
             with StepdClient(path, timeout=self.left()) as stepd:
-                ok = stepd.add_extern_pid(pid) == 0
-                if ok:
-                    self._after_adoption(stepd, job_id)
+                ok = stepd.add_extern_pid(pid) == 0 and self.after_adoption(stepd, job_id)
         except StepdError as exc:
             self.log("debug3", f"unable to adopt into StepId={job_id}.extern: {exc}")
             ok = False
@@ -246,9 +245,10 @@ class Gatherer:
             self.log("info", f"Process {pid} adoption FAILED for job {job_id}")
         return ok
 
-    def _after_adoption(self, stepd: StepdClient, job_id: int) -> None:
-        """What the module does next, as far as a pam_exec child can: it cannot set the PAM environment
-        (SLURM_JOB_ID, DISPLAY, XAUTHORITY) nor move sshd into the job's namespaces."""
+    def after_adoption(self, stepd: StepdClient, job_id: int) -> bool:
+        """What the module does once the process is in the job, as far as a pam_exec child can: it cannot
+        set the PAM environment (SLURM_JOB_ID, DISPLAY, XAUTHORITY) nor move sshd into the job's namespaces,
+        so it only logs them. False would make the adoption count as failed (adopt.pam_module's can)."""
         self.log("debug", f"SLURM_JOB_ID={job_id} (not exported: a pam_exec hook cannot set the PAM environment)")
         if not self.opts.disable_x11:
             display, xauthority = stepd.x11_display()
@@ -260,7 +260,7 @@ class Gatherer:
                 namespaces = stepd.namespace_fds()
             except StepdError as exc:
                 self.log("error", f"stepd_get_ns_fds failed: {exc}")
-                return
+                return True
             for _kind, fd in namespaces:
                 os.close(fd)
             if namespaces:
@@ -268,3 +268,4 @@ class Gatherer:
                          "namespaces (use join_container=false, or the C module)")
             else:
                 self.log("debug2", "No ns_fd given back, expected if not running with a namespace plugin")
+        return True

@@ -12,6 +12,9 @@ sshd's); nothing else (no $SLURM_CONF, no $SLURMD_NODENAME). Exit status: 0 lets
 (PAM_SUCCESS; PAM_IGNORE, which pam_exec cannot return, unless ignore_as=failure), 1 refuses it (pam_exec
 turns it into PAM_SYSTEM_ERR). Whatever fails, within the deadline: root passes, anyone else gets
 action_generic_failure. The only output is the refusal message; nothing ever goes to stderr.
+
+`login()` is the check itself, shared with the in-process module (adopt.pam_module, adopt.inprocess);
+the rest of this file is what only a pam_exec child does: exit statuses, the watchdog, stdout.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from adopt import quiet_stderr
 from adopt.decision import Facts, NeedAdopt, NeedRpc, NeedSteps, Outcome, Verdict, decide, generic_failure
@@ -115,25 +118,35 @@ def _say(message: str) -> None:
         os.write(1, printable(message).encode("utf-8", "replace") + b"\n")
 
 
-def account(opts: Options, env: Mapping[str, str], log: Log) -> int:
-    """The account check proper: gather, decide, adopt; log every refusal and failure at info."""
-    started = time.monotonic()
-    user = env.get("PAM_USER")
-    _watchdog(opts.deadline, failure_status(opts, user), log)
+def login(opts: Options, service: str | None, user: str | None, gather: Gatherer, *,
+          say: Callable[[str], None], admitted: Callable[[Outcome], bool]) -> Verdict:
+    """The account check both entries share (this pam_exec hook and adopt.pam_module): who the user is,
+    then gather and decide until a verdict; the user is told its message through `say`. Every refusal
+    (`admitted` says what the entry lets through) and failure is logged at info."""
+    log = gather.log
     # root is uid 0 without asking NSS (LDAP or SSSD may hang): root's login never waits on them.
     uid = 0 if user == "root" else Gatherer.uid_of(user) if user else None
-    facts = Facts(env.get("PAM_SERVICE"), user, uid)
-    gather = Gatherer(opts, env, log, adopt_pid=os.getppid(), deadline=started + opts.deadline)
-    verdict = run(opts, facts, gather, log)
-    status = exit_status(verdict.outcome, opts)
+    verdict = run(opts, Facts(service, user, uid), gather, log)
     if verdict.message:
         log("info", f"send_user_msg: {verdict.message}")
-        _say(verdict.message)
-    if status != ALLOW:  # every refusal, at the default level (generic failures also logged their error)
+        say(verdict.message)
+    if not admitted(verdict.outcome):  # at the default level (generic failures also logged their error)
         log("info", f"{user or '(no user)'}: {verdict.outcome.value}, refused: {verdict.reason}")
     else:
         log("debug", f"{verdict.outcome.value}: {verdict.reason}")
-    return status
+    return verdict
+
+
+def account(opts: Options, env: Mapping[str, str], log: Log) -> int:
+    """pam_exec's account check: the watchdog, then the shared check adopting the hook's parent (sshd's
+    privileged process); the verdict becomes an exit status."""
+    started = time.monotonic()
+    user = env.get("PAM_USER")
+    _watchdog(opts.deadline, failure_status(opts, user), log)
+    gather = Gatherer(opts, env, log, adopt_pid=os.getppid(), deadline=started + opts.deadline)
+    verdict = login(opts, env.get("PAM_SERVICE"), user, gather, say=_say,
+                    admitted=lambda outcome: exit_status(outcome, opts) == ALLOW)
+    return exit_status(verdict.outcome, opts)
 
 
 def pam_main(args: list[str], env: Mapping[str, str]) -> int:

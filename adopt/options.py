@@ -177,7 +177,7 @@ class Options:
                                   'adoption failed: allow, or deny ("adoption failure")')
     action_generic_failure = Option(action(Action.ALLOW, Action.IGNORE, Action.DENY), Action.IGNORE,
                                     "anything else failed (no slurm.conf, munged unusable, an SSH_CONNECTION sshd "
-                                    "does not hold, the deadline); the module would carry on to action_unknown "
+                                    "does not hold, the deadline); pam_slurm_adopt.so would carry on to action_unknown "
                                     "for the last two")
     ignore_root = Option(boolean("1", "0"), True, "let root through untouched; 0 is overridden, as the module does")
     single_job_skip_rpc = Option(boolean("1", "0"), True,
@@ -188,21 +188,25 @@ class Options:
                       values="this host's NodeName")
     service = Option(TEXT, "sshd", "the PAM service to act for; any other is let through untouched",
                      values="sshd; * for any")
-    disable_x11 = Option(boolean("1", "0"), False, "0: the hook logs the job's DISPLAY, but cannot export it")
+    disable_x11 = Option(boolean("1", "0"), False, "0: the job's DISPLAY and XAUTHORITY go into the PAM "
+                         "environment (in-process module; the pam_exec hook can only log them)")
     join_container = Option(boolean("true", "false"), True,
-                            "true: the hook asks for the job's namespaces, but cannot move sshd into them")
+                            "true: sshd's process enters the job's namespaces (in-process module; the pam_exec "
+                            "hook cannot move sshd into them)")
     # This hook's own options.
-    deadline = Option(SECONDS, 3.0, "the whole decision, whatever it waits for (pam_exec has no timeout); "
-                      "then action_generic_failure", ours=True, values="3 (seconds, at most 300)")
-    conf = Option(PATH, None, "slurm.conf (pam_exec gives the hook the PAM environment only, never SLURM_CONF)",
+    deadline = Option(SECONDS, 3.0, "the whole decision, whatever it waits for (neither pam_exec nor sshd has a "
+                      "timeout); then action_generic_failure", ours=True, values="3 (seconds, at most 300)")
+    conf = Option(PATH, None, "slurm.conf (never $SLURM_CONF: pam_exec gives the hook the PAM environment only, "
+                  "and the in-process module does not read sshd's)",
                   ours=True, values="/etc/slurm/slurm.conf, then /run/slurm/conf/slurm.conf")
     munge_socket = Option(PATH, None, "munged's socket", ours=True, values="slurm.conf's AuthInfo socket=")
     protocol_version = Option(RELEASE, "auto", "the callerid RPC's header version; auto starts with this "
                               "node's slurmstepd's, else libslurm's", ours=True,
                               values="auto, or a release such as 24.11")
     ignore_as = Option(one_of("success", "failure"), "success",
-                       "the exit status for PAM_IGNORE, which pam_exec cannot return: success (0) suits "
-                       "required lines, failure (1) [success=done default=ignore] lines", ours=True)
+                       "the pam_exec hook's exit status for PAM_IGNORE, which pam_exec cannot return: success (0) "
+                       "suits required lines, failure (1) [success=done default=ignore] lines (the in-process "
+                       "module returns PAM_IGNORE itself)", ours=True)
 
     def __repr__(self) -> str:
         return "Options(" + ", ".join(f"{o.name}={getattr(self, o.name)!r}" for o in OPTIONS) + ")"

@@ -77,16 +77,27 @@ def newest_job(cluster: SlurmCluster, user: str) -> int:
     return max(map(int, running))
 
 
-def login(cluster: SlurmCluster, sshd: Sshd, user: str, job: int | None,
-          host: str = "127.0.0.1") -> tuple[int, int | None, str]:
-    """Log in as `user` from inside `job` (a step started with srun) or from outside any job; returns the
-    exit status, the job whose extern step the remote shell landed in (from its cgroups), and stderr."""
-    argv = sshd.ssh_argv(user, "cat /proc/self/cgroup", host=host)
+def run_login(cluster: SlurmCluster, sshd: Sshd, user: str, job: int | None, command: str,
+              host: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+    """ssh as `user` running `command`, from inside `job` (a step started with srun) or from outside any job."""
+    argv = sshd.ssh_argv(user, command, host=host)
     if job is not None:
         argv = ["srun", f"--jobid={job}", "--overlap", "-N1", "-n1", "--quiet", *argv]
-    proc = cluster.run(argv, user=user, check=False, timeout=60)
-    found = CGROUP_JOB.search(proc.stdout)
-    return proc.returncode, int(found.group(1)) if found else None, proc.stderr
+    return cluster.run(argv, user=user, check=False, timeout=60)
+
+
+def landed_in(cgroups: str) -> int | None:
+    """The job whose extern step /proc/self/cgroup's text names."""
+    found = CGROUP_JOB.search(cgroups)
+    return int(found.group(1)) if found else None
+
+
+def login(cluster: SlurmCluster, sshd: Sshd, user: str, job: int | None,
+          host: str = "127.0.0.1") -> tuple[int, int | None, str]:
+    """Log in as `user` from inside `job` or from outside any job; returns the exit status, the job whose
+    extern step the remote shell landed in (from its cgroups), and stderr."""
+    proc = run_login(cluster, sshd, user, job, "cat /proc/self/cgroup", host)
+    return proc.returncode, landed_in(proc.stdout), proc.stderr
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["from-job-1", "from-job-2"])
