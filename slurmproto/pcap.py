@@ -108,9 +108,11 @@ def _pcapng(data: memoryview) -> Iterator[Packet]:
     interfaces: list[_Interface] = []
     at, index = 0, 0
     while at < len(data):
-        if len(data) - at < 12:
+        if len(data) - at < 8:
             raise PcapError(f"pcapng block at byte {at} truncated ({len(data) - at} bytes)")
         if bytes(data[at:at + 4]) == _PCAPNG_SHB:  # a new section: its own byte order and interfaces
+            if len(data) - at < 12:
+                raise PcapError(f"pcapng section header at byte {at} truncated ({len(data) - at} bytes)")
             magic = bytes(data[at + 8:at + 12])
             if magic not in (b"\x1a\x2b\x3c\x4d", b"\x4d\x3c\x2b\x1a"):
                 raise PcapError(f"pcapng section header at byte {at}: bad byte-order magic {magic.hex()}")
@@ -269,6 +271,8 @@ class Direction:
     fin: bool = False
     missing: int = 0
     """Bytes the capture lacks (segments cut by the snapshot length); they make holes."""
+    end: int = 0
+    """The stream offset after the furthest byte a segment (or a FIN) showed."""
 
     @property
     def held(self) -> int:
@@ -287,6 +291,7 @@ class Direction:
             return b""
         if seg.length >= 0:
             self.missing += seg.length - len(seg.payload)
+        self.end = max(self.end, offset + seg.wire_length)
         payload = seg.payload
         if offset < self.delivered:  # a retransmission overlapping what went out already
             payload = payload[self.delivered - offset:]
@@ -312,11 +317,11 @@ class Direction:
         return bytes(out)
 
     def hole(self) -> tuple[int, int] | None:
-        """(stream offset, bytes) of the first hole with bytes waiting beyond it."""
-        if not self.waiting:
-            return None
-        first = min(self.waiting)
-        return self.delivered, first - self.delivered
+        """(stream offset, bytes) of the first hole: bytes wait beyond it, or later segments (a FIN
+        included) showed the stream went on."""
+        if self.waiting:
+            return self.delivered, min(self.waiting) - self.delivered
+        return (self.delivered, self.end - self.delivered) if self.end > self.delivered else None
 
 
 def split_frames(stream: bytes) -> list[bytes]:

@@ -71,8 +71,10 @@ def records(data: bytes, ports: set[int], options: FrameOptions, munge: Any = No
             piece = reassembler.add_packet(packet)
             if piece is not None:
                 for record in _frames(piece, decoders, options, munge, keys):
-                    count += 1
-                    yield {"frame": count, **record}
+                    if "note" not in record:
+                        count += 1
+                        record = {"frame": count, **record}
+                    yield record
             yield from _notes(reassembler)
     except PcapError as exc:
         yield {"note": f"capture file: {exc}", "error_type": type(exc).__name__}

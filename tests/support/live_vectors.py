@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection
 from tests.support.chroot_files import AUTHS, SSHD_PORT
-from tests.support.packets import Exchange, msg_type
+from tests.support.packets import Exchange, msg_type, pcap_file
 
 OWNER, OTHER = "alice", "bob"
 UNKNOWN_PORT = 1
@@ -61,6 +61,16 @@ def record(cluster: ChrootCluster, held: HeldConnection) -> dict[str, Any]:
     cases.append(_case("pam_slurm_adopt", "root", f"{OWNER} logs in over ssh (port {SSHD_PORT}) from a step of "
                        "the job; sshd's pam_slurm_adopt asks slurmd", result, cap.exchanges()))
     return _document(cluster, held, cases)
+
+
+def callerid_capture(cluster: ChrootCluster, held: HeldConnection) -> tuple[bytes, list[Exchange]]:
+    """`scontrol callerid` as root for the held connection, as a pcap file of what crossed lo, and the
+    exchanges the capture reassembled."""
+    args = [held.client[0], str(held.client[1]), held.server[0], str(held.server[1])]
+    with cluster.capture() as cap:
+        result = cluster.run(["scontrol", "callerid", *args], check=False)
+    assert result.returncode == 0, result.stderr
+    return pcap_file(cap.packets), cap.exchanges()
 
 
 def _document(cluster: ChrootCluster, held: HeldConnection, cases: list[dict[str, Any]]) -> dict[str, Any]:

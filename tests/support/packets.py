@@ -28,6 +28,9 @@ from slurmproto.pcap import (
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_NULL,
     LINKTYPE_RAW,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_SYN,
     Endpoint,
     Packet,
     Reassembler,
@@ -73,7 +76,8 @@ def msg_type(frame: bytes) -> int:
 def tcp_packet(src: Endpoint, dst: Endpoint, seq: int, flags: int, payload: bytes = b"",
                linktype: int = LINKTYPE_ETHERNET, ack: int = 0) -> bytes:
     """A link-layer frame of `linktype` carrying one TCP segment over IPv4 or IPv6 (by the addresses)."""
-    tcp = struct.pack("!HHIIBBHHH", src[1], dst[1], seq & 0xFFFFFFFF, ack, 5 << 4, flags, 65535, 0, 0) + payload
+    tcp = struct.pack("!HHIIBBHHH", src[1], dst[1], seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0,
+                      0) + payload
     a, b = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
     if a.version == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, a.packed, b.packed) + tcp
@@ -206,3 +210,27 @@ class PacketCapture:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def conversation(client: Endpoint, server: Endpoint, sent: bytes, received: bytes, *, start: float = 1.0,
+                 mss: int = 1460, reorder: bool = False, retransmit: bool = False,
+                 linktype: int = LINKTYPE_ETHERNET) -> list[tuple[float, bytes]]:
+    """The packets of one TCP connection: handshake, `sent` then `received` in segments of `mss` bytes,
+    FINs. `reorder` swaps each pair of data segments; `retransmit` sends every data segment twice."""
+    c_isn, s_isn = 0xFFFFFF00, 1000  # the client's sequence numbers wrap around 2**32
+
+    def segments(src: Endpoint, dst: Endpoint, isn: int, data: bytes, ack: int) -> list[bytes]:
+        out = [tcp_packet(src, dst, isn + 1 + at, TCP_ACK, data[at:at + mss], linktype, ack)
+               for at in range(0, len(data), mss)]
+        if reorder:
+            for i in range(0, len(out) - 1, 2):
+                out[i], out[i + 1] = out[i + 1], out[i]
+        return [p for p in out for _ in range(2 if retransmit else 1)]
+
+    frames = [tcp_packet(client, server, c_isn, TCP_SYN, b"", linktype),
+              tcp_packet(server, client, s_isn, TCP_SYN | TCP_ACK, b"", linktype, c_isn + 1),
+              *segments(client, server, c_isn, sent, s_isn + 1),
+              *segments(server, client, s_isn, received, c_isn + 1 + len(sent)),
+              tcp_packet(server, client, s_isn + 1 + len(received), TCP_FIN | TCP_ACK, b"", linktype),
+              tcp_packet(client, server, c_isn + 1 + len(sent), TCP_FIN | TCP_ACK, b"", linktype)]
+    return [(start + i / 1000, frame) for i, frame in enumerate(frames)]
