@@ -291,7 +291,8 @@ class Direction:
             return b""
         if seg.length >= 0:
             self.missing += seg.length - len(seg.payload)
-        self.end = max(self.end, offset + seg.wire_length)
+        if seg.wire_length or seg.flags & TCP_FIN:  # not the ACKs after a FIN, one past the stream's end
+            self.end = max(self.end, offset + seg.wire_length)
         payload = seg.payload
         if offset < self.delivered:  # a retransmission overlapping what went out already
             payload = payload[self.delivered - offset:]

@@ -48,7 +48,7 @@ local HEADER = {
     {"msg_type", "u16"},
     {"body_length", "u32"},
     {"forward", "forward"},
-    {"ret_list", "ret_list"},
+    {"ret_list", "array"},
     {"orig_addr", "slurm_addr"},
 }
 
