@@ -13,6 +13,7 @@ before anything is sliced, with no dependency to install or import for a command
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import struct
 from collections.abc import Iterator
@@ -267,16 +268,16 @@ class Direction:
     delivered: int = 0
     """How many bytes have been handed out."""
     waiting: dict[int, bytes] = field(default_factory=dict)
+    _offsets: list[int] = field(default_factory=list)
+    """The keys of `waiting` as a heap: the first chunk after the hole is at its top."""
+    held: int = 0
+    """Bytes in `waiting`: kept as a count, so that many small segments cost no more than a few large."""
     """Bytes beyond a hole, by stream offset."""
     fin: bool = False
     missing: int = 0
     """Bytes the capture lacks (segments cut by the snapshot length); they make holes."""
     end: int = 0
     """The stream offset after the furthest byte a segment (or a FIN) showed."""
-
-    @property
-    def held(self) -> int:
-        return sum(map(len, self.waiting.values()))
 
     def add(self, seg: Segment) -> bytes:
         """The bytes this segment makes contiguous (b"" when none); StreamLimit when too many wait."""
@@ -300,28 +301,37 @@ class Direction:
         if not payload:
             return b""
         if offset > self.delivered:
-            if len(payload) > len(self.waiting.get(offset, b"")):
-                if self.held + len(payload) - len(self.waiting.get(offset, b"")) > self.limit:
+            before = len(self.waiting.get(offset, b""))
+            if len(payload) > before:
+                if self.held + len(payload) - before > self.limit:
                     raise StreamLimit(f"more than {self.limit} bytes wait behind a hole at stream offset "
                                       f"{self.delivered}")
+                if not before:
+                    heapq.heappush(self._offsets, offset)
                 self.waiting[offset] = payload
+                self.held += len(payload) - before
             return b""
         out = bytearray(payload)
         self.delivered += len(payload)
-        while self.waiting:
-            first = min(self.waiting)
-            if first > self.delivered:
-                break
-            chunk = self.waiting.pop(first)[self.delivered - first:]
-            out += chunk
-            self.delivered += len(chunk)
+        while self._offsets and self._offsets[0] <= self.delivered:
+            first = heapq.heappop(self._offsets)
+            chunk = self.waiting.pop(first)
+            self.held -= len(chunk)
+            out += chunk[self.delivered - first:]
+            self.delivered = max(self.delivered, first + len(chunk))
         return bytes(out)
+
+    def drop(self) -> None:
+        """Let go of what waits (nothing more of the stream is followed)."""
+        self.waiting.clear()
+        self._offsets.clear()
+        self.held = 0
 
     def hole(self) -> tuple[int, int] | None:
         """(stream offset, bytes) of the first hole: bytes wait beyond it, or later segments (a FIN
         included) showed the stream went on."""
-        if self.waiting:
-            return self.delivered, min(self.waiting) - self.delivered
+        if self._offsets:
+            return self.delivered, self._offsets[0] - self.delivered
         return (self.delivered, self.end - self.delivered) if self.end > self.delivered else None
 
 
@@ -409,8 +419,8 @@ class Reassembler:
             data = (conn.up if upward else conn.down).add(seg)
         except StreamLimit as exc:
             conn.failed = True
-            conn.up.waiting.clear()
-            conn.down.waiting.clear()
+            conn.up.drop()
+            conn.down.drop()
             self.notes.append((conn, f"{'client' if upward else 'server'} side: {exc}; not followed further"))
             return None
         return Data(conn, upward, data, packet) if data else None

@@ -27,6 +27,7 @@ from slurmproto.pcap import (
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_NULL,
     LINKTYPE_RAW,
+    TCP_ACK,
     TCP_FIN,
     TCP_SYN,
     Direction,
@@ -187,6 +188,37 @@ def test_other_packets_are_not_segments() -> None:
     fragment[14 + 6] = 0x20  # more fragments
     assert parse_segment(bytes(fragment)) is None
     assert parse_segment(tcp_packet(("::1", 1), ("::1", 6818), 0, 0), 999) is None  # unknown link type
+
+
+def test_many_small_segments_in_reverse_order() -> None:
+    direction = Direction()
+    direction.add(_seg(0, TCP_SYN))
+    data = bytes(range(256)) * 80
+    out = b"".join(direction.add(_seg(1 + at, 0, data[at:at + 1])) for at in reversed(range(len(data))))
+    assert out == data and direction.held == 0
+
+
+@pytest.mark.parametrize(("big_endian", "block_type"), [(True, 6), (False, 2), (True, 3)])
+def test_pcapng_byte_orders_and_block_types(big_endian: bool, block_type: int) -> None:
+    _, client, server, sent, received = EXCHANGES[0]
+    packets = conversation(client, server, sent, received, start=1_800_000_000.5)
+    data = pcapng_file(packets, big_endian=big_endian, block_type=block_type)
+    assert [p.data for p in read_packets(data)] == [frame for _, frame in packets]
+    times = {p.time for p in read_packets(data)}
+    assert times == {0.0} if block_type == 3 else min(times) == pytest.approx(1_800_000_000.5)
+    twice = [r["stream"] for r in records(data + data, {6818}, OPTIONS)]  # a second section, the 4-tuple reused
+    assert twice == [1, 1, 2, 2]
+
+
+def test_vlan_tags_and_ipv6_extension_headers() -> None:
+    plain = tcp_packet(("::1", 40000), ("::1", 6818), 7, TCP_ACK, b"data")
+    ip = plain[14:]
+    hop_by_hop = bytes([6, 0]) + bytes(6)  # next header TCP, 8 bytes
+    extended = ip[:6] + bytes([0]) + ip[7:40] + hop_by_hop + ip[40:]
+    extended = extended[:4] + (len(extended) - 40).to_bytes(2, "big") + extended[6:]
+    tagged = bytes(12) + b"\x81\x00\x00\x05" + b"\x86\xdd" + extended
+    seg = parse_segment(tagged)
+    assert seg is not None and seg.payload == b"data" and seg.dst == ("::1", 6818)
 
 
 # -- what cannot be followed --------------------------------------------------------------------------------

@@ -111,19 +111,25 @@ def pcap_file(packets: Iterable[tuple[float, bytes]], linktype: int = LINKTYPE_E
     return b"".join(out)
 
 
-def pcapng_file(packets: Iterable[tuple[float, bytes]], linktype: int = LINKTYPE_ETHERNET) -> bytes:
-    """A pcapng file (one section, one interface with nanosecond stamps) of (time, frame) pairs."""
+def pcapng_file(packets: Iterable[tuple[float, bytes]], linktype: int = LINKTYPE_ETHERNET,
+                big_endian: bool = False, block_type: int = 6) -> bytes:
+    """A pcapng file (one section, one interface with nanosecond stamps) of (time, frame) pairs, in
+    enhanced (6), obsolete (2) or simple (3, no time stamps) packet blocks."""
+    order = ">" if big_endian else "<"
+
     def block(kind: int, body: bytes) -> bytes:
         body += bytes(-len(body) % 4)
-        return struct.pack("<II", kind, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+        return struct.pack(order + "II", kind, 12 + len(body)) + body + struct.pack(order + "I", 12 + len(body))
 
-    tsresol = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)
-    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
-           block(1, struct.pack("<HHI", linktype, 0, 262144) + tsresol)]
+    tsresol = struct.pack(order + "HHB3x", 9, 1, 9) + struct.pack(order + "HH", 0, 0)
+    out = [block(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1)),
+           block(1, struct.pack(order + "HHI", linktype, 0, 262144) + tsresol)]
     for stamp, frame in packets:
         ticks = round(stamp * 1e9)
-        out.append(block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame))
-                         + frame))
+        head = {6: struct.pack(order + "IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)),
+                2: struct.pack(order + "HHIIII", 0, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)),
+                3: struct.pack(order + "I", len(frame))}[block_type]
+        out.append(block(block_type, head + frame))
     return b"".join(out)
 
 
