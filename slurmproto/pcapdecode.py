@@ -213,5 +213,5 @@ def text_of(record: dict[str, Any]) -> str:
     if body is None:
         lines.append(f"  body: {len(record['body_hex']) // 2} bytes (no schema for this type here)")
     else:
-        lines.append("  body: " + ", ".join(f"{k}={v}" for k, v in body.items()))
+        lines.append("  body: " + ", ".join(f"{k}={v}" for k, v in body.items() if v is not None))
     return "\n".join(lines)
