@@ -4,6 +4,7 @@ agreeing with `decode --pcap` on every frame's message type, version and job id.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -14,14 +15,17 @@ import pytest
 from construct import Construct, FocusedSeq, FormatField, IfThenElse, Padded, Renamed, Subconstruct
 
 from slurmproto import header as header_schema
+from slurmproto.codec import encode_frame
 from slurmproto.constants import AF_INET, AF_INET6, AuthPlugin, HeaderFlags, MsgType
-from slurmproto.messages import REGISTRY
+from slurmproto.header import Forward
+from slurmproto.messages import REGISTRY, NetworkCallerIdResponse
 from slurmproto.pcap import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, MAX_BUFFERED
 from slurmproto.pcapdecode import records
-from slurmproto.primitives import PackMem, PackStr, SlurmAddrCodec, Typed, WhereLayout
-from slurmproto.versions import OLDER_LAYOUT, RELEASES, release_named
+from slurmproto.primitives import PackMem, PackStr, SlurmAddr, SlurmAddrCodec, Typed, WhereLayout
+from slurmproto.versions import OLDER_LAYOUT, RELEASES, layout_of, release_named
 from tests.support.fixtures import LiveClusters
 from tests.support.live_vectors import callerid_capture
+from tests.support.packets import conversation, pcap_file
 from tests.test_pcap import COMBOS, EXCHANGES, OPTIONS, _capture
 
 LUA = Path(__file__).resolve().parents[1] / "slurmproto" / "wireshark" / "slurm.lua"
@@ -126,14 +130,14 @@ FIELDS = ["frame.number", "slurm.msg_type", "slurm.version", "slurm.auth.plugin_
           "slurm.node_name", "slurm.auth.token.uid"]
 
 
-def tshark(path: Path) -> list[dict[str, list[str]]]:
+def tshark(path: Path, fields: list[str] = FIELDS) -> list[dict[str, list[str]]]:
     """Per packet that carries Slurm frames: each field's values (one per frame in the packet)."""
     binary = shutil.which("tshark")
     if binary is None:
         pytest.skip("tshark is not installed (apt-get install tshark; scripts/setup installs it)")
     argv = [binary, "-n", "-X", f"lua_script:{LUA}", "-r", str(path), "-o", "tcp.reassemble_out_of_order:TRUE",
             "-Y", "slurm", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;",
-            *[x for name in FIELDS for x in ("-e", name)]]
+            *[x for name in fields for x in ("-e", name)]]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "Lua" not in proc.stderr, proc.stderr
     malformed = subprocess.run([*argv[:argv.index("-Y")], "-Y", "slurm.malformed || _ws.malformed"],
@@ -142,7 +146,7 @@ def tshark(path: Path) -> list[dict[str, list[str]]]:
     rows = []
     for line in proc.stdout.splitlines():
         values = line.split("\t")
-        rows.append({name: values[i].split(";") if values[i] else [] for i, name in enumerate(FIELDS)})
+        rows.append({name: values[i].split(";") if values[i] else [] for i, name in enumerate(fields)})
     return rows
 
 
@@ -201,3 +205,48 @@ def test_the_dissector_ships_with_the_package() -> None:
 
     installed = Path(slurmproto.__file__).parent / "wireshark" / "slurm.lua"
     assert installed.read_text() == TEXT
+
+
+def _forwarded_frames() -> list[bytes]:
+    """A callerid reply of every release and the oldest layout, forwarded to two nodes (net_cred with
+    SLURM_PACK_ADDRS where the layout has it) from an IPv4 or an IPv6 origin, signed or not."""
+    frames = []
+    for i, version in enumerate([0x2400, *(r.protocol_version for r in RELEASES)]):
+        layout = layout_of(version)
+        forward = Forward(2, "node[1-2]", 7000 + i, 50, "cred" if layout.forward_net_cred else None,
+                          3 if layout.forward_tree_depth else None)
+        origin = SlurmAddr(AF_INET, bytes([10, 1, 2, i]), 40000 + i) if i % 2 else \
+            SlurmAddr(AF_INET6, ipaddress.IPv6Address(f"fd00::{i + 1}").packed, 40000 + i)
+        reply = NetworkCallerIdResponse(100 + i, 0, f"node{i}")
+        frames.append(encode_frame(reply, version, forward=forward, orig_addr=origin,
+                                   flags=HeaderFlags.SLURM_PACK_ADDRS if layout.forward_net_cred else 0,
+                                   credential="MUNGE:abc:" if i % 3 else None))
+    return frames
+
+
+def test_tshark_reads_every_layout_of_the_header(tmp_path: Path) -> None:
+    frames = _forwarded_frames()
+    packets = [p for i, frame in enumerate(frames)
+               for p in conversation(("10.9.9.9", 50000 + i), ("10.9.9.1", 6818), b"", frame, start=10.0 + i)]
+    path = tmp_path / "layouts.pcap"
+    path.write_bytes(pcap_file(packets))
+    ours = [r for r in records(path.read_bytes(), {6818}, OPTIONS) if "frame" in r]
+    assert len(ours) == len(frames)
+    fields = ["slurm.version", "slurm.forward.nodelist", "slurm.forward.timeout", "slurm.forward.net_cred",
+              "slurm.forward.tree_depth", "slurm.orig_addr.ipv4", "slurm.orig_addr.ipv6", "slurm.orig_addr.port",
+              "slurm.auth.munge", "slurm.job_id", "slurm.node_name"]
+    rows = tshark(path, fields)
+    assert len(rows) == len(ours)
+    for row, record in zip(rows, ours, strict=True):
+        head, body, forward = record["header"], record["body"], record["header"]["forward"]
+        origin = head["orig_addr"]
+        assert row == {
+            "slurm.version": [f"0x{head['version']:04x}"], "slurm.forward.nodelist": [forward["nodelist"]],
+            "slurm.forward.timeout": [str(forward["timeout"])],
+            "slurm.forward.net_cred": [forward["net_cred"]] if forward["net_cred"] else [],
+            "slurm.forward.tree_depth": [str(forward["tree_depth"])] if forward["tree_depth"] else [],
+            "slurm.orig_addr.ipv4": [origin["address"]] if origin["family"] == AF_INET else [],
+            "slurm.orig_addr.ipv6": [origin["address"]] if origin["family"] == AF_INET6 else [],
+            "slurm.orig_addr.port": [str(origin["port"])],
+            "slurm.auth.munge": ["MUNGE:abc:"] if record["auth"] else [],
+            "slurm.job_id": [str(body["job_id"])], "slurm.node_name": [body["node_name"]]}
