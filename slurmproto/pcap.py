@@ -6,9 +6,10 @@ finds the TCP segment of one link-layer frame; `Reassembler` follows connections
 hands out, per direction, the bytes as they become contiguous (out-of-order and retransmitted segments
 put in place, at most `max_buffered` bytes held per direction), with notes on what could not be followed.
 
-Our own reader rather than dpkt (pure Python, in the package index): the two formats need only a header
-and a record loop each here, and owning that loop lets every bad length become a specific InputError
-before anything is sliced, with no dependency to install or import for a command that is rarely run.
+Our own reader rather than dpkt (pure Python, in the package index): dpkt 1.9.8 is 75 modules (824 KiB)
+and `import dpkt` takes 77-150 ms here (it imports every protocol it knows), against about 16 ms for this
+module; the two formats need only a header and a record loop each, and owning that loop lets every bad
+length become a specific InputError before anything is sliced, with no dependency to install.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from slurmproto.errors import InputError
 MAX_PACKET = 262144
 """libpcap's largest snapshot length: a record claiming more is not a capture."""
 MAX_BLOCK = MAX_PACKET + 4096
-"""A pcapng block holds one packet and a few options."""
+"""A pcapng packet block holds one packet and a few options."""
 MAX_BUFFERED = 16 * 1024 * 1024
 """Bytes one direction of a connection may hold waiting (out of order, or an unfinished frame)."""
 MAX_INTERFACES = 4096
@@ -64,6 +65,7 @@ class Packet:
 _PCAP_MAGIC = {b"\xa1\xb2\xc3\xd4": (">", 1e-6), b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
                b"\xa1\xb2\x3c\x4d": (">", 1e-9), b"\x4d\x3c\xb2\xa1": ("<", 1e-9)}
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_PACKET_BLOCKS = (6, 3, 2)  # enhanced, simple, obsolete packet blocks
 
 
 def read_packets(data: bytes) -> Iterator[Packet]:
@@ -83,7 +85,7 @@ def _pcap(data: memoryview) -> Iterator[Packet]:
     order, unit = _PCAP_MAGIC[bytes(data[:4])]
     if len(data) < 24:
         raise PcapError(f"pcap file header truncated: {len(data)} of 24 bytes")
-    linktype = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF  # the top bits are FCS flags
+    linktype = struct.unpack_from(order + "I", data, 20)[0] & 0xFFFF  # the top bits are FCS flags
     at, index = 24, 0
     while at < len(data):
         index += 1
@@ -120,7 +122,7 @@ def _pcapng(data: memoryview) -> Iterator[Packet]:
             order = ">" if magic == b"\x1a\x2b\x3c\x4d" else "<"
             interfaces = []
         kind, size = struct.unpack_from(order + "II", data, at)
-        if size < 12 or size % 4 or (size > MAX_BLOCK and kind != 0x0A0D0D0A):
+        if size < 12 or size % 4 or (size > MAX_BLOCK and kind in _PACKET_BLOCKS):
             raise PcapError(f"pcapng block at byte {at}: bad length {size}")
         if size > len(data) - at:
             raise PcapError(f"pcapng block at byte {at} truncated ({len(data) - at} of {size} bytes)")
@@ -131,7 +133,7 @@ def _pcapng(data: memoryview) -> Iterator[Packet]:
                 raise PcapError(f"pcapng interface block {len(interfaces)} is malformed")
             interfaces.append(_Interface(struct.unpack_from(order + "H", body, 0)[0],
                                          _ts_unit(body[8:], order)))
-        elif kind in (6, 3, 2):  # enhanced, simple, obsolete packet blocks
+        elif kind in _PACKET_BLOCKS:
             index += 1
             yield _pcapng_packet(kind, body, order, interfaces, index)
 

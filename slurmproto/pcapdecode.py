@@ -19,7 +19,7 @@ from slurmproto.capture import frame_json, head_json, open_keys, open_munge, rea
 from slurmproto.codec import Decoder, Frame, FrameOptions, decode_frame, read_auth, read_body, read_header
 from slurmproto.conf import ConfError
 from slurmproto.errors import InputError, KeyFileError, SlurmError, UnknownMessageType
-from slurmproto.pcap import MAX_BUFFERED, Connection, Data, PcapError, Reassembler, read_packets
+from slurmproto.pcap import LINK_TYPES, MAX_BUFFERED, Connection, Data, PcapError, Reassembler, read_packets
 
 if TYPE_CHECKING:
     from slurmproto.slurmauth import KeyRing
@@ -66,8 +66,13 @@ def records(data: bytes, ports: set[int], options: FrameOptions, munge: Any = No
     reassembler = Reassembler(ports, min(MAX_BUFFERED, options.max_length))
     decoders: dict[tuple[int, bool], Decoder | None] = {}
     count = 0
+    linktypes: set[int] = set()
     try:
         for packet in read_packets(data):
+            if packet.linktype not in LINK_TYPES and packet.linktype not in linktypes:
+                linktypes.add(packet.linktype)
+                yield {"note": f"packet {packet.index}: link type {packet.linktype} is not read (only "
+                               f"{', '.join(sorted(set(LINK_TYPES.values())))}); its packets are skipped"}
             piece = reassembler.add_packet(packet)
             if piece is not None:
                 for record in _frames(piece, decoders, options, munge, keys):

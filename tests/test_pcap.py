@@ -280,6 +280,14 @@ def test_bad_capture_files_get_a_specific_note(data: bytes, message: str) -> Non
     assert message in found[-1]["note"] and found[-1]["error_type"] == "PcapError"
 
 
+def test_an_unknown_link_type_is_said_once() -> None:
+    _, client, server, sent, received = EXCHANGES[0]
+    found = list(records(pcap_file(conversation(client, server, sent, received), linktype=147), {6818}, OPTIONS))
+    assert _notes(found) == ["packet 1: link type 147 is not read (only BSD loopback, Ethernet, Linux cooked "
+                             "(SLL), Linux cooked v2 (SLL2), OpenBSD loopback, raw IP, raw IPv4, raw IPv6); "
+                             "its packets are skipped"]
+
+
 def test_a_truncated_capture_still_gives_its_whole_frames() -> None:
     _, _, _, sent, received = EXCHANGES[0]
     data = pcap_file(_one(sent, received))
