@@ -43,48 +43,14 @@ from slurmproto.versions import release_named
 from tests.support.chroot_cluster import RELEASES
 from tests.support.chroot_files import AUTHS
 from tests.support.fixtures import LiveClusters
-from tests.support.live_vectors import VECTORS, callerid_capture
+from tests.support.live_vectors import VECTORS, as_ipv6, callerid_capture, vector_capture, vector_exchanges
 from tests.support.packets import conversation, pcap_file, pcapng_file, tcp_packet
 
-GOLDEN = Path(__file__).parent / "vectors" / "slurm-22.05.8-callerid.json"
 OPTIONS = FrameOptions(max_length=1 << 24)
 WHERE = {"frame", "stream", "client", "server", "direction", "src", "dst", "packet", "time"}
 
 
-def _exchanges() -> list[tuple[str, tuple[str, int], tuple[str, int], bytes, bytes]]:
-    """(name, client, server, bytes sent, bytes received) of every exchange of the vectors."""
-    found = []
-    for path in sorted(VECTORS.glob("*.json")):
-        doc = json.loads(path.read_text())
-        for case in doc["cases"]:
-            for ex in case["exchanges"]:
-                found.append((f"{path.stem}/{case['case']}", tuple(ex["client"]), tuple(ex["server"]),
-                              b"".join(map(bytes.fromhex, ex["request_hex"])),
-                              b"".join(map(bytes.fromhex, ex["response_hex"]))))
-    for i, ex in enumerate(json.loads(GOLDEN.read_text())["exchanges"]):
-        found.append((f"22.05.8/{i}", ("127.0.0.1", 40000 + i), ("127.0.0.1", 6818),
-                      b"".join(map(bytes.fromhex, ex["request_hex"])),
-                      b"".join(map(bytes.fromhex, ex["response_hex"]))))
-    return found  # type: ignore[return-value]
-
-
-EXCHANGES = _exchanges()
-
-
-def _v6(end: tuple[str, int]) -> tuple[str, int]:
-    return ("::1" if end[0] == "127.0.0.1" else f"::ffff:{end[0]}", end[1])
-
-
-def _capture(linktype: int, ipv6: bool, form: str, **shape: Any) -> bytes:
-    packets = []
-    for i, (_, client, server, sent, received) in enumerate(EXCHANGES):
-        if ipv6:
-            client, server = _v6(client), _v6(server)
-        packets += conversation(client, server, sent, received, start=1_700_000_000 + i, linktype=linktype,
-                                **shape)
-    if form == "pcapng":
-        return pcapng_file(packets, linktype)
-    return pcap_file(packets, linktype, nanos=form == "pcap-ns", big_endian=form == "pcap-ns")
+EXCHANGES = vector_exchanges()
 
 
 def _strip(record: dict[str, Any]) -> dict[str, Any]:
@@ -103,14 +69,14 @@ SHAPES = [
 
 @pytest.mark.parametrize(("linktype", "ipv6", "form", "shape"), SHAPES,
                          ids=[f"link{s[0]}-{'v6' if s[1] else 'v4'}-{s[2]}-{len(s[3])}" for s in SHAPES])
-def test_every_vector_frame_comes_out_of_a_capture(linktype: int, ipv6: bool, form: str,
+def test_every_vector_frame_comes_out_of_avector_capture(linktype: int, ipv6: bool, form: str,
                                                    shape: dict[str, Any]) -> None:
-    found = list(records(_capture(linktype, ipv6, form, **shape), {6818}, OPTIONS))
+    found = list(records(vector_capture(linktype, ipv6, form, **shape), {6818}, OPTIONS))
     assert [r for r in found if "note" in r] == []
     expected = []
     for i, (_, client, server, sent, received) in enumerate(EXCHANGES):
         if ipv6:
-            client, server = _v6(client), _v6(server)
+            client, server = as_ipv6(client), as_ipv6(server)
         c, s = (f"[{client[0]}]:{client[1]}", f"[{server[0]}]:{server[1]}") if ipv6 else \
             (f"{client[0]}:{client[1]}", f"{server[0]}:{server[1]}")
         for data, direction, src, dst in ((sent, "request", c, s), (received, "reply", s, c)):
@@ -382,7 +348,7 @@ def _write(tmp_path: Path, data: bytes) -> str:
 
 
 def test_decode_pcap_prints_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, _capture(LINKTYPE_ETHERNET, False, "pcap"))
+    path = _write(tmp_path, vector_capture(LINKTYPE_ETHERNET, False, "pcap"))
     assert main(["decode", "--pcap", path, "--json", "--no-munge", "--port", "6818"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["frame"] for r in lines] == list(range(1, len(lines) + 1))
@@ -391,7 +357,7 @@ def test_decode_pcap_prints_json_lines(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_decode_pcap_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, _capture(LINKTYPE_LINUX_SLL2, True, "pcapng"))
+    path = _write(tmp_path, vector_capture(LINKTYPE_LINUX_SLL2, True, "pcapng"))
     assert main(["decode", "--pcap", path, "--no-munge"]) == 0
     out = capsys.readouterr().out
     assert out.count("\nframe ") + out.startswith("frame ") == sum(

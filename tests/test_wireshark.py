@@ -15,21 +15,25 @@ import pytest
 from construct import Construct, FocusedSeq, FormatField, IfThenElse, Padded, Renamed, Subconstruct
 
 from slurmproto import header as header_schema
-from slurmproto.codec import encode_frame
+from slurmproto.codec import FrameOptions, encode_frame
 from slurmproto.constants import AF_INET, AF_INET6, AuthPlugin, HeaderFlags, MsgType
 from slurmproto.header import Forward
 from slurmproto.messages import REGISTRY, NetworkCallerIdResponse
-from slurmproto.pcap import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, MAX_BUFFERED
+from slurmproto.pcap import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, MAX_BUFFERED
 from slurmproto.pcapdecode import records
 from slurmproto.primitives import PackMem, PackStr, SlurmAddr, SlurmAddrCodec, Typed, WhereLayout
 from slurmproto.versions import OLDER_LAYOUT, RELEASES, layout_of, release_named
+from tests.support.chroot_cluster import RELEASES as LIVE_RELEASES
+from tests.support.chroot_files import AUTHS
 from tests.support.fixtures import LiveClusters
-from tests.support.live_vectors import callerid_capture
+from tests.support.live_vectors import callerid_capture, vector_capture, vector_exchanges
 from tests.support.packets import conversation, pcap_file
-from tests.test_pcap import COMBOS, EXCHANGES, OPTIONS, _capture
 
 LUA = Path(__file__).resolve().parents[1] / "slurmproto" / "wireshark" / "slurm.lua"
 TEXT = LUA.read_text()
+OPTIONS = FrameOptions(max_length=MAX_BUFFERED)
+EXCHANGES = vector_exchanges()
+COMBOS = [(release, auth) for release in LIVE_RELEASES for auth in AUTHS]
 ROW = re.compile(r'\{"(\w+)", "(\w+)"(?:, "(\w+)")?\}')
 
 
@@ -162,10 +166,11 @@ def _by_packet(found: list[dict[str, Any]]) -> list[tuple[int, list[int], list[i
 @pytest.mark.parametrize(("linktype", "ipv6", "form", "shape"), [
     (LINKTYPE_ETHERNET, False, "pcap", {}),
     (LINKTYPE_LINUX_SLL2, True, "pcapng", {"mss": 7, "reorder": True}),
-], ids=["ethernet-v4-pcap", "sll2-v6-pcapng-split-reordered"])
+    (LINKTYPE_LINUX_SLL, False, "pcap", {"mss": 50, "retransmit": True}),
+], ids=["ethernet-v4-pcap", "sll2-v6-pcapng-split-reordered", "sll-v4-pcap-retransmitted"])
 def test_tshark_sees_every_vector_frame(linktype: int, ipv6: bool, form: str, shape: dict[str, Any],
                                         tmp_path: Path) -> None:
-    data = _capture(linktype, ipv6, form, **shape)
+    data = vector_capture(linktype, ipv6, form, **shape)
     path = tmp_path / f"vectors.{form}"
     path.write_bytes(data)
     rows = tshark(path)
