@@ -186,15 +186,26 @@ def test_tshark_sees_every_vector_frame(linktype: int, ipv6: bool, form: str, sh
 
 
 @pytest.mark.parametrize(("release", "auth"), COMBOS, ids=[f"{r}-auth-{a}" for r, a in COMBOS])
-def test_tshark_on_a_live_capture(release: str, auth: str, live_clusters: LiveClusters, tmp_path: Path) -> None:
-    if shutil.which("tshark") is None:
-        pytest.skip("tshark is not installed (apt-get install tshark; scripts/setup installs it)")
+@pytest.mark.parametrize("writer", ["packet-socket", "dumpcap"])
+def test_tshark_on_a_live_capture(release: str, auth: str, writer: str, live_clusters: LiveClusters,
+                                  tmp_path: Path) -> None:
+    """The same `scontrol callerid`, captured on lo by the tests' packet socket (written as pcap) and by
+    Wireshark's own dumpcap (pcapng): tshark and decode --pcap agree on both."""
+    for tool, package in (("tshark", "tshark"), ("dumpcap", "wireshark-common")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install {package}; scripts/setup installs it)")
     cluster, held = live_clusters.get(release, auth), live_clusters.held(release, auth)
-    data, _ = callerid_capture(cluster, held)
-    path = tmp_path / "live.pcap"
-    path.write_bytes(data)
+    path = tmp_path / "dumpcap.pcapng"
+    data, exchanges = callerid_capture(cluster, held, path if writer == "dumpcap" else None)
+    if writer == "dumpcap":
+        data = path.read_bytes()
+    else:
+        path = tmp_path / "live.pcap"
+        path.write_bytes(data)
     rows = tshark(path)
     ours = [r for r in records(data, {6818}, OPTIONS) if "frame" in r]
+    assert [r for r in records(data, {6818}, OPTIONS) if "note" in r] == []
+    assert sorted(r["size"] for r in ours) == sorted(len(f) for e in exchanges for f in [*e.requests, *e.replies])
     assert [int(t) for r in rows for t in r["slurm.msg_type"]] == [r["header"]["msg_type"] for r in ours]
     version = release_named(release).protocol_version
     assert {int(v, 16) for r in rows for v in r["slurm.version"]} == {version}

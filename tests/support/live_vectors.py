@@ -10,9 +10,15 @@ tests/vectors/live).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pwd
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +110,36 @@ def vector_capture(linktype: int, ipv6: bool, form: str, **shape: Any) -> bytes:
     return pcap_file(packets, linktype, nanos=form == "pcap-ns", big_endian=form == "pcap-ns")
 
 
-def callerid_capture(cluster: ChrootCluster, held: HeldConnection) -> tuple[bytes, list[Exchange]]:
+def callerid_capture(cluster: ChrootCluster, held: HeldConnection,
+                     dumpcap: Path | None = None) -> tuple[bytes, list[Exchange]]:
     """`scontrol callerid` as root for the held connection, as a pcap file of what crossed lo, and the
-    exchanges the capture reassembled."""
+    exchanges the capture reassembled. With `dumpcap`, Wireshark's dumpcap also captures lo into that
+    file (pcapng, as libpcap sees it) meanwhile."""
     args = [held.client[0], str(held.client[1]), held.server[0], str(held.server[1])]
-    with cluster.capture() as cap:
+    with cluster.capture() as cap, _dumpcap(cluster, dumpcap):
         result = cluster.run(["scontrol", "callerid", *args], check=False)
     assert result.returncode == 0, result.stderr
     return pcap_file(cap.packets), cap.exchanges()
+
+
+@contextlib.contextmanager
+def _dumpcap(cluster: ChrootCluster, path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    argv = cluster.in_netns(["dumpcap", "-q", "-i", "lo", "-f", "tcp port 6818", "-w", str(path)])
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (path.exists() and path.stat().st_size > 0):  # the section and interface blocks: capturing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        yield
+        time.sleep(0.5)  # what crossed lo reaches dumpcap's buffer
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: ip netns exec and dumpcap
+        proc.communicate(timeout=20)
 
 
 def _document(cluster: ChrootCluster, held: HeldConnection, cases: list[dict[str, Any]]) -> dict[str, Any]:
