@@ -53,6 +53,8 @@ class Gatherer:
         self.conf: Any = None
         self.nodename: str | None = None
         self.spool: str | None = None
+        self.stepd_version: int | None = None
+        """The protocol version of this node's slurmstepd (its first handshake): where the RPC starts."""
         self.connection: tuple[str, int, str, int] | None = None
 
     def left(self, cap: float = 2.0) -> float:
@@ -109,6 +111,7 @@ class Gatherer:
             self.log("debug4", f"found StepId={loc.job_id}.extern")
             try:
                 with StepdClient(loc.path, timeout=self.left()) as stepd:
+                    self.stepd_version = self.stepd_version or stepd.protocol_version
                     owner = stepd.step_uid()
             except StepdError as exc:  # steps end all the time: not an error
                 self.log("debug3", f"unable to determine uid of StepId={loc.job_id}.extern: {exc}")
@@ -156,7 +159,9 @@ class Gatherer:
             trusted = settings.trusted_uids(self.deadline)
         except (ConfError, LocalTimeout) as exc:
             raise FactError(f"SlurmdUser: {exc}") from None
-        start = libslurm_version() if version is None else None
+        # The running stepd says what this node's Slurm speaks; a libslurm.so of another release (the
+        # distribution's beside a site build) would cost a refused attempt on every RPC.
+        start = (self.stepd_version or libslurm_version()) if version is None else None
         options = {**settings.callerid_options(), "version": version, "start_version": start,
                    "trusted_uids": trusted}
         if settings.auth.auth_type != "auth/munge":  # as root: the node's key (no munged needed)

@@ -197,7 +197,8 @@ class Options:
     conf = Option(PATH, None, "slurm.conf (pam_exec gives the hook the PAM environment only, never SLURM_CONF)",
                   ours=True, values="/etc/slurm/slurm.conf, then /run/slurm/conf/slurm.conf")
     munge_socket = Option(PATH, None, "munged's socket", ours=True, values="slurm.conf's AuthInfo socket=")
-    protocol_version = Option(RELEASE, "auto", "the callerid RPC's header version", ours=True,
+    protocol_version = Option(RELEASE, "auto", "the callerid RPC's header version; auto starts with this "
+                              "node's slurmstepd's, else libslurm's", ours=True,
                               values="auto, or a release such as 24.11")
     ignore_as = Option(one_of("success", "failure"), "success",
                        "the exit status for PAM_IGNORE, which pam_exec cannot return: success (0) suits "

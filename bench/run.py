@@ -1,8 +1,9 @@
 """Benchmarks: codec speed, whole-process slurm-callerid vs scontrol callerid, and import time.
 
 Run as root through tox (`tox -e bench`) or directly (`python bench/run.py`); it starts its own munged and
-Slurm 22.05 cluster on loopback and writes docs/benchmarks.md. Runs of the two commands are interleaved,
-so machine noise hits both alike; medians are reported.
+Slurm 22.05 cluster on loopback, and a Slurm 26.05 chroot cluster (bench/live_login.py), and writes
+docs/benchmarks.md. Runs of the commands compared are interleaved, so machine noise hits them alike;
+medians are reported.
 """
 
 from __future__ import annotations
@@ -178,6 +179,17 @@ def login_sections(logins: int) -> list[str]:
                 "", *_hook_imports(), ""]
 
 
+def live_login_sections(logins: int) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import live_login
+
+    from tests.support.chroot_cluster import missing_reason
+
+    title = f"## Login latency on Slurm {live_login.RELEASE} with auth/slurm: slurm-adopt vs its pam_slurm_adopt.so"
+    reason = missing_reason(live_login.RELEASE)
+    return [title, "", f"Not measured: {reason}." if reason else "\n".join(live_login.live_login_section(logins)), ""]
+
+
 def _hook_imports() -> list[str]:
     """What the hook's no-RPC and RPC paths import, in wall time (python -c 'import ...')."""
     candidates = {"python -c pass": "pass", "the hook (no-RPC path)": "import adopt.hook",
@@ -200,6 +212,7 @@ def main() -> int:
     parser.add_argument("--skip-cli", action="store_true", help="no real cluster (not root)")
     parser.add_argument("--skip-fake", action="store_true", help="leave out the fake_slurmd benchmarks")
     parser.add_argument("--skip-login", action="store_true", help="leave out the login latency benchmark")
+    parser.add_argument("--skip-live", action="store_true", help="leave out the login latency on a chroot cluster")
     parser.add_argument("--logins", type=int, default=30, help="logins per stack and job count")
     parser.add_argument("--rss-requests", type=int, default=100_000)
     args = parser.parse_args()
@@ -216,6 +229,8 @@ def main() -> int:
         lines += fake_sections(args.runs, args.rss_requests)
     if not args.skip_login:
         lines += login_sections(args.logins)
+    if not args.skip_live:
+        lines += live_login_sections(args.logins)
     Path(args.output).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -1,15 +1,18 @@
 """fake-slurmd: run a simulated compute node from a scenario file until interrupted.
 
-    fake-slurmd [--scenario node.toml] [--release 24.11] [--listen NAME=ADDRESS:PORT ...]
+    fake-slurmd [--scenario node.toml] [--release 24.11] [--listen NAME=ADDRESS:PORT ... | --network auto]
                 [--munge-socket PATH] [--auth munge|slurm --key PATH [--jwks PATH] [--sack PATH]]
-                [--spool-dir DIR] [--slurm-conf PATH]
+                [--cluster NAME] [--spool-dir DIR] [--slurm-conf PATH]
                 [--log-format text|json] [--log-level info]
 
 Once every node listens, stdout gets one line per node and nothing else, ever:
 
     listening NAME ADDRESS PORT        (e.g. "listening node1 127.0.0.1 40321"; IPv6 without brackets)
 
-With nothing configured the node is node1 on 127.0.0.1 and a free port (never slurmd's 6818). Logs go to
+With nothing configured the node is node1 on 127.0.0.1 and a free port (never slurmd's 6818). With
+`--network namespaces` (or `auto`, as root) each node is in a network namespace of its own, made for it,
+at 10.78.0.N (the scenario's subnet) port 6818; `--network loopback` (and `auto` without root) puts node N
+on 127.0.0.N, all on one free port. Logs go to
 stderr, one event a line. SIGHUP reloads the scenario's jobs; SIGINT or SIGTERM stops (exit 0). Exit 1:
 it could not start (a port in use, an unusable spool dir or slurm.conf path); exit 2: a usage or
 scenario error, given as one line.
@@ -29,7 +32,17 @@ import time
 from typing import Any
 
 from fake_slurmd.controller import LEVELS, FakeSlurmd
-from fake_slurmd.scenario import At, NodeSpec, Scenario, ScenarioError, ip_address, node_name
+from fake_slurmd.scenario import (
+    NETWORKS,
+    At,
+    NodeSpec,
+    Scenario,
+    ScenarioError,
+    clashing_node,
+    cluster_name,
+    ip_address,
+    node_name,
+)
 from slurmproto import package_version
 from slurmproto.errors import KeyFileError
 from slurmproto.versions import BY_NAME
@@ -78,12 +91,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--release", choices=list(BY_NAME), help="behave exactly like this Slurm release")
     parser.add_argument("--listen", action="append", metavar="NAME=ADDRESS:PORT",
                         help="a node to simulate (repeatable; overrides the scenario's nodes; port 0: a free one)")
+    parser.add_argument("--network", choices=NETWORKS,
+                        help="where the nodes listen: host (as the scenario's nodes say), namespaces (each in its "
+                             "own, root), loopback (127.0.0.N) or auto (namespaces when root, else loopback)")
     parser.add_argument("--munge-socket", help="munged socket (default: the scenario's, else munge's default)")
     parser.add_argument("--auth", choices=("munge", "slurm"),
                         help="AuthType of the node: munge (default, with munged) or slurm (tokens, --key)")
     parser.add_argument("--key", metavar="PATH", help="auth/slurm: the node's slurm.key")
     parser.add_argument("--jwks", metavar="PATH", help="auth/slurm: the node's slurm.jwks (used instead of --key)")
     parser.add_argument("--sack", metavar="PATH", help="auth/slurm: also serve a sack socket here")
+    parser.add_argument("--cluster", metavar="NAME", help="ClusterName (auth/slurm signs it into its tokens; "
+                                                          "default: the scenario's, else none)")
     parser.add_argument("--spool-dir", help="where the step sockets go (default: the scenario's, else a private "
                                             "temp dir); must be this user's and writable by no one else")
     parser.add_argument("--slurm-conf", metavar="PATH", help="also write a slurm.conf for real Slurm clients here "
@@ -105,6 +123,19 @@ def _node(text: str) -> NodeSpec:
     return NodeSpec(node_name(match["name"], at), ip_address(host, at), port)
 
 
+def _listen_nodes(texts: list[str]) -> list[NodeSpec]:
+    nodes: list[NodeSpec] = []
+    for text in texts:
+        node, at = _node(text), At("--listen", repr(text))
+        if any(n.name == node.name for n in nodes):
+            raise at.error(f"node {node.name!r} appears twice")
+        other = clashing_node(nodes, node)
+        if other is not None:
+            raise at.error(f"{node.address} port {node.port or '0 (shared)'} is {other.name}'s already")
+        nodes.append(node)
+    return nodes
+
+
 def _setup_logging(log_format: str, level: str) -> logging.Logger:
     # On the root logger: asyncio's and any other library's records get the same one-line format.
     handler = logging.StreamHandler(sys.stderr)
@@ -117,11 +148,17 @@ def _setup_logging(log_format: str, level: str) -> logging.Logger:
 
 
 def _start(args: argparse.Namespace) -> FakeSlurmd:
-    scenario = Scenario.load(args.scenario) if args.scenario else Scenario([NodeSpec("node1", port=0)])
+    if args.listen and args.network not in (None, "host"):
+        raise ScenarioError(f"--network {args.network}: the nodes' addresses are assigned, not --listen's")
+    network = "host" if args.listen else args.network
+    scenario = Scenario.load(args.scenario, network) if args.scenario else Scenario([NodeSpec("node1", port=0)])
     if args.listen:
-        scenario.nodes = [_node(text) for text in args.listen]
+        scenario.nodes = _listen_nodes(args.listen)
+    elif args.network and not args.scenario:
+        scenario.network = args.network
     fake = FakeSlurmd(scenario, release=args.release, munge_socket=args.munge_socket, spool_dir=args.spool_dir,
-                      auth=args.auth, key=args.key, jwks=args.jwks, sack=args.sack)
+                      auth=args.auth, key=args.key, jwks=args.jwks, sack=args.sack,
+                      cluster=cluster_name(args.cluster, At("--cluster")))
     fake.start()
     try:
         if args.slurm_conf:
@@ -141,13 +178,15 @@ def _serve(fake: FakeSlurmd, scenario_path: str | None, logger: logging.Logger) 
     for node in fake.nodes:
         print(f"listening {node.name} {node.address} {node.port}", flush=True)
     nodes = ", ".join(f"{n.name} on {n.address}:{n.port}" for n in fake.nodes)
-    print(f"fake-slurmd: serving {nodes}; step sockets in {fake.spool_dir}", file=sys.stderr, flush=True)
+    network = {"namespaces": "; each node in a network namespace of its own",
+               "loopback": "; on loopback (no network namespaces)"}.get(fake.network, "")
+    print(f"fake-slurmd: serving {nodes}{network}; step sockets in {fake.spool_dir}", file=sys.stderr, flush=True)
     while not stop.wait(0.2):
         if reload.is_set():
             reload.clear()
             if scenario_path:
                 try:
-                    fake.reload(Scenario.load(scenario_path))
+                    fake.reload(Scenario.load(scenario_path, fake.scenario.network))
                 except ScenarioError as exc:  # keep serving the old jobs
                     logger.error("reload failed", extra={"fields": {"reason": str(exc)}})
 

@@ -4,6 +4,14 @@
         with fake.connect_from_job(42, "127.0.0.1", 22) as conn:   # a process of job 42 holding a connection
             ...                                                    # real clients ask fake.port about it
 
+A simulated cluster: the scenario's `network` ("namespaces", or "auto" as root) puts each node in a network
+namespace of its own, and a job's process runs, and connects, from one of them:
+
+    with FakeSlurmd(Scenario.load("cluster.toml")) as fake:   # network = "auto", nodes node1 and node2
+        listener = fake.on_node("node2", socket.create_server, (fake.node("node2").address, 0))
+        with fake.connect_from_job(42, *listener.getsockname(), node="node1") as conn:
+            ...                                                    # node1's slurmd answers job 42
+
 The same object backs the `fake-slurmd` command and the `fake_slurmd` pytest fixture. It owns an asyncio
 loop in a thread (a LoopThread): the callerid responder on every node's address and one simulated
 slurmstepd socket per step of every job, named like real ones in the spool dir. FakeStepds is the same kind
@@ -18,6 +26,7 @@ import errno
 import functools
 import logging
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -25,23 +34,26 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from fake_slurmd.loop_thread import LoopThread
-from fake_slurmd.membership import job_contains
+from fake_slurmd.membership import adopted_on, job_contains
+from fake_slurmd.network import ClusterNetwork, in_netns, loopback_address, namespaces_unavailable, netns_path
 from fake_slurmd.processes import stop_process
 from fake_slurmd.sack import SackServer
 from fake_slurmd.scenario import AUTH_MODES, Job, NodeSpec, Scenario, job_from_dict
 from fake_slurmd.server import CalleridServer
 from fake_slurmd.stepd import FakeStepd
 from slurmproto.authkeys import load_keyring
+from slurmproto.settings import DEFAULT_SLURMD_PORT
 from slurmproto.stepd import step_socket
 from slurmproto.versions import release_named
 
+T = TypeVar("T")
 LOGGER = logging.getLogger("fake_slurmd")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -96,7 +108,7 @@ class FakeSlurmd:
             raise ValueError("auth/slurm needs the node's key file")
         # auth/slurm verifies and signs with the node's keys (slurm.jwks when given, as a slurmd reads it).
         self.keys = load_keyring(key, jwks or self.scenario.jwks) if self.auth == "slurm" and key else None
-        self.cluster = cluster
+        self.cluster = cluster or self.scenario.cluster
         self.sack_path = sack or self.scenario.sack
         if self.sack_path is not None and self.keys is None:
             raise ValueError("a sack socket needs auth/slurm and the node's key")
@@ -110,6 +122,11 @@ class FakeSlurmd:
         self.max_connections = max_connections
         self.jobs: dict[int, Job] = dict(self.scenario.jobs)
         self.nodes: list[NodeSpec] = []
+        """The nodes as they listen (addresses and ports assigned), once started."""
+        self.network = self.scenario.network
+        """Where the nodes are once started: host (as their [[nodes]] entries say), namespaces or loopback."""
+        self.cluster_network: ClusterNetwork | None = None
+        self._planned: list[NodeSpec] = []
         self.server: CalleridServer | None = None
         self._stepds: dict[str, FakeStepd] = {}
         self._runner = LoopThread("fake-slurmd", _loop_error)
@@ -120,9 +137,12 @@ class FakeSlurmd:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> FakeSlurmd:
+        for job in self.jobs.values():
+            self._check_nodes(job)
         private_dir(self.spool_dir)
-        self._runner.start()
         try:
+            self._planned = self._plan_nodes()
+            self._runner.start()
             self._runner.run(self._start())
         except BaseException:
             self.stop()
@@ -135,7 +155,7 @@ class FakeSlurmd:
                                      max_connections=self.max_connections, log=log_event, keys=self.keys,
                                      cluster=self.cluster, hash_blocks=self.scenario.hash_blocks)
         shared_port = 0
-        for node in self.scenario.nodes:
+        for node in self._planned:
             # Real clients use one SlurmdPort for every node: nodes asking for port 0 share one.
             port = await self.server.serve(replace(node, port=node.port or shared_port))
             shared_port = shared_port or (port if node.port == 0 else 0)
@@ -151,16 +171,44 @@ class FakeSlurmd:
         # One after the other, in start order: the kernel stamps each socket's ctime as it is created, but
         # only to the clock tick, so a job's sockets are re-stamped until they are newer than earlier jobs'.
         floor = self._ctime_floor
-        for node in self.scenario.nodes:
-            if not job.runs_on(node.name):
-                continue
+        names = [node.name for node in self.scenario.nodes if job.runs_on(node.name)]
+        for node_id, name in enumerate(names):
             for step in job.steps:
-                path = step_socket(self.spool_dir, node.name, job.job_id, step)
+                path = step_socket(self.spool_dir, name, job.job_id, step)
                 stepd = FakeStepd(path, job, step, release=self.release, slurm_uid=self.scenario.slurm_user,
-                                  contains=functools.partial(job_contains, job), log=log_event)
+                                  contains=functools.partial(job_contains, job, node=name), log=log_event,
+                                  node_id=node_id, node=name)
                 await stepd.start()
                 self._stepds[path] = stepd
                 self._ctime_floor = max(self._ctime_floor, await _stamp_after(path, floor))
+
+    def _plan_nodes(self) -> list[NodeSpec]:
+        """Where each node listens: as the scenario says, or at the addresses its network assigns."""
+        network, nodes = self.scenario.network, self.scenario.nodes
+        if network == "host":
+            return list(nodes)
+        why_not = None if network == "loopback" else namespaces_unavailable()
+        if network == "namespaces" and why_not:
+            raise PermissionError(errno.EPERM, f"network = \"namespaces\" needs network namespaces ({why_not})")
+        if network == "loopback" or why_not:
+            # One free port on 127.0.0.N: SlurmdPort is one port for every node.
+            self.network = "loopback"
+            log_event("network", level="warning" if why_not else "info", mode="loopback",
+                      reason=f"no network namespaces: {why_not}" if why_not else "network = \"loopback\"",
+                      addresses=f"127.0.0.1-{loopback_address(len(nodes) - 1)}")
+            return [NodeSpec(node.name, loopback_address(i), 0) for i, node in enumerate(nodes)]
+        self.network = "namespaces"
+        self.cluster_network = ClusterNetwork(len(nodes), self.scenario.subnet).create()
+        log_event("network", mode="namespaces", subnet=self.scenario.subnet, switch=self.cluster_network.switch)
+        net = self.cluster_network
+        return [NodeSpec(node.name, net.addresses[i], DEFAULT_SLURMD_PORT, netns_path(net.namespaces[i]),
+                         net.addresses6[i] if net.addresses6 else None) for i, node in enumerate(nodes)]
+
+    def _check_nodes(self, job: Job) -> None:
+        names = [node.name for node in self.scenario.nodes]
+        unknown = [name for name in job.nodes or () if name not in names]
+        if unknown:
+            raise ValueError(f"job {job.job_id}: no node {unknown[0]!r} (nodes: {', '.join(names)})")
 
     async def _stop_stepds(self, job_id: int) -> None:
         for path, stepd in list(self._stepds.items()):
@@ -188,6 +236,9 @@ class FakeSlurmd:
         if self._no_controller is not None:
             self._no_controller.close()
             self._no_controller = None
+        if self.cluster_network is not None:
+            self.cluster_network.remove()
+            self.cluster_network = None
         if self._own_spool:
             shutil.rmtree(self.spool_dir, ignore_errors=True)
 
@@ -215,6 +266,7 @@ class FakeSlurmd:
         job = job if isinstance(job, Job) else job_from_dict(job)
         if job.job_id in self.jobs:
             raise ValueError(f"job {job.job_id} exists")
+        self._check_nodes(job)
         self._set_jobs({**self.jobs, job.job_id: job})
         self._runner.run(self._start_stepds(job))
         return job
@@ -239,22 +291,47 @@ class FakeSlurmd:
         if self.server is not None:
             self.server.jobs = jobs
 
-    def spawn_in_job(self, job_id: int, argv: Sequence[str], *, user: str | int | None = None,
-                     **popen: Any) -> subprocess.Popen[Any]:
-        """Start a process that belongs to the job (as `user` when given)."""
+    def on_node(self, node: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs) called inside the node's network namespace (here, when it has none): sockets
+        it opens and processes it starts are the node's."""
+        return in_netns(self.node(node).netns, lambda: fn(*args, **kwargs))
+
+    def spawn_in_job(self, job_id: int, argv: Sequence[str], *, node: str | None = None,
+                     user: str | int | None = None, **popen: Any) -> subprocess.Popen[Any]:
+        """Start a process that belongs to the job (as `user` when given): on every node of the job, or,
+        with `node`, on that node only, inside its network namespace if it has one."""
         job = self.jobs[job_id]
-        proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), user=user, **popen)
-        job.pids.add(proc.pid)
-        job.trees.add(proc.pid)  # and its children, as in a real job's container
+        if node is None:
+            proc: subprocess.Popen[Any] = subprocess.Popen(list(argv), user=user, **popen)
+            job.pids.add(proc.pid)
+            job.trees.add(proc.pid)  # and its children, as in a real job's container
+            return proc
+        if not job.runs_on(node):
+            raise ValueError(f"job {job_id} does not run on {node}")
+        proc = self.on_node(node, subprocess.Popen, list(argv), user=user, **popen)
+        # Copy on write: lookup threads read node_trees without locks.
+        job.node_trees = {**job.node_trees, node: job.node_trees.get(node, set()) | {proc.pid}}
         return proc
 
-    def connect_from_job(self, job_id: int, host: str, port: int, *, user: str | int | None = None,
-                         source: str | None = None, timeout: float = 10) -> JobConnection:
-        """A process of the job (as `user`) opens a TCP connection to host:port (from `source`, e.g. the
-        node's own address) and holds it until closed."""
-        proc = self.spawn_in_job(job_id, [sys.executable, "-c", _HOLDER, host, str(port), source or ""], user=user,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 cwd="/")
+    def connect_from_job(self, job_id: int, host: str, port: int, *, node: str | None = None,
+                         user: str | int | None = None, source: str | None = None, netns: str | None = None,
+                         timeout: float = 10) -> JobConnection:
+        """A process of the job (as `user`; with `node`, on that node) opens a TCP connection to host:port
+        (from `source`; by default, with `node`, from the node's address) and holds it until closed. `netns`
+        (a namespace path, not with `node`) runs it in a network namespace of the caller's, e.g. a real
+        cluster's."""
+        if node is not None and netns:
+            raise ValueError("connect_from_job: a node or a netns, not both")
+        source = source or (self.node(node).address if node is not None else "")
+        argv = [sys.executable, "-c", _HOLDER, host, str(port), source]
+        if netns:
+            # nsenter joins the namespace while still privileged, drops to `user`, and execs the holder:
+            # the job's pid is the holder's own.
+            ids = _ids_of(user) if user is not None else None
+            drop = ["--setuid", str(ids[0]), "--setgid", str(ids[1])] if ids else []
+            argv, user = ["nsenter", f"--net={netns}", *drop, "--", *argv], None
+        proc = self.spawn_in_job(job_id, argv, node=node, user=user, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, cwd="/")
         assert proc.stdout is not None
         line = _readline(proc, timeout)
         if not line:
@@ -265,22 +342,24 @@ class FakeSlurmd:
         self._children.append(connection)
         return connection
 
-    def adopted(self, job_id: int) -> list[int]:
-        """The pids REQUEST_ADD_EXTERN_PID put into the job's extern step."""
-        return list(self.jobs[job_id].adopted)
+    def adopted(self, job_id: int, node: str | None = None) -> list[int]:
+        """The pids REQUEST_ADD_EXTERN_PID put into the job's extern step (on `node`; None: on any)."""
+        return list(adopted_on(self.jobs[job_id], node))
 
     def slurm_conf(self, path: str | Path, extra: Sequence[str] = ()) -> Path:
         """Write a slurm.conf that points real Slurm clients (scontrol, pam_slurm_adopt) at this fake.
 
         The file is replaced, never written through: a symlink at `path` is replaced, not followed, and an
-        existing file keeps its mode (a new one is 0644: clients run as any user read it).
+        existing file keeps its mode (a new one is 0644: clients run as any user read it). With auth/slurm,
+        clients look for slurm.key beside the file (or at $SLURM_SACK_KEY); those that cannot read one ask
+        the sack socket.
         """
         path = Path(path)
         # pam_slurm_adopt up to 25.11 finds the step it adopts into on "this" node by guessing the node
         # name from the host name, so the first node claims this host's name.
         host = os.uname().nodename.split(".")[0]
         lines = [
-            "ClusterName=fake",
+            f"ClusterName={self.cluster or 'fake'}",
             # No controller: a client that asks one must fail at once and reach no real slurmctld. The port
             # is one this process holds bound and never listens on, so connecting is refused and nothing
             # else can bind it while the fake runs (the default 6817 may be a real slurmctld's).
@@ -288,9 +367,9 @@ class FakeSlurmd:
             f"SlurmctldPort={self._controller_port()}",
             f"SlurmdPort={self.port}",
             f"SlurmdSpoolDir={self.spool_dir}",
-            "AuthType=auth/munge",
-            *([f"AuthInfo=socket={self.munge_socket}"] if self.munge_socket else []),
-            "CredType=cred/munge",
+            f"AuthType=auth/{self.auth}",
+            *([f"AuthInfo=socket={self.munge_socket}"] if self.munge_socket and self.auth == "munge" else []),
+            f"CredType=cred/{self.auth}",
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "SlurmUser=root",
@@ -406,6 +485,11 @@ async def _stamp_after(path: str, floor: int) -> int:
         os.chmod(path, 0o777)
         ctime = os.stat(path).st_ctime_ns
     return ctime
+
+
+def _ids_of(user: str | int) -> tuple[int, int]:
+    entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:

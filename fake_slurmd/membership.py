@@ -117,11 +117,24 @@ def has_job_environ(pid: int, job_id: int) -> bool:
     return environ.get("SLURM_JOB_ID") == str(job_id)
 
 
-def job_contains(job: Job, pid: int) -> bool:
-    """Whether the job's container holds pid."""
-    if pid in job.pids or pid in job.adopted:
+def adopted_on(job: Job, node: str | None) -> list[int]:
+    """The pids adopted into the job on `node` (None: on any node)."""
+    return job.adopted if node is None else job.adopted_on.get(node, [])
+
+
+def trees_on(job: Job, node: str | None) -> set[int]:
+    """The roots of the job's process trees on `node` (None: on any node)."""
+    if node is None:
+        return job.trees.union(*job.node_trees.values())
+    return job.trees | job.node_trees.get(node, set())
+
+
+def job_contains(job: Job, pid: int, node: str | None = None) -> bool:
+    """Whether the job's container on `node` (None: on any node) holds pid."""
+    if pid in job.pids or pid in adopted_on(job, node):
         return True
-    if job.trees and not job.trees.isdisjoint(ancestors(pid)):
+    trees = trees_on(job, node)
+    if trees and not trees.isdisjoint(ancestors(pid)):
         return True
     if job.cgroups and in_cgroups(pid, job.cgroups):
         return True
@@ -142,7 +155,7 @@ def job_of(jobs: Mapping[int, Job], node: str, pid: int) -> Job | None:
     """The first job on `node` (by job id) whose container holds pid."""
     for job_id in sorted(jobs):
         job = jobs[job_id]
-        if job.runs_on(node) and job_contains(job, pid):
+        if job.runs_on(node) and job_contains(job, pid, node):
             return job
     return None
 
@@ -156,8 +169,8 @@ def candidate_pids(jobs: Mapping[int, Job], node: str, uid: int | None) -> set[i
         if not job.runs_on(node):
             continue
         pids |= job.pids
-        pids.update(job.adopted)
-        for root in job.trees:
+        pids.update(adopted_on(job, node))
+        for root in trees_on(job, node):
             pids |= descendants(root)
         for spec in job.cgroups:
             pids |= cgroup_pids(spec)

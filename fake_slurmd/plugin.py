@@ -17,6 +17,16 @@ the keys of a scenario's [[jobs]] table) and release; every node it made is stop
 Keyword arguments are those of `FakeSlurmd` (`munge_socket` defaults to the plugin's munged), plus `nodes`
 (NodeSpecs, default node1 on 127.0.0.1) and `client_timeout`.
 
+`fake_cluster` is the same factory for a simulated cluster: nodes by name, each in a network namespace of
+its own as root (10.78.0.N, port 6818), else on 127.0.0.N and one free port (`network="auto"`; the
+instance's `network` says which):
+
+    def test_cross_node(fake_cluster):
+        cluster = fake_cluster(["node1", "node2"], [{"job_id": 7, "user": "alice"}])   # on both nodes
+        listener = cluster.on_node("node2", socket.create_server, (cluster.node("node2").address, 0))
+        with cluster.connect_from_job(7, *listener.getsockname(), node="node1", user="alice") as conn:
+            ...                                   # node1's slurmd says the connection is job 7's
+
 It needs a munged: `--fake-slurmd-munge-socket PATH` (or $FAKE_SLURMD_MUNGE_SOCKET) names a running one;
 otherwise, as root, the plugin starts a private munged for the session. Mark a test with
 `@pytest.mark.fake_slurmd(release="24.11", scenario="path.toml")` to choose the release or scenario.
@@ -33,7 +43,7 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.munged import MUNGED, Munged
-from fake_slurmd.scenario import Job, NodeSpec, Scenario, job_from_dict
+from fake_slurmd.scenario import DEFAULT_SUBNET, Job, NodeSpec, Scenario, job_from_dict
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,6 +88,26 @@ class FakeNodeFactory(Protocol):
                  **options: Any) -> FakeSlurmd: ...
 
 
+class FakeClusterFactory(Protocol):
+    """`fake_cluster(nodes, jobs, network="auto", subnet=..., release=..., **FakeSlurmd options)`: started."""
+
+    def __call__(self, nodes: Sequence[str] = ("node1", "node2"), jobs: Iterable[Job | Mapping[str, Any]] = (), *,
+                 network: str = "auto", subnet: str = DEFAULT_SUBNET, release: str | None = None,
+                 client_timeout: float | None = None, **options: Any) -> FakeSlurmd: ...
+
+
+def _started(stack: contextlib.ExitStack, scenario: Scenario, jobs: Iterable[Job | Mapping[str, Any]],
+             client_timeout: float | None, munge_socket: str, options: dict[str, Any]) -> FakeSlurmd:
+    built = [job if isinstance(job, Job) else job_from_dict(dict(job)) for job in jobs]
+    scenario.jobs = {job.job_id: job for job in built}
+    if len(scenario.jobs) != len(built):
+        raise ValueError(f"job ids repeat in {[job.job_id for job in built]}")
+    if client_timeout is not None:
+        scenario.client_timeout = client_timeout
+    options.setdefault("munge_socket", munge_socket)
+    return stack.enter_context(FakeSlurmd(scenario, **options))
+
+
 @pytest.fixture
 def fake_node(fake_slurmd_munge_socket: str) -> Iterator[FakeNodeFactory]:
     """A factory of started FakeSlurmd instances, each stopped at the end of the test (see the module's doc)."""
@@ -85,14 +115,24 @@ def fake_node(fake_slurmd_munge_socket: str) -> Iterator[FakeNodeFactory]:
         def make(jobs: Iterable[Job | Mapping[str, Any]] = (), *, release: str | None = None,
                  nodes: Sequence[NodeSpec] = (), client_timeout: float | None = None,
                  **options: Any) -> FakeSlurmd:
-            built = [job if isinstance(job, Job) else job_from_dict(dict(job)) for job in jobs]
-            by_id = {job.job_id: job for job in built}
-            if len(by_id) != len(built):
-                raise ValueError(f"fake_node: job ids repeat in {[job.job_id for job in built]}")
-            scenario = Scenario(list(nodes) or [NodeSpec("node1", port=0)], by_id, release=release)
-            if client_timeout is not None:
-                scenario.client_timeout = client_timeout
-            options.setdefault("munge_socket", fake_slurmd_munge_socket)
-            return stack.enter_context(FakeSlurmd(scenario, **options))
+            scenario = Scenario(list(nodes) or [NodeSpec("node1", port=0)], release=release)
+            return _started(stack, scenario, jobs, client_timeout, fake_slurmd_munge_socket, options)
+
+        yield make
+
+
+@pytest.fixture
+def fake_cluster(fake_slurmd_munge_socket: str) -> Iterator[FakeClusterFactory]:
+    """A factory of started simulated clusters, each stopped at the end of the test (see the module's doc)."""
+    with contextlib.ExitStack() as stack:
+        def make(nodes: Sequence[str] = ("node1", "node2"), jobs: Iterable[Job | Mapping[str, Any]] = (), *,
+                 network: str = "auto", subnet: str = DEFAULT_SUBNET, release: str | None = None,
+                 client_timeout: float | None = None, **options: Any) -> FakeSlurmd:
+            if network not in ("auto", "namespaces", "loopback"):
+                raise ValueError(f"fake_cluster: network {network!r} is not auto, namespaces or loopback")
+            subnets = {} if network == "loopback" else {"subnet": subnet}
+            scenario = Scenario.from_dict({"nodes": [{"name": name} for name in nodes], "network": network,
+                                           "release": release, **subnets}, "fake_cluster")
+            return _started(stack, scenario, jobs, client_timeout, fake_slurmd_munge_socket, options)
 
         yield make

@@ -108,4 +108,5 @@ class SackServer:
         except TokenError as exc:
             self.log("sack verify", uid=uid, verdict=f"refused: {exc}")
             return None if release.auth_slurm.sack_verify_silent else struct.pack(">I", VERIFY_FAILED)
+        self.log("sack verify", level="debug", uid=uid, verdict="ok")
         return struct.pack(">I", 0)

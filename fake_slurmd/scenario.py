@@ -10,7 +10,14 @@
     key = "/etc/slurm/slurm.key"    # auth/slurm's key (required with auth = "slurm")
     jwks = "/etc/slurm/slurm.jwks"  # optional: auth/slurm's key set (from 24.05; used instead of key)
     sack = "/run/slurm/sack.socket" # optional (auth/slurm): serve a sack socket here
+    cluster = "cluster1"            # optional: ClusterName (auth/slurm's "cluster" claim in what it signs)
     communication_parameters = "block_null_hash,block_zero_hash"   # optional, as in slurm.conf
+    network = "auto"                # optional: "host" (default): each node where its [[nodes]] entry says;
+                                    # "namespaces": node N (from 1) in a network namespace of its own (root),
+                                    # at `subnet` host N and fd78::N, port 6818; "loopback": node N on
+                                    # 127.0.0.N, all on one free port; "auto": namespaces when root, else
+                                    # loopback. Nodes then take only a name.
+    subnet = "10.78.0.0/24"         # optional (network = "namespaces" or "auto"): the nodes' IPv4 subnet
 
     [[nodes]]
     name = "node1"
@@ -33,9 +40,10 @@
     namespaces = {mnt = "/proc/4321/ns/mnt"}   # optional: the job container's namespaces (GET_NS_FD(S)),
                                                # opened at each request; mnt, pid, net, ipc, uts, user, cgroup, time
 
-Without [[nodes]] the scenario has one node, node1 on 127.0.0.1 and a free port. JSON files have the
-same keys (null means the default). Step sockets are created in start_time order, so their ctimes (which
-the kernel sets, and which 26.05's pam_slurm_adopt sorts "newest" by) keep the jobs' order.
+Without [[nodes]] the scenario has one node, node1 on 127.0.0.1 and a free port. A job may name only
+nodes of the scenario, and two nodes listening in one namespace may not share an address and port. JSON
+files have the same keys (null means the default). Step sockets are created in start_time order, so their
+ctimes (which the kernel sets, and which 26.05's pam_slurm_adopt sorts "newest" by) keep the jobs' order.
 
 A value of the wrong kind is a ScenarioError naming the file and the field's path:
 "node.toml: jobs[1].job_id: expected a job id (an integer from 1 to 4294967279), got 'x'".
@@ -76,9 +84,15 @@ NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """A host-name label: it names step sockets (<spool>/<node>_<job>.<step>) and slurm.conf's NodeName."""
 
 TOP_KEYS = {"release", "slurm_user", "spool_dir", "munge_socket", "client_timeout", "nodes", "jobs", "auth", "key",
-            "jwks", "sack", "communication_parameters"}
+            "jwks", "sack", "cluster", "communication_parameters", "network", "subnet"}
 HASH_BLOCKS = ("block_null_hash", "block_zero_hash")
 AUTH_MODES = ("munge", "slurm")
+NETWORKS = ("host", "namespaces", "loopback", "auto")
+DEFAULT_SUBNET = "10.78.0.0/24"
+MAX_CLUSTER_NODES = 256
+"""With network = "namespaces" or "auto": each node costs two namespaces' worth of setup."""
+ASSIGNED = {"address": "addresses", "port": "ports", "netns": "namespaces"}
+"""Node keys FakeSlurmd sets itself when the scenario's network is not "host"."""
 NODE_KEYS = {"name", "address", "port", "netns"}
 JOB_KEYS = {"job_id", "user", "start_time", "nodes", "steps", "pids", "trees", "cgroups", "environ", "adopt_cgroup",
             "x11", "namespaces"}
@@ -102,6 +116,8 @@ class NodeSpec:
     address: str = "127.0.0.1"
     port: int = DEFAULT_SLURMD_PORT
     netns: str | None = None
+    address6: str | None = None
+    """An IPv6 address the node listens on as well (a cluster node's in its namespace; not a scenario key)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +147,11 @@ class Job:
     namespaces: tuple[tuple[int, str], ...] = ()
     """The job container's namespaces as (CLONE_NEW* type, path of a namespace file); none: no plugin."""
     adopted: list[int] = field(default_factory=list)
-    """Pids added through REQUEST_ADD_EXTERN_PID, in order."""
+    """Pids added through REQUEST_ADD_EXTERN_PID, in order (on any node)."""
+    adopted_on: dict[str, list[int]] = field(default_factory=dict)
+    """The same, by the node whose stepd added them (stepds that know their node)."""
+    node_trees: dict[str, set[int]] = field(default_factory=dict)
+    """Process trees of the job on one node only (FakeSlurmd.spawn_in_job(node=...))."""
 
     def runs_on(self, node: str) -> bool:
         return self.nodes is None or node in self.nodes
@@ -150,11 +170,17 @@ class Scenario:
     key: str | None = None
     jwks: str | None = None
     sack: str | None = None
+    cluster: str | None = None
+    """ClusterName: auth/slurm signs it into its tokens' "cluster" claim."""
     hash_blocks: frozenset[str] = frozenset()
     """CommunicationParameters' block_null_hash / block_zero_hash: payloads the body check refuses."""
+    network: str = "host"
+    """host, namespaces, loopback or auto (see the module's doc); FakeSlurmd assigns the addresses."""
+    subnet: str = DEFAULT_SUBNET
 
     @classmethod
-    def load(cls, path: str | Path) -> Scenario:
+    def load(cls, path: str | Path, network: str | None = None) -> Scenario:
+        """The scenario in the file; `network`, when given, in place of the file's own."""
         path = Path(path)
         text = _read_text(path)
         try:
@@ -164,6 +190,8 @@ class Scenario:
             raise ScenarioError(f"{path}: {exc}") from None
         except RecursionError:
             raise ScenarioError(f"{path}: nested too deeply") from None
+        if network is not None and isinstance(data, dict):
+            data["network"] = network
         return cls.from_dict(data, str(path))
 
     @classmethod
@@ -173,12 +201,23 @@ class Scenario:
         release = _optional(table, "release")
         if release is not None and (not isinstance(release, str) or release not in BY_NAME):
             raise root.key("release").expected(f"a release ({', '.join(BY_NAME)})", release)
-        nodes = _nodes(_optional(table, "nodes"), root.key("nodes"))
+        network = _optional(table, "network", "host")
+        if network not in NETWORKS:
+            raise root.key("network").expected(f"a network ({', '.join(NETWORKS)})", network)
+        subnet = _subnet(table, network, root)
+        nodes = _nodes(_optional(table, "nodes"), root.key("nodes"), network)
+        if network != "host":
+            _fits(len(nodes), subnet, root.key("nodes"))
         jobs: dict[int, Job] = {}
+        names = [node.name for node in nodes]
         for i, raw in enumerate(_list(_optional(table, "jobs", []), root.key("jobs"))):
-            job = _job(raw, root.key("jobs").item(i))
+            at = root.key("jobs").item(i)
+            job = _job(raw, at)
             if job.job_id in jobs:
-                raise root.key("jobs").item(i).key("job_id").error(f"job {job.job_id} appears twice")
+                raise at.key("job_id").error(f"job {job.job_id} appears twice")
+            for n, name in enumerate(job.nodes or ()):
+                if name not in names:
+                    raise at.key("nodes").item(n).error(f"no node {name!r} in the scenario (nodes: {', '.join(names)})")
             jobs[job.job_id] = job
         timeout = _optional(table, "client_timeout", 10.0)
         auth = _optional(table, "auth", "munge")
@@ -191,8 +230,32 @@ class Scenario:
                    _optional_path(table, "spool_dir", root), _optional_path(table, "munge_socket", root),
                    _seconds(timeout, root.key("client_timeout")), auth=auth, key=key,
                    jwks=_optional_path(table, "jwks", root), sack=_sack(table, auth, root),
+                   cluster=cluster_name(_optional(table, "cluster"), root.key("cluster")),
                    hash_blocks=_hash_blocks(_optional(table, "communication_parameters", ""),
-                                            root.key("communication_parameters")))
+                                            root.key("communication_parameters")),
+                   network=network, subnet=subnet)
+
+
+def _subnet(table: dict[str, Any], network: str, root: At) -> str:
+    value = _optional(table, "subnet")
+    if value is None:
+        return DEFAULT_SUBNET
+    at = root.key("subnet")
+    if network in ("host", "loopback"):
+        raise at.error(f'a subnet needs network = "namespaces" or "auto", not {network!r}')
+    try:
+        subnet = ipaddress.IPv4Network(_str(value, at, "an IPv4 subnet like 10.78.0.0/24"))
+    except ValueError:
+        raise at.expected("an IPv4 subnet like 10.78.0.0/24", value) from None
+    if subnet.prefixlen > 30 or subnet.is_loopback or subnet.is_multicast or subnet.is_unspecified:
+        raise at.expected("a subnet of at least 4 addresses, not loopback, multicast or 0.0.0.0", value)
+    return str(subnet)
+
+
+def _fits(count: int, subnet: str, at: At) -> None:
+    hosts = ipaddress.IPv4Network(subnet).num_addresses - 2
+    if count > min(hosts, MAX_CLUSTER_NODES):
+        raise at.error(f"{count} nodes: at most {min(hosts, MAX_CLUSTER_NODES)} in subnet {subnet}")
 
 
 def _hash_blocks(value: Any, at: At) -> frozenset[str]:
@@ -200,6 +263,15 @@ def _hash_blocks(value: Any, at: At) -> frozenset[str]:
     if not isinstance(value, str):
         raise at.expected("a comma-separated list, as in slurm.conf", value)
     return frozenset(word.strip() for word in value.split(",") if word.strip() in HASH_BLOCKS)
+
+
+def cluster_name(value: Any, at: At) -> str | None:
+    # A label like a node name: it also names a directory (/run/slurm-<ClusterName>/sack.socket).
+    if value is None:
+        return None
+    if not isinstance(value, str) or not NODE_NAME.fullmatch(value):
+        raise at.expected("a cluster name (letters, digits, '.', '_', '-'; at most 63)", value)
+    return value
 
 
 def _sack(table: dict[str, Any], auth: str, root: At) -> str | None:
@@ -386,16 +458,36 @@ def parse_step(value: Any, where: str | At) -> int:
 # --- nodes and jobs --------------------------------------------------------------------------------------
 
 
-def _nodes(value: Any, at: At) -> list[NodeSpec]:
+def _nodes(value: Any, at: At, network: str = "host") -> list[NodeSpec]:
     if value is None or value == []:
         return [NodeSpec("node1", port=0)]  # nothing configured: never a real slurmd's port
     nodes: list[NodeSpec] = []
     for i, raw in enumerate(_list(value, at)):
+        if network != "host" and isinstance(raw, dict):
+            for key, what in ASSIGNED.items():
+                if key in raw:
+                    raise at.item(i).key(key).error(f"with network = {network!r} the nodes' {what} are assigned")
         node = node_from_dict(raw, at.item(i))
         if any(n.name == node.name for n in nodes):
             raise at.item(i).key("name").error(f"node {node.name!r} appears twice")
+        other = clashing_node(nodes, node) if network == "host" else None
+        if other is not None:
+            raise at.item(i).key("address").error(
+                f"{node.address} port {node.port or '0 (shared)'} is {other.name}'s already")
         nodes.append(node)
     return nodes
+
+
+def clashing_node(nodes: list[NodeSpec], node: NodeSpec) -> NodeSpec | None:
+    """The node of `nodes` that listens where `node` would (same namespace, port and address, or either
+    on a wildcard address); port 0 is the one port all such nodes share."""
+    for other in nodes:
+        if other.netns != node.netns or other.port != node.port:
+            continue
+        mine, theirs = ipaddress.ip_address(node.address), ipaddress.ip_address(other.address)
+        if mine == theirs or (mine.version == theirs.version and (mine.is_unspecified or theirs.is_unspecified)):
+            return other
+    return None
 
 
 def node_from_dict(data: Any, at: At) -> NodeSpec:

@@ -11,7 +11,7 @@ gets a thread that lives there.
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import functools
 import os
 import resource
 import socket
@@ -19,12 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fake_slurmd.accept import accept_forever
 from fake_slurmd.behaviour import Refusal, SlurmdRules, behaviour_of, release_for
 from fake_slurmd.membership import candidate_pids, job_of, step_of
+from fake_slurmd.network import enter_netns
 from fake_slurmd.scenario import Job, NodeSpec
 from fake_slurmd.streams import finish
 from slurmproto.addresses import pack, unpack
@@ -49,8 +50,10 @@ from slurmproto.slurmauth import KeyRing, verify
 from slurmproto.sockets import InodeIndex, find_tcp
 from slurmproto.versions import Release
 
-MAX_REQUEST = 64 * 1024
-"""A callerid request is about 270 bytes; a larger length prefix is closed on (slurmd's own cap is 1 GiB)."""
+MAX_REQUEST = 256 * 1024
+"""A callerid request is about 270 bytes (an auth/slurm one about 700); a larger length prefix is closed on.
+slurmd's own cap is 1 GiB and it verifies a token of any length below it: this one leaves room for a
+token over slurmauth.MAX_TOKEN, which the fake verifies as slurmd does."""
 EINVAL = 22
 ESLURM_INVALID_JOB_ID = 2017
 ESLURM_PROTOCOL_INCOMPLETE_PACKET = 5003
@@ -71,17 +74,6 @@ class Answer:
     verdict: str
 
 
-def _enter_netns(name: str) -> None:
-    """Move the calling thread into /run/netns/<name> (setns affects only this thread)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(name if name.startswith("/") else f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
-    finally:
-        os.close(fd)
-
-
 class _Lookups:
     """Threads living in one network namespace (for its kernel lookups), and its inode cache."""
 
@@ -89,7 +81,7 @@ class _Lookups:
         self.netns = netns
         self.index = InodeIndex()
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"lookup-{netns or 'host'}",
-                                           initializer=(lambda: _enter_netns(netns)) if netns else None)
+                                           initializer=(lambda: enter_netns(netns)) if netns else None)
 
     def listen(self, address: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -137,18 +129,23 @@ class CalleridServer:
         return self._lookups[netns]
 
     async def serve(self, node: NodeSpec) -> int:
-        """Listen for `node`; returns the port (useful when the scenario said 0)."""
+        """Listen for `node` (at its address, and its address6 if any); returns the port (useful when the
+        scenario said 0)."""
         lookups = self._lookups_for(node.netns)
         loop = asyncio.get_running_loop()
-        sock = await loop.run_in_executor(lookups.executor, lookups.listen, node.address, node.port)
-        port = int(sock.getsockname()[1])
-        bound = NodeSpec(node.name, node.address, port, node.netns)
-        self._listeners.append(sock)
-        self._acceptors.append(loop.create_task(accept_forever(
-            sock, lambda conn, address: self._accept(conn, address, bound), self._tasks,
-            lambda exc: self.log("accept_error", level="warning", node=node.name, error=str(exc)),
-            lambda exc: self.log("error", level="error", node=node.name, reason=repr(exc)))))
-        self.log("listen", node=node.name, address=node.address, port=port, netns=node.netns)
+        port = node.port
+        for address in (node.address, node.address6):
+            if address is None:
+                continue
+            sock = await loop.run_in_executor(lookups.executor, lookups.listen, address, port)
+            port = int(sock.getsockname()[1])
+            bound = replace(node, port=port)
+            self._listeners.append(sock)
+            self._acceptors.append(loop.create_task(accept_forever(
+                sock, functools.partial(self._accept, node=bound), self._tasks,
+                lambda exc: self.log("accept_error", level="warning", node=node.name, error=str(exc)),
+                lambda exc: self.log("error", level="error", node=node.name, reason=repr(exc)))))
+            self.log("listen", node=node.name, address=address, port=port, netns=node.netns)
         return port
 
     async def close(self) -> None:
@@ -257,7 +254,8 @@ class CalleridServer:
         if auth is None or auth.credential is None:
             return await self._refuse(release, rules.bad_cred_unpack, f"no {plugin.plugin_name} credential", peer)
         try:
-            decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._decode, auth.credential)
+            decoded = await loop.run_in_executor(self._lookups_for(None).executor, self._decode, auth.credential,
+                                                 release)
         except (MungeError, TokenError) as exc:
             return await self._refuse(release, rules.bad_cred_verify, f"{plugin.plugin_name}: {exc}", peer)
         if rules.rejects_nobody and SLURM_AUTH_NOBODY in (decoded.uid, decoded.gid):
@@ -353,10 +351,11 @@ class CalleridServer:
             context = self._munge_local.context = MungeContext(self.munge_socket)
         return context
 
-    def _decode(self, credential: str) -> Any:
+    def _decode(self, credential: str, release: Release) -> Any:
         if self.keys is not None:
             # A slurmd verifies as itself: a token restricted to another uid is refused.
-            return verify(credential, self.keys, verifier_uid=os.getuid())
+            return verify(credential, self.keys, verifier_uid=os.getuid(), absent=release.auth_slurm.absent_ids,
+                          max_length=MAX_REQUEST)
         return self._munge().decode(credential)
 
     def _encode(self, payload: bytes, r_uid: int, version: int) -> str:

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from fake_slurmd.accept import accept_forever
+from fake_slurmd.membership import adopted_on
 from fake_slurmd.scenario import Job
 from fake_slurmd.streams import finish
 from slurmproto.constants import NO_VAL, SLURM_EXTERN_CONT, step_name
@@ -156,11 +157,12 @@ class FakeStepd:
     def __init__(self, path: str, job: Job, step_id: int, *, release: Release | None, slurm_uid: int = 0,
                  contains: Callable[[int], bool], log: Callable[..., None] | None = None,
                  het_comp: int = NO_VAL, sluid: int = 0, read_timeout: float = DEFAULT_READ_TIMEOUT,
-                 node_id: int = 0) -> None:
+                 node_id: int = 0, node: str | None = None) -> None:
         """`release=None` answers every client as the release of its own version (release_at_or_below).
 
         `contains(pid)` says whether a pid belongs to the job; `log(event, **fields)` gets structured
-        events; `read_timeout` bounds every read from a client; `node_id` is the node's index in the job.
+        events; `read_timeout` bounds every read from a client; `node_id` is the node's index in the job,
+        `node` its name (adoptions are then recorded as that node's too, in job.adopted_on).
         """
         self.path = path
         self.job = job
@@ -172,6 +174,7 @@ class FakeStepd:
         self.sluid = sluid
         self.read_timeout = read_timeout
         self.node_id = node_id
+        self.node = node
         self.connections = 0
         """Connections currently open."""
         self._log = log
@@ -478,11 +481,14 @@ class FakeStepd:
             except OSError as exc:
                 return f"cannot write {procs}: {exc.strerror or exc}"
         self.job.adopted.append(pid)
+        if self.node is not None:
+            self.job.adopted_on.setdefault(self.node, []).append(pid)
         return None
 
     async def _h_pid_in_container(self, conn: _Conn) -> bool:
         pid = await self._read_pid(conn)
-        inside = (self.step_id == SLURM_EXTERN_CONT and pid in self.job.adopted) or bool(self.contains(pid))
+        inside = (self.step_id == SLURM_EXTERN_CONT and pid in adopted_on(self.job, self.node)) \
+            or bool(self.contains(pid))
         self._answered(conn, StepRequest.REQUEST_PID_IN_CONTAINER, pid=pid, contained=inside)
         await self._write(conn, PID_IN_CONTAINER_REPLY.build(inside))
         return True
@@ -577,7 +583,7 @@ class FakeStepd:
         # The container's processes: here the adopted ones still alive (extern step), as u32 count + u32s.
         pids = []
         if self.step_id == SLURM_EXTERN_CONT:
-            pids = [p for p in dict.fromkeys(self.job.adopted) if os.path.exists(f"/proc/{p}")]
+            pids = [p for p in dict.fromkeys(adopted_on(self.job, self.node)) if os.path.exists(f"/proc/{p}")]
         self._answered(conn, OtherRequest.REQUEST_STEP_LIST_PIDS, pids=pids)
         await self._write(conn, UINT.build(len(pids)) + b"".join(UINT.build(p) for p in pids))
         return True

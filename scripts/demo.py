@@ -5,7 +5,11 @@ sshd on a loopback port whose PAM account stack runs slurm-adopt through pam_exe
   1. alice logs in over ssh from a process of her job 2: the hook asks the callerid RPC which job the
      connection comes from, and puts sshd's process into job 2's extern step;
   2. bob, who has no job on the node, is refused with pam_slurm_adopt's message;
-  3. `slurm-adopt --explain` shows, step by step, the decision for a connection from alice's job 1.
+  3. `slurm-adopt --explain` shows, step by step, the decision for a connection from alice's job 1;
+  4. on a simulated cluster of two nodes (each in a network namespace of its own; on 127.0.0.N when
+     namespaces cannot be made), alice's job 3 spans node1 and node2 and her job 4 runs on node2 only:
+     from job 3's process on node1 she logs into node2's sshd, whose hook asks node1's slurmd and adopts
+     the login into job 3 on node2.
 Everything it started is stopped at the end.
 """
 
@@ -26,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from fake_slurmd import FakeSlurmd, NodeSpec, Scenario  # noqa: E402
 from fake_slurmd.munged import Munged  # noqa: E402
+from fake_slurmd.scenario import Job  # noqa: E402
 from tests.support.deploy import hook_command  # noqa: E402
 from tests.support.procs import ensure_user  # noqa: E402
 from tests.support.sshd import Sshd  # noqa: E402
@@ -36,13 +41,23 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def login(fake: FakeSlurmd, sshd: Sshd, user: str, job: int | None) -> subprocess.CompletedProcess[str]:
-    argv = sshd.ssh_argv(user, "echo logged in as $(id -un) on $(hostname)")
+def login(fake: FakeSlurmd, sshd: Sshd, user: str, job: int | None, *, node: str | None = None,
+          host: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+    """ssh as `user` into `host` from a process of `job` (on `node` only, from its address, when given)."""
+    source = ["-b", fake.node(node).address] if node else []
+    argv = sshd.ssh_argv(user, "echo logged in as $(id -un) on $(hostname)", host=host, options=source)
     options = {"user": user, "stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
                "text": True, "env": {"HOME": pwd.getpwnam(user).pw_dir, "PATH": "/usr/bin:/bin"}, "cwd": "/"}
-    proc = fake.spawn_in_job(job, argv, **options) if job else subprocess.Popen(argv, **options)
+    proc = fake.spawn_in_job(job, argv, node=node, **options) if job else subprocess.Popen(argv, **options)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def show_syslog(devlog: DevLogCatcher | None, mark: int) -> None:
+    if devlog:
+        for record in devlog.messages(ident="slurm-adopt", since=mark):
+            if not record.message.startswith("debug"):
+                say(f"   syslog: {record.message}")
 
 
 def main() -> int:
@@ -50,8 +65,8 @@ def main() -> int:
         say("the demo starts munged and sshd and writes a PAM service file: run it as root")
         return 1
     hook = hook_command(str(Path(sys.executable).parent.parent))  # the README's pam.d form
-    for user in ("alice", "bob"):
-        ensure_user(user)
+    alice = ensure_user("alice").pw_uid
+    ensure_user("bob")
     shared = Path(tempfile.mkdtemp(prefix="slurm-adopt-demo-"))
     shared.chmod(0o755)
     with contextlib.ExitStack() as stack:
@@ -80,10 +95,7 @@ def main() -> int:
         say(f"   ssh exit {result.returncode}: {result.stdout.strip()}")
         say(f"   job 2's extern step received REQUEST_ADD_EXTERN_PID of {fake.adopted(2)} (sshd's process); "
             f"job 1's: {fake.adopted(1)}")
-        if devlog:
-            for record in devlog.messages(ident="slurm-adopt", since=mark):
-                if not record.message.startswith("debug"):
-                    say(f"   syslog: {record.message}")
+        show_syslog(devlog, mark)
         say()
 
         say("2. bob, who has no job on node1, tries to log in")
@@ -103,6 +115,29 @@ def main() -> int:
         say(f"   $ slurm-adopt --explain --user alice --connection '{connection}' conf=... nodename=node1")
         explain = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         say("\n".join("   " + line for line in explain.stdout.splitlines()))
+        say()
+
+        say("4. a cluster: alice's job 3 spans node1 and node2, her job 4 runs on node2 only")
+        jobs = {3: Job(3, alice, start_time=1_700_000_200),
+                4: Job(4, alice, start_time=1_700_000_300, nodes=("node2",))}
+        scenario = Scenario([NodeSpec("node1"), NodeSpec("node2")], jobs, network="auto")
+        cluster = stack.enter_context(FakeSlurmd(scenario, munge_socket=str(munged.socket)))
+        node1, node2 = cluster.node("node1"), cluster.node("node2")
+        where = "each in a network namespace of its own" if cluster.network == "namespaces" else "on loopback"
+        say(f"   node1 on {node1.address}, node2 on {node2.address} ({where}), slurmd port {cluster.port}")
+        conf2 = cluster.slurm_conf(shared / "cluster.conf")
+        options2 = f"conf={conf2} nodename=node2 service={{service}} log_level=debug"
+        line2 = f"required pam_exec.so stdout quiet {hook} {options2}"
+        sshd2 = stack.enter_context(Sshd(["required pam_unix.so", line2], users=["alice"], listen=[node2.address],
+                                         netns=node2.netns))
+        say(f"   node2's sshd on {node2.address}:{sshd2.port}; from job 3's process on node1, "
+            f"ssh alice@{node2.address}")
+        mark = devlog.mark() if devlog else 0
+        result = login(cluster, sshd2, "alice", 3, node="node1", host=node2.address)
+        say(f"   ssh exit {result.returncode}: {result.stdout.strip() or result.stderr.strip()}")
+        say(f"   adopted into job 3 on node2: {cluster.adopted(3, 'node2')}; on node1: {cluster.adopted(3, 'node1')}; "
+            f"job 4: {cluster.adopted(4)}")
+        show_syslog(devlog, mark)
     say("\nStopped everything the demo started.")
     return 0
 

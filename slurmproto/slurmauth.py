@@ -6,10 +6,12 @@ protocol version), ruid (the only uid that may verify it, or UID_ANY), context (
 or a key holder signs, "sack" when the sack socket did), cluster (ClusterName, when set), uid, gid,
 host and payload (standard base64 of the body hash, as MUNGE's payload: slurmproto.auth).
 
-`verify()` accepts what a slurmd's auth/slurm accepts and no more: the key named by the header's kid
-(else the default key), a key not expired, alg HS256, a good signature, exp not passed, ruid ANY or the
-verifier's uid, and iat, uid, gid, host and context present (context "auth" or "sack"). Each way a token
-fails has its own error (slurmproto.errors.TokenError's subclasses).
+`verify()` accepts what a slurmd's auth/slurm accepts: the key named by the header's kid (else the default
+key), a key not expired, alg HS256, a good signature, exp not passed, ruid ANY or the verifier's uid, host
+and context present (context "auth" or "sack"), and iat, uid and gid present, unless `absent` names them:
+a slurmd reads a missing iat, uid or gid as libjwt's -1 (the release row's auth_slurm.absent_ids; the hook
+passes none and so requires them). Each way a token fails has its own error (slurmproto.errors.TokenError's
+subclasses).
 
 Written on the standard library rather than PyJWT: `import jwt` (PyJWT 2.15) costs about 45 ms, since
 its JWKS client pulls in http.client, ssl and email (python -X importtime), which is as much as the
@@ -24,7 +26,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +49,12 @@ DEFAULT_TTL = 60
 UID_ANY = 0xFFFFFFFF
 """ruid of a token any uid may verify (SLURM_AUTH_UID_ANY, -1 as a u32; also slurmproto.signers')."""
 MAX_TOKEN = 64 * 1024
-"""Longest token read: a real one is about 400 bytes; Slurm's own limit is the message's."""
+"""Longest token read by default: a real one is about 400 bytes; Slurm's own limit is the message's."""
 CONTEXTS = frozenset({"auth", "sack"})
 REQUIRED_INTS = ("iat", "uid", "gid")
+ABSENT_AS = {"iat": -1, "uid": UID_ANY, "gid": UID_ANY}
+"""How a slurmd holds an iat, uid or gid its token lacks: libjwt 1.x's jwt_get_grant_int() returns -1 with
+errno ENOENT, and auth/slurm refuses only EINVAL; -1 as a time_t, and as a uid_t or gid_t."""
 ALGORITHM = "HS256"
 
 
@@ -112,10 +117,12 @@ class Token:
     signature: bytes
     text: str
 
-    def checked_claims(self) -> Claims:
-        """The claims Slurm requires, typed (MissingClaim, MalformedToken when one is absent or ill-typed)."""
+    def checked_claims(self, absent: Collection[str] = ()) -> Claims:
+        """The claims Slurm requires, typed (MissingClaim, MalformedToken when one is absent or ill-typed);
+        those of `absent` (some of REQUIRED_INTS) that the token lacks take their ABSENT_AS value."""
         claims = self.claims
-        ints = {name: _claim_int(claims, name) for name in (*REQUIRED_INTS, "exp", "ruid")}
+        ints = {name: ABSENT_AS[name] if name in absent and name not in claims else _claim_int(claims, name)
+                for name in (*REQUIRED_INTS, "exp", "ruid")}
         host, context = _claim_str(claims, "host"), _claim_str(claims, "context")
         cluster = claims.get("cluster")
         ver = claims.get("ver")
@@ -124,10 +131,10 @@ class Token:
                       ver=ver if _is_int(ver) else None, cluster=cluster if isinstance(cluster, str) else None)
 
 
-def parse(text: str) -> Token:
+def parse(text: str, max_length: int = MAX_TOKEN) -> Token:
     """Take a token apart (three base64url parts, two JSON objects, a signature); no check of its claims."""
-    if len(text) > MAX_TOKEN:
-        raise OversizedToken(f"auth/slurm token of {len(text)} bytes (at most {MAX_TOKEN} are read)")
+    if len(text) > max_length:
+        raise OversizedToken(f"auth/slurm token of {len(text)} bytes (at most {max_length} are read)")
     parts = text.split(".")
     if len(parts) != 3:
         raise MalformedToken(f"auth/slurm token has {len(parts)} dot-separated parts, not 3")
@@ -136,9 +143,11 @@ def parse(text: str) -> Token:
                  _b64url(parts[2], "signature"), text)
 
 
-def verify(text: str, keys: KeyRing, *, verifier_uid: int, now: float | None = None) -> Claims:
-    """The claims of a token that a slurmd running as `verifier_uid` would accept; raises a TokenError."""
-    token = parse(text)
+def verify(text: str, keys: KeyRing, *, verifier_uid: int, now: float | None = None, absent: Collection[str] = (),
+           max_length: int = MAX_TOKEN) -> Claims:
+    """The claims of a token that a slurmd running as `verifier_uid` would accept; raises a TokenError.
+    `absent`: the claims of REQUIRED_INTS that may be missing (see ABSENT_AS)."""
+    token = parse(text, max_length)
     moment = time.time() if now is None else now
     check_signature(token, keys, moment)
     exp = _claim_int(token.claims, "exp")
@@ -147,7 +156,7 @@ def verify(text: str, keys: KeyRing, *, verifier_uid: int, now: float | None = N
     ruid = _claim_int(token.claims, "ruid")
     if ruid not in (UID_ANY, verifier_uid):
         raise WrongRuid(f"auth/slurm token may be verified by uid {ruid} only, not by uid {verifier_uid}")
-    claims = token.checked_claims()
+    claims = token.checked_claims(absent)
     if claims.context not in CONTEXTS:
         raise WrongContext(f"auth/slurm token's context is {claims.context!r}, not 'auth' or 'sack'")
     return claims
@@ -183,15 +192,21 @@ def sign(payload: bytes, key: Key, *, uid: int, gid: int, host: str, ruid: int =
     header: dict[str, Any] = {"alg": ALGORITHM, "typ": "JWT"}
     if key.kid is not None:
         header["kid"] = key.kid
+    return encode(header, claims, key.secret)
+
+
+def encode(header: object, claims: object, secret: bytes) -> str:
+    """Any header and claims (JSON values) as a token whose signature is HMAC-SHA256 keyed with `secret`:
+    sign()'s last step, and how tests put together tokens a signer never would."""
     signing_input = f"{_encode_part(header)}.{_encode_part(claims)}"
-    signature = hmac.new(key.secret, signing_input.encode("ascii"), hashlib.sha256).digest()
+    signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
     return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode('ascii')}"
 
 
 # --- pieces -------------------------------------------------------------------------------------------------
 
 
-def _encode_part(obj: Mapping[str, Any]) -> str:
+def _encode_part(obj: object) -> str:
     # Sorted, compact: the bytes libjwt (jansson) produces, which captures show.
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")

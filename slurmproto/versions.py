@@ -105,6 +105,10 @@ class AuthSlurmRules(NamedTuple):
     before the daemons' own paths (25.05+)."""
     sack_verify_silent: bool
     """A failed sack VERIFY is answered by closing, with no return code (25.11+)."""
+    absent_ids: frozenset[str]
+    """The integer claims a verifying slurmd lets a token lack, reading them as -1 (iat, uid, gid wherever
+    auth/slurm exists: copy_jwt_grants_to_cred() refuses only libjwt's EINVAL, and a missing grant is ENOENT;
+    slurmproto.slurmauth.ABSENT_AS). Seen live on 24.11 and 26.05."""
 
 
 class Release(NamedTuple):
@@ -207,6 +211,7 @@ NOBODY: frozenset[int] = frozenset()
 # --- the table -----------------------------------------------------------------------------------------
 
 _C, _RC, _HTTP = Refusal.CLOSE, Refusal.RC_1007, Refusal.HTTP_405
+_ABSENT_IDS = frozenset({"iat", "uid", "gid"})
 
 RELEASES: tuple[Release, ...] = (
     Release("22.05", SLURM_22_05, back=2,
@@ -218,7 +223,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
                              ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
-            auth_slurm=AuthSlurmRules(available=False, jwks=False, sack_lookup=False, sack_verify_silent=False)),
+            auth_slurm=AuthSlurmRules(available=False, jwks=False, sack_lookup=False, sack_verify_silent=False,
+                                      absent_ids=frozenset())),
     Release("23.02", SLURM_23_02, back=2,
             layout=Layout(extra_header_field=False, forward_net_cred=False, forward_tree_depth=False,
                           step_id_replies=False),
@@ -228,7 +234,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
                              ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
-            auth_slurm=AuthSlurmRules(available=False, jwks=False, sack_lookup=False, sack_verify_silent=False)),
+            auth_slurm=AuthSlurmRules(available=False, jwks=False, sack_lookup=False, sack_verify_silent=False,
+                                      absent_ids=frozenset())),
     Release("23.11", SLURM_23_11, back=2,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=False,
                           step_id_replies=False),
@@ -238,7 +245,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
                              ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
-            auth_slurm=AuthSlurmRules(available=True, jwks=False, sack_lookup=False, sack_verify_silent=False)),
+            auth_slurm=AuthSlurmRules(available=True, jwks=False, sack_lookup=False, sack_verify_silent=False,
+                                      absent_ids=_ABSENT_IDS)),
     Release("24.05", SLURM_24_05, back=2,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=False,
                           step_id_replies=False),
@@ -248,7 +256,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_24_05, slurmd_only=NOBODY, owner_only=NOBODY,
                              ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=2),
-            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=False, sack_verify_silent=False)),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=False, sack_verify_silent=False,
+                                      absent_ids=_ABSENT_IDS)),
     Release("24.11", SLURM_24_11, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=False),
@@ -258,7 +267,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_24_05, slurmd_only=NOBODY, owner_only=NOBODY,
                              ending_step_closes=True, ns_fd_count_reply=True, mem_limits_values=2),
-            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=False, sack_verify_silent=False)),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=False, sack_verify_silent=False,
+                                      absent_ids=_ABSENT_IDS)),
     Release("25.05", SLURM_25_05, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=False),
@@ -268,7 +278,8 @@ RELEASES: tuple[Release, ...] = (
                                callerid_step=False),
             stepd=StepdRules(requests=STEPD_REQUESTS_24_05, slurmd_only=NOBODY, owner_only=NOBODY,
                              ending_step_closes=True, ns_fd_count_reply=True, mem_limits_values=2),
-            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=False)),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=False,
+                                      absent_ids=_ABSENT_IDS)),
     Release("25.11", SLURM_25_11, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=True),
@@ -279,7 +290,8 @@ RELEASES: tuple[Release, ...] = (
             stepd=StepdRules(requests=STEPD_REQUESTS_25_11, slurmd_only=SLURMD_ONLY_25_11,
                              owner_only=OWNER_ONLY_25_11, ending_step_closes=True, ns_fd_count_reply=False,
                              mem_limits_values=2),
-            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=True)),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=True,
+                                      absent_ids=_ABSENT_IDS)),
     Release("26.05", SLURM_26_05, back=3,
             layout=Layout(extra_header_field=False, forward_net_cred=True, forward_tree_depth=True,
                           step_id_replies=True),
@@ -291,7 +303,8 @@ RELEASES: tuple[Release, ...] = (
             stepd=StepdRules(requests=STEPD_REQUESTS_26_05, slurmd_only=SLURMD_ONLY_26_05,
                              owner_only=OWNER_ONLY_25_11, ending_step_closes=True, ns_fd_count_reply=False,
                              mem_limits_values=1),
-            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=True)),
+            auth_slurm=AuthSlurmRules(available=True, jwks=True, sack_lookup=True, sack_verify_silent=True,
+                                      absent_ids=_ABSENT_IDS)),
 )
 BY_NAME: dict[str, Release] = {r.name: r for r in RELEASES}
 OLDEST, NEWEST = RELEASES[0], RELEASES[-1]

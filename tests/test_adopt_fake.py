@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pwd
 import subprocess
 import time
@@ -12,10 +11,8 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
-from tests.support.deploy import hook_command
 from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
-from tests.support.procs import installed_or_skip
 from tests.support.slurm_cluster import free_port
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
@@ -23,19 +20,13 @@ from tests.support.syslog import DevLogCatcher
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 
 
-@pytest.fixture(scope="module")
-def hook() -> str:
-    """The command the README's pam.d line runs, with this environment's interpreter."""
-    return hook_command(os.path.dirname(os.path.dirname(installed_or_skip("slurm-adopt"))))
-
-
 @pytest.fixture
 def make_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path,
-              hook: str) -> Callable[..., Sshd]:
+              adopt_hook: str) -> Callable[..., Sshd]:
     """An sshd whose account stack runs the hook against the fake node; extra hook options may be given."""
     def make(*options: str, conf_lines: Sequence[str] = ()) -> Sshd:
         conf = fake_slurmd.slurm_conf(shared_dir / f"adopt-{fake_slurmd.port}-{len(options)}.conf", conf_lines)
-        line = (f"required pam_exec.so stdout quiet {hook} conf={conf} nodename=node1 service={{service}} "
+        line = (f"required pam_exec.so stdout quiet {adopt_hook} conf={conf} nodename=node1 service={{service}} "
                 f"log_level=debug {' '.join(options)}")
         return sshd_factory([line], users=["alice", "bob"])
     return make
@@ -141,22 +132,22 @@ def test_munged_down_is_a_generic_failure(fake_slurmd: FakeSlurmd, make_sshd: Ca
 
 
 def test_other_service_is_ignored(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path,
-                                  hook: str) -> None:
+                                  adopt_hook: str) -> None:
     """Without service=, only "sshd" is handled: this sshd's service has another name, so bob passes."""
     fake_slurmd.add_job({"job_id": 470, "user": "alice"})
     conf = fake_slurmd.slurm_conf(shared_dir / "adopt-service.conf")
-    sshd = sshd_factory([f"required pam_exec.so stdout quiet {hook} conf={conf} nodename=node1"], users=["bob"])
+    sshd = sshd_factory([f"required pam_exec.so stdout quiet {adopt_hook} conf={conf} nodename=node1"], users=["bob"])
     assert sshd.ssh("bob", "true").returncode == 0
 
 
 def test_sufficient_style_stanza(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path,
-                                 hook: str) -> None:
+                                 adopt_hook: str) -> None:
     """`account sufficient pam_slurm_adopt.so` + a later module: with ignore_as=failure and
     [success=done default=ignore], PAM_IGNORE and denials fall through to the next module, as they do
     for the C module; an adoption ends the stack."""
     fake_slurmd.add_job({"job_id": 480, "user": "alice"})
     conf = fake_slurmd.slurm_conf(shared_dir / "adopt-sufficient.conf")
-    line = (f"[success=done default=ignore] pam_exec.so stdout quiet {hook} conf={conf} nodename=node1 "
+    line = (f"[success=done default=ignore] pam_exec.so stdout quiet {adopt_hook} conf={conf} nodename=node1 "
             "service={service} action_no_jobs=ignore ignore_as=failure")
     sshd = sshd_factory([line, "required pam_deny.so"], users=["alice", "bob"])
     assert sshd.ssh("alice", "true").returncode == 0  # adopted: done, pam_deny never runs

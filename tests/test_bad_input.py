@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slurmproto.codec import Decoder, FrameOptions, decode_frame, decode_stream, encode_frame
-from slurmproto.constants import MAX_MSG_SIZE, NO_VAL
+from slurmproto.constants import MAX_MSG_SIZE, NO_VAL, AuthPlugin
 from slurmproto.errors import (
     HttpReply,
     InsaneMessageLength,
@@ -128,6 +128,19 @@ def test_credential_with_a_lying_length() -> None:
     raw[24:28] = (5000).to_bytes(4, "big")
     with pytest.raises(MalformedMessage):
         decode_stream(bytes(raw))
+
+
+@pytest.mark.parametrize("plugin_id", [AuthPlugin.AUTH_MUNGE, AuthPlugin.AUTH_SLURM], ids=["munge", "slurm"])
+def test_credential_cut_short_or_without_its_nul(plugin_id: int) -> None:
+    raw = encode_frame(NetworkCallerIdResponse(1, 0, "n"), SLURM_26_05, credential="a.b.c", plugin_id=plugin_id)
+    at = raw.index(b"a.b.c")
+    cut = raw[4:at + 2]
+    with pytest.raises(MalformedMessage, match="credential: length 6 is longer than the 2 bytes left"):
+        decode_stream(_reframe(cut))
+    with pytest.raises(MissingNul, match="credential: string of 6 bytes does not end in NUL"):
+        decode_stream(raw[:at + 5] + b"X" + raw[at + 6:])
+    with pytest.raises(TruncatedFrame, match="11 bytes of it"):  # the length prefix says more than follows
+        decode_stream(raw[:11])
 
 
 def test_http_reply() -> None:

@@ -76,8 +76,8 @@ def test_toml_and_json_scenarios(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ('release = "21.08"', "release: expected a release (22.05, 23.02, 23.11, 24.05, 24.11, 25.05, 25.11, 26.05), "
                           "got '21.08'"),
-    ("bogus = 1", "bogus: unknown key 'bogus' (known: auth, client_timeout, communication_parameters, "
-                  "jobs, jwks, key, munge_socket, nodes, release, sack, slurm_user, spool_dir)"),
+    ("bogus = 1", "bogus: unknown key 'bogus' (known: auth, client_timeout, cluster, communication_parameters, "
+                  "jobs, jwks, key, munge_socket, network, nodes, release, sack, slurm_user, spool_dir, subnet)"),
     ("[[jobs]]\njob_id = 0\nuser = 'root'", "jobs[0].job_id: expected a job id (an integer from 1 to 4294967279), "
                                             "got 0"),
     ("[[jobs]]\njob_id = 5", "jobs[0].user: missing"),

@@ -20,6 +20,7 @@ PORT = "expected a port (an integer from 0 to 65535)"
 PID = "expected a pid (an integer from 1 to 4194304)"
 UID = "expected a uid (an integer from 0 to 4294967294)"
 SECONDS = "expected seconds (a number above 0, at most 86400)"
+CLUSTER = "expected a cluster name (letters, digits, '.', '_', '-'; at most 63)"
 TIME = "expected a time (epoch seconds from 0, or a date-time)"
 DISPLAY = "expected a display number (an integer from 0 to 2147483647)"
 
@@ -115,10 +116,74 @@ TOML_CASES = [
     ("spool_dir a number", "spool_dir = 5\n", "spool_dir: expected a path, got 5"),
     ("spool_dir empty", "spool_dir = ''\n", "spool_dir: expected a path (not empty), got ''"),
     ("munge_socket a list", "munge_socket = ['/run/munge']\n", "munge_socket: expected a path, got a list"),
+    ("cluster a number", "cluster = 1\n", f"cluster: {CLUSTER}, got 1"),
+    ("cluster a path", "cluster = 'a/b'\n", f"cluster: {CLUSTER}, got 'a/b'"),
+    ("cluster empty", "cluster = ''\n", f"cluster: {CLUSTER}, got ''"),
+]
+
+NODE_B = "[[nodes]]\nname = 'b'\n"
+AUTO_NETWORK = "network = 'auto'\n"
+CLUSTER_CASES = [  # how nodes, jobs and a cluster's network fit together
+    ("job on an unknown node", NODE + NODE_B + "port = 0\n" + JOB + "nodes = ['b', 'c']\n",
+     "jobs[0].nodes[1]: no node 'c' in the scenario (nodes: a, b)"),
+    ("job on a node without nodes", JOB + "nodes = ['node2']\n",
+     "jobs[0].nodes[0]: no node 'node2' in the scenario (nodes: node1)"),
+    ("same address and port", NODE + NODE_B, "nodes[1].address: 127.0.0.1 port 6818 is a's already"),
+    ("same address, both a free port", NODE + "port = 0\n" + NODE_B + "port = 0\n",
+     "nodes[1].address: 127.0.0.1 port 0 (shared) is a's already"),
+    ("a wildcard address and another", NODE + "address = '0.0.0.0'\n" + NODE_B + "address = '127.0.0.2'\n",
+     "nodes[1].address: 127.0.0.2 port 6818 is a's already"),
+    ("same IPv6 address, spelt differently", NODE + "address = '::1'\n" + NODE_B + "address = '0::1'\n",
+     "nodes[1].address: 0::1 port 6818 is a's already"),
+    ("network unknown", "network = 'bridge'\n",
+     "network: expected a network (host, namespaces, loopback, auto), got 'bridge'"),
+    ("network a bool", "network = true\n", "network: expected a network (host, namespaces, loopback, auto), got true"),
+    ("subnet without a cluster network", "subnet = '10.1.0.0/24'\n",
+     "subnet: a subnet needs network = \"namespaces\" or \"auto\", not 'host'"),
+    ("subnet on loopback", "network = 'loopback'\nsubnet = '10.1.0.0/24'\n",
+     "subnet: a subnet needs network = \"namespaces\" or \"auto\", not 'loopback'"),
+    ("subnet with host bits", AUTO_NETWORK + "subnet = '10.1.0.1/24'\n",
+     "subnet: expected an IPv4 subnet like 10.78.0.0/24, got '10.1.0.1/24'"),
+    ("subnet IPv6", AUTO_NETWORK + "subnet = 'fd78::/64'\n", "subnet: expected an IPv4 subnet like 10.78.0.0/24, "
+                                                         "got 'fd78::/64'"),
+    ("subnet a number", AUTO_NETWORK + "subnet = 24\n", "subnet: expected an IPv4 subnet like 10.78.0.0/24, got 24"),
+    ("subnet too small", AUTO_NETWORK + "subnet = '10.1.0.0/31'\n",
+     "subnet: expected a subnet of at least 4 addresses, not loopback, multicast or 0.0.0.0, got '10.1.0.0/31'"),
+    ("subnet loopback", AUTO_NETWORK + "subnet = '127.0.0.0/24'\n",
+     "subnet: expected a subnet of at least 4 addresses, not loopback, multicast or 0.0.0.0, got '127.0.0.0/24'"),
+    ("more nodes than the subnet has",
+     AUTO_NETWORK + "subnet = '10.1.0.0/30'\n" + NODE + NODE_B + "[[nodes]]\nname = 'c'\n",
+     "nodes: 3 nodes: at most 2 in subnet 10.1.0.0/30"),
+    ("more nodes than a cluster may have", AUTO_NETWORK + "subnet = '10.0.0.0/16'\n"
+     + "".join(f"[[nodes]]\nname = 'n{i}'\n" for i in range(257)),
+     "nodes: 257 nodes: at most 256 in subnet 10.0.0.0/16"),
+    ("cluster node with an address", AUTO_NETWORK + NODE + "address = '10.78.0.9'\n",
+     "nodes[0].address: with network = 'auto' the nodes' addresses are assigned"),
+    ("cluster node with a port", "network = 'loopback'\n" + NODE + "port = 6818\n",
+     "nodes[0].port: with network = 'loopback' the nodes' ports are assigned"),
+    ("cluster node with a netns", "network = 'namespaces'\n" + NODE + "netns = 'x'\n",
+     "nodes[0].netns: with network = 'namespaces' the nodes' namespaces are assigned"),
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), [c[1:] for c in TOML_CASES], ids=[c[0] for c in TOML_CASES])
+def test_nodes_that_may_share_an_address(tmp_path: Path) -> None:
+    """Another port, or another namespace: each listens where the other does not."""
+    path = tmp_path / "scenario.toml"
+    path.write_text(NODE + NODE_B + "port = 6819\n[[nodes]]\nname = 'c'\nnetns = 'ns1'\n"
+                    "[[nodes]]\nname = 'd'\naddress = '::1'\n[[nodes]]\nname = 'e'\naddress = '127.0.0.2'\n")
+    assert [n.name for n in Scenario.load(path).nodes] == ["a", "b", "c", "d", "e"]
+
+
+def test_cluster_network_keys(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.toml"
+    path.write_text(AUTO_NETWORK + "subnet = '10.9.8.0/29'\n" + NODE + NODE_B + JOB + "nodes = ['a', 'b']\n")
+    scenario = Scenario.load(path)
+    assert (scenario.network, scenario.subnet, [n.name for n in scenario.nodes]) == ("auto", "10.9.8.0/29", ["a", "b"])
+    assert scenario.jobs[5].nodes == ("a", "b")
+
+
+@pytest.mark.parametrize(("text", "message"), [c[1:] for c in TOML_CASES + CLUSTER_CASES],
+                         ids=[c[0] for c in TOML_CASES + CLUSTER_CASES])
 def test_wrong_type_in_toml(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "scenario.toml"
     path.write_text(text)
@@ -169,6 +234,14 @@ def test_x11_and_namespaces(tmp_path: Path) -> None:
     plain = job_from_dict({"job_id": 6, "user": "root", "x11": {"display": 11}})
     assert plain.x11 == X11(11, None) and plain.namespaces == ()
     assert job_from_dict({"job_id": 7, "user": "root"}).x11 is None
+
+
+def test_cluster_name(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.toml"
+    path.write_text("cluster = 'peer1'\n")
+    assert Scenario.load(path).cluster == "peer1"
+    path.write_text(JOB)
+    assert Scenario.load(path).cluster is None
 
 
 def test_without_nodes_a_free_port(tmp_path: Path) -> None:
@@ -243,4 +316,23 @@ def test_cli_scenario_error_is_one_line(tmp_path: Path, text: str, message: str)
 def test_cli_bad_listen(listen: str, message: str) -> None:
     script = installed_or_skip("fake-slurmd")
     proc = subprocess.run([script, "--listen", listen], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"fake-slurmd: {message}\n")
+
+
+def test_cli_bad_cluster() -> None:
+    script = installed_or_skip("fake-slurmd")
+    proc = subprocess.run([script, "--cluster", "../x"], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"fake-slurmd: --cluster: {CLUSTER}, got '../x'\n")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--listen", "a=127.0.0.1:0", "--listen", "a=127.0.0.2:0"], "--listen: 'a=127.0.0.2:0': node 'a' appears twice"),
+    (["--listen", "a=127.0.0.1:0", "--listen", "b=127.0.0.1:0"],
+     "--listen: 'b=127.0.0.1:0': 127.0.0.1 port 0 (shared) is a's already"),
+    (["--listen", "a=127.0.0.1:0", "--network", "auto"],
+     "--network auto: the nodes' addresses are assigned, not --listen's"),
+], ids=["name twice", "same address", "listen and network"])
+def test_cli_nodes_that_clash(args: list[str], message: str) -> None:
+    script = installed_or_skip("fake-slurmd")
+    proc = subprocess.run([script, *args], capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"fake-slurmd: {message}\n")

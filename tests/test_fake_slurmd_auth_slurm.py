@@ -7,7 +7,9 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -30,6 +32,7 @@ from slurmproto.sack import SackClient
 from slurmproto.signers import KeySigner, SackSigner
 from slurmproto.slurmauth import MAX_TOKEN, UID_ANY, Key, KeyRing, parse, sign
 from slurmproto.versions import Refusal, Release, release_named
+from tests.support.procs import ensure_user, installed_or_skip, need_programs, need_root
 
 RELEASES = ["24.11", "26.05"]
 SECRET = os.urandom(32)
@@ -130,7 +133,7 @@ def test_bad_tokens_are_refused_as_the_release_refuses_a_bad_credential(name: st
         "bad signature": forged(HS256, good, os.urandom(32)),
         "expired": forged(HS256, claims_for(version, iat=int(time.time()) - 600, exp=int(time.time()) - 300)),
         "wrong ruid": forged(HS256, claims_for(version, ruid=os.getuid() + 12345)),
-        "missing claim": forged(HS256, claims_for(version, uid=None)),
+        "missing claim": forged(HS256, claims_for(version, host=None)),
         "alg none": f"{b64(json.dumps({'alg': 'none'}).encode())}.{b64(json.dumps(good).encode())}.",
         "long": forged(HS256, claims_for(version, host="h" * 20000), os.urandom(32)),
         "not JSON": f"{b64(b'{not json')}.{b64(json.dumps(good).encode())}.{b64(b'sig')}",
@@ -143,8 +146,8 @@ def test_bad_tokens_are_refused_as_the_release_refuses_a_bad_credential(name: st
                 assert_refused(release, reply)
             except AssertionError:
                 pytest.fail(f"{what}: {reply[:80]!r}")
-        # A token longer than any is read makes a request over the size bound: closed on, unread.
-        assert send_token(fake, release, "a" * (MAX_TOKEN + 1)) == b""
+        # A token longer than a client reads is read and refused, as slurmd does (its bound is the message's).
+        assert_refused(release, send_token(fake, release, "a" * (MAX_TOKEN + 1)))
 
 
 def test_unknown_kid_with_a_jwks(key_file: str, tmp_path: Path) -> None:
@@ -237,6 +240,18 @@ def test_sack_create_verify_and_callerid(name: str, key_file: str, tmp_path: Pat
             assert client.verify(forged_token) != 0
 
 
+@pytest.mark.parametrize("cluster", [None, "peer1"])
+def test_cluster_name_is_signed_into_tokens(key_file: str, tmp_path: Path, cluster: str | None) -> None:
+    """The scenario's ClusterName goes into the "cluster" claim of what the node signs, as a slurmd with
+    that ClusterName does; without one the claim is left out."""
+    path = str(tmp_path / "sack.socket")
+    scenario = Scenario([NodeSpec("node1", port=0)], release="26.05", cluster=cluster)
+    with FakeSlurmd(scenario, auth="slurm", key=key_file, sack=path) as fake:
+        assert fake.cluster == cluster
+        token = SackClient([path], release_named("26.05").protocol_version).create(b"x", os.getuid())
+        assert parse(token).checked_claims().cluster == cluster
+
+
 def test_sack_oversized_request_is_closed_on(key_file: str, tmp_path: Path) -> None:
     path = str(tmp_path / "sack.socket")
     with node("26.05", key_file, sack=path) as fake, socket.socket(socket.AF_UNIX) as sock:
@@ -267,3 +282,39 @@ def test_communication_parameters_block_hashes(params: str, payload: str, refuse
         frame = decode_stream(send_token(fake, release, forged(HS256, claims)))[0]
     rc = frame.message.return_code if isinstance(frame.message, ReturnCode) else None
     assert (rc == 5003) == refused
+
+
+@pytest.mark.parametrize("lookup", ["SLURM_SACK_SOCKET", "ClusterName"])
+def test_sack_for_a_user_who_cannot_read_the_key(key_file: str, shared_dir: Path, listener: socket.socket,
+                                                 lookup: str, caplog: pytest.LogCaptureFixture) -> None:
+    """alice cannot read slurm.key: slurm-callerid run as her signs through the fake's sack socket (found
+    through $SLURM_SACK_SOCKET, or at /run/slurm-<ClusterName>/sack.socket), has the answer verified
+    there, and gets her job."""
+    reason = need_root("running slurm-callerid as alice") or need_programs("runuser")
+    if reason:
+        pytest.skip(reason)
+    cli = installed_or_skip("slurm-callerid", for_other_users=True)
+    alice = ensure_user("alice")
+    cluster = f"satfake{os.getpid()}"
+    run_dir = Path(f"/run/slurm-{cluster}") if lookup == "ClusterName" else shared_dir / f"sack-{os.getpid()}"
+    run_dir.mkdir(mode=0o755)
+    try:
+        scenario = Scenario([NodeSpec("node1", port=0)], {5: Job(5, alice.pw_uid)}, release="26.05", cluster=cluster)
+        with caplog.at_level(logging.DEBUG, logger="fake_slurmd"), \
+                FakeSlurmd(scenario, auth="slurm", key=key_file, sack=str(run_dir / "sack.socket")) as fake:
+            conf = fake.slurm_conf(run_dir / "slurm.conf")
+            key = os.stat(key_file)  # root's, 0600: not alice's to read; and none beside slurm.conf
+            assert (key.st_uid, key.st_mode & 0o077) == (0, 0) and not (run_dir / "slurm.key").exists()
+            with fake.connect_from_job(5, *listener.getsockname(), user="alice") as conn:
+                env = [f"SLURM_SACK_SOCKET={run_dir / 'sack.socket'}"] if lookup == "SLURM_SACK_SOCKET" else []
+                proc = subprocess.run(["runuser", "-u", "alice", "--", "env", "-i", f"SLURM_CONF={conf}", *env,
+                                       cli, "--json", *map(str, (*conn.local, *conn.remote))],
+                                      capture_output=True, text=True, timeout=30, cwd="/")
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    result = json.loads(proc.stdout or "{}")
+    assert proc.returncode == 0 and result["job_id"] == 5, (proc.stdout, proc.stderr)
+    # Her token came from the sack socket, and the answer's was verified there.
+    sack = [(r.getMessage(), getattr(r, "fields", {})) for r in caplog.records if r.getMessage().startswith("sack ")]
+    assert ("sack create", {"uid": alice.pw_uid, "r_uid": UID_ANY}) in sack, sack
+    assert ("sack verify", {"uid": alice.pw_uid, "verdict": "ok"}) in sack, sack

@@ -24,18 +24,6 @@ from tests.support.packets import msg_type
 from tests.support.procs import installed_or_skip, wait_for
 
 OWNER, OTHER = "alice", "bob"
-COMBOS = [(release, auth) for release in RELEASES for auth in AUTHS]
-
-
-@pytest.fixture(scope="module", params=COMBOS, ids=[f"{r}-auth-{a}" for r, a in COMBOS])
-def cluster(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> ChrootCluster:
-    release, auth = request.param
-    return live_clusters.get(release, auth)
-
-
-@pytest.fixture(scope="module")
-def held(cluster: ChrootCluster, live_clusters: LiveClusters) -> HeldConnection:
-    return live_clusters.held(cluster.release, cluster.auth)
 
 
 def _callerid(cluster: ChrootCluster, conn: HeldConnection, user: str, src_port: int | None = None

@@ -1,9 +1,9 @@
 """Real frames of Slurm 24.11 and 26.05 in both auth modes: captured live from the chroot clusters in this
 session, and recorded the same way in tests/vectors/live/*.json (tests/support/live_vectors.py).
 
-auth/munge frames are decoded by our codec and re-encode byte for byte. auth/slurm frames (plugin 103) are
-read by tests.support.slurm_tokens.read_auth_slurm_frame: the JWT's shape, its HMAC under the cluster's
-slurm.key, and its claims; the body inside is decoded by our message classes either way.
+Every frame is decoded by our codec and re-encodes byte for byte. The token of an auth/slurm frame (plugin
+103) is taken apart by slurmproto.slurmauth: the JWT's shape, its HMAC under the cluster's slurm.key, and
+its claims.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from slurmproto.auth import payload_hash
 from slurmproto.codec import decode_stream, encode_frame
 from slurmproto.constants import NO_VAL, AuthPlugin
 from slurmproto.header import Header
-from slurmproto.messages import Message, NetworkCallerIdRequest, NetworkCallerIdResponse, message_class
+from slurmproto.messages import Message, NetworkCallerIdRequest, NetworkCallerIdResponse
+from slurmproto.slurmauth import Key, KeyRing, Token, check_signature, parse
 from slurmproto.versions import release_named
 from tests.support.chroot_cluster import RELEASES
 from tests.support.chroot_files import AUTHS, SSHD_PORT
 from tests.support.fixtures import LiveClusters
 from tests.support.live_vectors import UNKNOWN_PORT, VECTORS, record
-from tests.support.slurm_tokens import TokenFrame, read_auth_slurm_frame
 
 COMBOS = [(release, auth) for release in RELEASES for auth in AUTHS]
 NAMED = {"root", "owner", "pam_slurm_adopt"}
@@ -39,36 +39,38 @@ class Opened:
     header: Header
     body: bytes
     message: Message
-    token: TokenFrame | None
+    token: Token | None
+
+
+PLUGINS = {"munge": AuthPlugin.AUTH_MUNGE, "slurm": AuthPlugin.AUTH_SLURM}
 
 
 def open_frame(doc: dict[str, Any], raw: bytes) -> Opened:
     """One frame of the document's auth mode, its auth section checked as far as it can be offline."""
+    [frame] = decode_stream(raw)
+    assert frame.auth is not None and frame.auth.plugin_id == PLUGINS[doc["auth"]]
+    rebuilt = encode_frame(frame.message, frame.version, credential=frame.auth.credential,
+                           plugin_id=frame.auth.plugin_id, flags=frame.header.flags,
+                           orig_addr=frame.header.orig_addr)
+    assert rebuilt == raw
     if doc["auth"] == "munge":
-        [frame] = decode_stream(raw)
-        assert frame.auth is not None and frame.auth.plugin_id == AuthPlugin.AUTH_MUNGE
         assert (frame.auth.credential or "").startswith("MUNGE:")
-        rebuilt = encode_frame(frame.message, frame.version, credential=frame.auth.credential,
-                               flags=frame.header.flags, orig_addr=frame.header.orig_addr)
-        assert rebuilt == raw
         return Opened(frame.header, frame.body, frame.message, None)
-    token = read_auth_slurm_frame(raw)
-    check_token(doc, token)
-    message = message_class(token.header.msg_type).decode(token.body, token.header.version)
-    return Opened(token.header, token.body, message, token)
+    token = parse(frame.auth.credential or "")
+    check_token(doc, token, frame.header, frame.body)
+    return Opened(frame.header, frame.body, frame.message, token)
 
 
-def check_token(doc: dict[str, Any], token: TokenFrame) -> None:
+def check_token(doc: dict[str, Any], token: Token, header: Header, body: bytes) -> None:
     """An HS256 JWT signed with the cluster's slurm.key, claiming this cluster and the body's hash."""
-    assert token.plugin_id == AuthPlugin.AUTH_SLURM
-    assert len(token.parts) == 3 and all(token.parts)
-    assert token.jwt_header == {"alg": "HS256", "typ": "JWT"}
-    assert token.signed_by(bytes.fromhex(doc["slurm_key_hex"]))
+    assert all(token.text.split(".")) and token.header == {"alg": "HS256", "typ": "JWT"}
+    check_signature(token, KeyRing(Key(bytes.fromhex(doc["slurm_key_hex"])), {}, "slurm.key"),
+                    now=token.claims["iat"])
     claims = token.claims
     assert claims["cluster"] == doc["cluster_name"] and claims["host"] == doc["node_name"]
     assert claims["ver"] == release_named(doc["release"]).protocol_version
     assert claims["exp"] > claims["iat"]
-    digest = payload_hash(token.body, token.header.msg_type)
+    digest = payload_hash(body, header.msg_type)
     assert base64.b64decode(claims["payload"], validate=True) == digest
 
 
@@ -103,7 +105,7 @@ def check_case(doc: dict[str, Any], name: str) -> None:
             open_frame(doc, bytes.fromhex(raw))
 
 
-def check_signers(doc: dict[str, Any], case: dict[str, Any], request: TokenFrame, reply: TokenFrame) -> None:
+def check_signers(doc: dict[str, Any], case: dict[str, Any], request: Token, reply: Token) -> None:
     """Clients get their token from slurmd's sack, for their own uid; slurmd (root) signs the answer for the
     requester's uid only."""
     uid = doc["uids"][case["who"]]

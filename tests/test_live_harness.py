@@ -1,16 +1,14 @@
-"""The chroot cluster harness itself (tests/support/chroot_cluster.py, namespaces.py, packets.py,
-slurm_tokens.py): its own state per cluster, everything removed at stop, and the frame reassembly."""
+"""The chroot cluster harness itself (tests/support/chroot_cluster.py, namespaces.py): its own state per
+cluster, everything removed at stop. The reassembly behind its captures is tested in tests/test_pcap.py."""
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.support.chroot_cluster import ChrootCluster, missing_reason
-from tests.support.slurm_tokens import read_auth_slurm_frame
 
 
 def _alive(pid: int) -> bool:
@@ -41,18 +39,3 @@ def test_a_second_cluster_of_one_chroot_has_its_own_state_and_leaves_nothing(slu
     assert not any(path.exists() for path in made)
     assert str(second.state) not in Path("/proc/self/mountinfo").read_text()
     assert slurm_2411.run(["scontrol", "ping"]).returncode == 0  # the session's cluster is still up
-
-
-# -- frames of auth/slurm, without root (the reassembly is tested in tests/test_pcap.py) ----------------------
-
-
-@pytest.mark.parametrize(("frame", "message"), [
-    (b"\x00\x00\x00\x05abc", "length prefix 5 but 3 bytes follow"),
-    (bytes.fromhex("000000142a00000013ab00000000000000000000") + (101).to_bytes(4, "big"),
-     "auth plugin 101, not auth/slurm (103)"),
-    (bytes.fromhex("000000182a00000013ab00000000000000000000") + (103).to_bytes(4, "big") + (9).to_bytes(4, "big"),
-     "token packstr of length 9 is cut short or lacks its NUL"),
-], ids=["prefix", "munge", "cut-token"])
-def test_token_reader_refuses_bad_frames_clearly(frame: bytes, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
-        read_auth_slurm_frame(frame)

@@ -17,7 +17,7 @@ from slurmproto.auth import payload_hash
 from slurmproto.authkeys import jwks_keyring, key_files, load_keyring
 from slurmproto.sack import SACK_CREATE, SACK_VERIFY, create_request, socket_paths, token_length, verify_request
 from slurmproto.signers import AuthChoice, KeySigner, SackSigner
-from slurmproto.slurmauth import MAX_TOKEN, UID_ANY, Key, KeyRing, parse, sign, verify
+from slurmproto.slurmauth import ABSENT_AS, MAX_TOKEN, REQUIRED_INTS, UID_ANY, Key, KeyRing, parse, sign, verify
 from slurmproto.versions import BY_NAME, SLURM_26_05
 
 NOW = 1_800_000_000
@@ -96,6 +96,23 @@ def test_tokens_are_judged_like_auth_slurm(text: str, error: type[Exception] | N
     with pytest.raises(error) as info:
         verify(text, RING, verifier_uid=1000, now=NOW)
     assert isinstance(info.value, errors.TokenError) and str(info.value)
+
+
+@pytest.mark.parametrize("claim", REQUIRED_INTS)
+def test_a_missing_id_claim_is_read_as_a_slurmd_reads_it_only_when_asked(claim: str) -> None:
+    text = forged(HS256, {k: v for k, v in GOOD_CLAIMS.items() if k != claim})
+    with pytest.raises(errors.MissingClaim, match=claim):
+        verify(text, RING, verifier_uid=0, now=NOW)
+    claims = verify(text, RING, verifier_uid=0, now=NOW, absent=REQUIRED_INTS)
+    assert getattr(claims, claim) == ABSENT_AS[claim]
+    assert ABSENT_AS[claim] == (-1 if claim == "iat" else 0xFFFFFFFF)  # libjwt's -1, as a time_t or a uid_t
+
+
+def test_a_longer_token_is_read_when_the_caller_allows_it() -> None:
+    text = token(host="h" * MAX_TOKEN)
+    with pytest.raises(errors.OversizedToken):
+        verify(text, RING, verifier_uid=0, now=NOW)
+    assert verify(text, RING, verifier_uid=0, now=NOW, max_length=2 * MAX_TOKEN).host == "h" * MAX_TOKEN
 
 
 JWKS = {"keys": [

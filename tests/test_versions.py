@@ -213,7 +213,8 @@ R26_11 = Release(
                        rejects_nobody=False, callerid_step=False),
     stepd=StepdRules(requests=STEPD_REQUESTS_22_05, slurmd_only=NOBODY, owner_only=NOBODY,
                      ending_step_closes=False, ns_fd_count_reply=True, mem_limits_values=3),
-    auth_slurm=AuthSlurmRules(available=True, jwks=False, sack_lookup=False, sack_verify_silent=False),
+    auth_slurm=AuthSlurmRules(available=True, jwks=False, sack_lookup=False, sack_verify_silent=False,
+                              absent_ids=frozenset()),
 )
 
 

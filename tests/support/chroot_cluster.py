@@ -10,9 +10,13 @@ spool and logs are its own and several clusters of one chroot can run at once. E
   rooted there in which those two hierarchies are mounted at the chroot's /sys/fs/cgroup. Slurm runs
   proctrack/cgroup and task/cgroup, so jobs get real job_N/step_extern cgroups; the machine's own Slurm
   (/sys/fs/cgroup/*/slurm_node1) never sees ours;
-* auth/munge (a private munged with a fresh key) or auth/slurm (a fresh slurm.key, no munged);
+* auth/munge (a private munged with a fresh key) or auth/slurm (a fresh slurm.key, no munged; with
+  jwks=True also a slurm.jwks of three keys, chroot_files.slurm_jwks, which the daemons use instead);
 * sshd on 127.0.0.1:2222 with the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a
   catcher on the chroot's /dev/log for what the module logs.
+
+node_sshd() runs the host's sshd in the same cgroups and namespaces, on the host's filesystem, for PAM modules
+of the host (the project's hook); host_conf() is slurm.conf with the host's paths of the spool dir and munged.
 
 Every Slurm command gets SLURM_CONF. Everything started is stopped by the pid we started, then whatever is
 left in our chroot or cgroups; the namespaces, mounts and cgroups are removed.
@@ -24,6 +28,7 @@ import contextlib
 import fcntl
 import itertools
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -31,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from fake_slurmd.processes import stop_process
 from tests.support import chroot_files as files
@@ -40,6 +45,7 @@ from tests.support.lifecycle import Daemons
 from tests.support.namespaces import NetNs, OwnCgroups, pin_uts, unmount_below
 from tests.support.packets import PacketCapture
 from tests.support.procs import ensure_user, wait_for
+from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
 
 CHROOTS = Path(os.environ.get("SAT_CHROOTS", "/var/lib/slurm-adopt-toolkit/chroots"))
@@ -80,13 +86,16 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, jwks: bool = False) -> None:
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
+        if jwks and auth != "slurm":
+            raise ValueError("a slurm.jwks needs auth/slurm")
         self.release = release
         self.auth = auth
+        self.jwks = jwks
         self.chroot = chroot_dir(release)
-        self.name = f"sat-{RELEASES[release]}{auth[0]}-{os.getpid()}-{next(_serial)}"
+        self.name = f"sat-{RELEASES[release]}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
         self.root = self.state / "root"
         """The cluster's own root: the overlay of the chroot."""
@@ -105,7 +114,7 @@ class ChrootCluster(Daemons):
         self._state_mounted = False
 
     def __repr__(self) -> str:
-        return f"<ChrootCluster {self.release} auth/{self.auth} {self.name}>"
+        return f"<ChrootCluster {self.release} auth/{self.auth}{' jwks' if self.jwks else ''} {self.name}>"
 
     @property
     def conf(self) -> Path:
@@ -121,6 +130,11 @@ class ChrootCluster(Daemons):
     def key_path(self) -> Path:
         """slurm.key as the host sees it (auth/slurm only)."""
         return self.host_path("/etc/slurm/slurm.key")
+
+    @property
+    def jwks_path(self) -> Path:
+        """slurm.jwks as the host sees it (there only when jwks=True)."""
+        return self.host_path("/etc/slurm/slurm.jwks")
 
     @property
     def sack_socket(self) -> Path:
@@ -218,6 +232,8 @@ class ChrootCluster(Daemons):
             files.munge_key(root)
         else:
             files.slurm_key(root)
+            if self.jwks:
+                files.slurm_jwks(root)
         files.sshd_files(root, entries)
         slurm = files.ids_of(root, "slurm")
         for sub, owner in (("run/slurm", None), ("var/log/slurm", slurm), ("var/lib/slurm/slurmctld", slurm),
@@ -230,9 +246,26 @@ class ChrootCluster(Daemons):
         """argv run in our cgroups, the namespaces and the chroot, with a clean environment and SLURM_CONF."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         home = "/root" if user in (None, "root") else f"/home/{user}"
-        return [*self.cgroups.enter_prefix(), "nsenter", f"--net={self.ns.path}", f"--uts={self.uts}",
-                self.cgroups.nsenter_option(), "--", "chroot", str(self.root), *drop,
+        return [*self.node_prefix(), "chroot", str(self.root), *drop,
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
+
+    def node_prefix(self) -> list[str]:
+        """argv prefix: the command starts in our cgroups and our network, UTS and cgroup namespaces (the
+        node's, as its daemons have them) but on the host's filesystem. It execs in turn: the pid is the
+        command's own."""
+        return [*self.cgroups.enter_prefix(), "nsenter", f"--net={self.ns.path}", f"--uts={self.uts}",
+                self.cgroups.nsenter_option(), "--"]
+
+    def host_conf(self) -> Path:
+        """A copy of slurm.conf for a host program in node_prefix(): SlurmdSpoolDir and munged's socket
+        (AuthInfo socket=) at their host paths, since slurm.conf's paths are the chroot's. Written beside
+        slurm.conf, where auth/slurm's slurm.key is looked for."""
+        path = self.host_path("/etc/slurm/slurm-host.conf")
+        text = re.sub(r"(?m)^SlurmdSpoolDir=.*$", f"SlurmdSpoolDir={self.host_path(SPOOL)}", self.conf.read_text())
+        if self.auth == "munge":
+            text += f"AuthInfo=socket={self.munge_socket}\n"
+        path.write_text(text)
+        return path
 
     def in_netns(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf and,
@@ -258,6 +291,12 @@ class ChrootCluster(Daemons):
             self._stop_leftovers()
             self.syslog.stop()
             self._remove()
+
+    def stop_slurmd(self) -> None:
+        """Stop the real slurmd, leaving its port and SlurmdSpoolDir to a stand-in (the controller, munged
+        and sshd keep running)."""
+        if "slurmd" in self.procs:
+            stop_process(self.procs.pop("slurmd"))
 
     def _remove(self) -> None:
         unmount_below(self.root)
@@ -391,12 +430,27 @@ class ChrootCluster(Daemons):
         where, extern = self.cgroup_of(pid), self.extern_cgroup(job_id)
         return where is not None and (where == extern or where.startswith(extern + "/"))
 
-    def ssh_argv(self, user: str, command: str) -> list[str]:
-        """ssh (the chroot's) logging `user` in to our sshd; to be run inside, as `user`."""
-        return ["ssh", "-F", "/dev/null", "-i", f"/home/{user}/.ssh/id_ed25519", "-p", str(SSHD_PORT),
+    def ssh_argv(self, user: str, command: str, port: int = SSHD_PORT) -> list[str]:
+        """ssh (the chroot's) logging `user` in to our sshd (or one at `port` in the namespace); to be run
+        inside, as `user`."""
+        return ["ssh", "-F", "/dev/null", "-i", f"/home/{user}/.ssh/id_ed25519", "-p", str(port),
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
                 "-o", "ConnectTimeout=10", "-o", "LogLevel=INFO", "-T", f"{user}@127.0.0.1", command]
+
+    def node_sshd(self, account_lines: Sequence[str], **kwargs: Any) -> Sshd:
+        """A started sshd of the host (tests/support/sshd.py) in node_prefix(), on the namespace's 127.0.0.1,
+        that our users log in to with their chroot keys: run ssh_argv(user, command, sshd.port) inside."""
+        sshd = Sshd(account_lines, prefix=self.node_prefix(), listen=["127.0.0.1"], **kwargs).start()
+        try:
+            for user in self.users:
+                keys = sshd.authorized_keys / user
+                keys.write_text(self.host_path(f"/home/{user}/.ssh/id_ed25519.pub").read_text())
+                keys.chmod(0o644)
+        except BaseException:
+            sshd.stop()
+            raise
+        return sshd
 
     def capture(self, port: int = SLURMD_PORT) -> PacketCapture:
         """`with cluster.capture() as cap: ...`: the TCP exchanges with `port` inside the namespace."""

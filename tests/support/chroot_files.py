@@ -3,12 +3,17 @@ cgroup.conf, keys, sshd's config and PAM service, and the test users' account en
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
+
+from tests.support.slurm_cluster import JOB_CONF
 
 AUTHS = ("munge", "slurm")
 """AuthType and CredType auth/X + cred/X: munge needs munged; slurm signs with slurm.key (no munged)."""
@@ -43,20 +48,7 @@ def slurm_conf(cluster_name: str, auth: str) -> str:
         "SlurmdLogFile=/var/log/slurm/slurmd.log",
         "SlurmctldDebug=debug",
         "SlurmdDebug=debug",
-        "ProctrackType=proctrack/cgroup",
-        "TaskPlugin=task/cgroup",
-        "PrologFlags=contain",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
-        "JobCompType=jobcomp/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core",
-        "SchedulerParameters=batch_sched_delay=0",
-        "SlurmdParameters=config_overrides",
-        "ReturnToService=2",
-        "MpiDefault=none",
-        "MailProg=/bin/true",
-        "KillWait=2",
+        *JOB_CONF,
         f"NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={NODE} CPUs=2 State=UNKNOWN",
         f"PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8",
     ]) + "\n"
@@ -105,7 +97,8 @@ password required pam_deny.so
 
 STATE_PATHS = ("var/lib/slurm/slurmctld", SPOOL.lstrip("/"), "var/log/slurm", "var/log/munge", "var/lib/munge",
                "run/munge", "run/slurm", "run/slurmctld", "run/sshd", "tmp", "etc/slurm/slurm.key",
-               "etc/munge/munge.key", SSH_HOST_KEY.lstrip("/"), SSH_HOST_KEY.lstrip("/") + ".pub")
+               "etc/slurm/slurm.jwks", "etc/munge/munge.key", SSH_HOST_KEY.lstrip("/"),
+               SSH_HOST_KEY.lstrip("/") + ".pub")
 """What a cluster's daemons write: removed from the overlay (whiteouts) before a start, so nothing that an
 older harness left in the chroot itself (it wrote there directly) leaks into a fresh cluster."""
 
@@ -175,6 +168,21 @@ def slurm_key(root: Path) -> Path:
     """A fresh 32-byte slurm.key beside slurm.conf, SlurmUser's, mode 0600 (auth/slurm refuses "other" bits)."""
     path = root / "etc/slurm/slurm.key"
     write_secret(path, secrets.token_bytes(32), ids_of(root, "slurm"))
+    return path
+
+
+JWKS_KIDS = ("k1", "k2", "old")
+"""slurm_jwks()'s keys: k1 the default (daemons sign with it), k2 another, old expired an hour ago."""
+
+
+def slurm_jwks(root: Path) -> Path:
+    """A fresh slurm.jwks beside slurm.conf (24.05+: it wins over slurm.key), SlurmUser's, mode 0600."""
+    def entry(kid: str) -> dict[str, object]:
+        key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
+        extra = {"k1": {"use": "default"}, "old": {"exp": int(time.time()) - 3600}}.get(kid, {})
+        return {"kid": kid, "kty": "oct", "alg": "HS256", "k": key, **extra}
+    path = root / "etc/slurm/slurm.jwks"
+    write_secret(path, json.dumps({"keys": [entry(kid) for kid in JWKS_KIDS]}).encode(), ids_of(root, "slurm"))
     return path
 
 

@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 import pytest
 
-from tests.support.chroot_cluster import ChrootCluster, HeldConnection, missing_reason
+from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection, missing_reason
+from tests.support.chroot_files import AUTHS
+from tests.support.deploy import hook_command
 from tests.support.munged import MUNGED, Munged
-from tests.support.procs import ensure_user, need_programs, need_root
+from tests.support.procs import ensure_user, installed_or_skip, need_programs, need_root
 from tests.support.sessions import marker_job
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
@@ -24,6 +26,7 @@ from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable
+from tests.support.two_nodes import TwoNodes
 
 TEST_USERS = ("alice", "bob")
 STOP_WITHIN = 120.0
@@ -83,6 +86,18 @@ def container_job(container_cluster: SlurmCluster) -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
+def two_nodes(request: pytest.FixtureRequest) -> Iterator[TwoNodes]:
+    """Two real Slurm 22.05 nodes, xn1 and xn2, in namespaces of their own (tests/support/two_nodes.py)."""
+    reason = (need_root("running two Slurm nodes in network namespaces")
+              or need_programs(*SLURM_PROGRAMS, "ip", "nsenter", "unshare"))
+    if reason:
+        pytest.skip(reason)
+    daemon: Munged = request.getfixturevalue("munged")
+    with TwoNodes(daemon) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def connected_job(slurm_cluster: SlurmCluster) -> Iterator[ConnectedJob]:
     """A batch job of alice's holding a TCP connection to a listener of ours on 127.0.0.1."""
     with slurm_cluster.connected_job("alice") as job:
@@ -129,6 +144,12 @@ def sshd_factory() -> Iterator[SshdFactory]:
 
 
 @pytest.fixture(scope="session")
+def adopt_hook() -> str:
+    """The command the README's pam.d line runs (pam_exec), with this environment's interpreter."""
+    return hook_command(os.path.dirname(os.path.dirname(installed_or_skip("slurm-adopt"))))
+
+
+@pytest.fixture(scope="session")
 def fake_slurmd_munge_socket(munged: Munged) -> str:
     """The fake_slurmd plugin's munged is the session's (one private munged for everything)."""
     return str(munged.socket)
@@ -156,32 +177,33 @@ class LiveClusters:
     overlay of its chroot with namespaces and cgroups of its own, so all four can be up at once."""
 
     def __init__(self) -> None:
-        self._clusters: dict[tuple[str, str], ChrootCluster] = {}
-        self._failed: dict[tuple[str, str], str] = {}
-        self._held: dict[tuple[str, str], HeldConnection] = {}
+        self._clusters: dict[tuple[str, str, bool], ChrootCluster] = {}
+        self._failed: dict[tuple[str, str, bool], str] = {}
+        self._held: dict[tuple[str, str, bool], HeldConnection] = {}
         self._jobs = contextlib.ExitStack()
 
-    def get(self, release: str, auth: str = "munge") -> ChrootCluster:
-        """The running cluster; a skip naming what is missing where it cannot run."""
+    def get(self, release: str, auth: str = "munge", jwks: bool = False) -> ChrootCluster:
+        """The running cluster (auth/slurm with jwks: its slurm.jwks); a skip naming what is missing where it
+        cannot run."""
         reason = missing_reason(release)
         if reason:
             pytest.skip(reason)
-        key = (release, auth)
+        key = (release, auth, jwks)
         if key in self._failed:  # a start that failed once is not retried by every test
             raise RuntimeError(f"the Slurm {release} auth/{auth} cluster did not start:\n{self._failed[key]}")
         if key not in self._clusters:
             try:
-                self._clusters[key] = ChrootCluster(release, auth).start()
+                self._clusters[key] = ChrootCluster(release, auth, jwks=jwks).start()
             except Exception as e:
                 self._failed[key] = str(e)
                 raise
         return self._clusters[key]
 
-    def held(self, release: str, auth: str = "munge") -> HeldConnection:
+    def held(self, release: str, auth: str = "munge", jwks: bool = False) -> HeldConnection:
         """A batch job of alice's holding a TCP connection in that cluster, for the whole session."""
-        key = (release, auth)
+        key = (release, auth, jwks)
         if key not in self._held:
-            cluster = self.get(release, auth)
+            cluster = self.get(release, auth, jwks)
             self._held[key] = self._jobs.enter_context(cluster.held_connection(TEST_USERS[0]))
         return self._held[key]
 
@@ -243,3 +265,21 @@ def slurm_2411_authslurm(live_clusters: LiveClusters) -> ChrootCluster:
 def slurm_2605_authslurm(live_clusters: LiveClusters) -> ChrootCluster:
     """Slurm 26.05 with auth/slurm and cred/slurm."""
     return live_clusters.get("26.05", "slurm")
+
+
+
+LIVE_COMBOS = [(release, auth) for release in RELEASES for auth in AUTHS]
+
+
+@pytest.fixture(name="cluster", scope="module", params=LIVE_COMBOS, ids=[f"{r}-auth-{a}" for r, a in LIVE_COMBOS])
+def each_live_cluster(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> ChrootCluster:
+    """`cluster`: each release's cluster in each auth mode in turn (a module's tests run against one, then
+    the next)."""
+    release, auth = request.param
+    return live_clusters.get(release, auth)
+
+
+@pytest.fixture(name="held", scope="module")
+def each_live_held(cluster: ChrootCluster, live_clusters: LiveClusters) -> HeldConnection:
+    """`held`: that cluster's batch job of alice's holding a TCP connection."""
+    return live_clusters.held(cluster.release, cluster.auth)

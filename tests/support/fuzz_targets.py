@@ -295,7 +295,7 @@ class FakeTarget:
 
 def _fuzz_server(server: Any) -> Any:
     class FuzzServer(server.CalleridServer):  # type: ignore[misc, name-defined]
-        def _decode(self, credential: str) -> Any:
+        def _decode(self, credential: str, release: Any) -> Any:
             return fuzz_munge_decode(credential)
 
         def _encode(self, payload: bytes, r_uid: int, version: int) -> str:

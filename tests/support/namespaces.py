@@ -12,27 +12,19 @@ cgroup or namespace.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
 import subprocess
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from fake_slurmd.network import in_netns
+
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 CGROUP_V1 = Path("/sys/fs/cgroup")
 CONTROLLERS = ("freezer", "cpuset")
 """proctrack/cgroup needs freezer, task/cgroup's ConstrainCores cpuset; memory and devices stay untouched."""
-
-
-def _setns(fd: int, nstype: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, nstype) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 class NetNs:
@@ -59,23 +51,7 @@ class NetNs:
 
     def run_inside(self, fn: Callable[[], T]) -> T:
         """fn() called in a thread of ours that joined the namespace (sockets it opens live there)."""
-        result: list[T] = []
-        error: list[BaseException] = []
-
-        def thread() -> None:
-            try:
-                with open(self.path, "rb") as ns:
-                    _setns(ns.fileno(), CLONE_NEWNET)
-                result.append(fn())
-            except BaseException as e:  # handed to the caller's thread
-                error.append(e)
-
-        worker = threading.Thread(target=thread, name=f"netns-{self.name}")
-        worker.start()
-        worker.join()
-        if error:
-            raise error[0]
-        return result[0]
+        return in_netns(str(self.path), fn)
 
     def open_socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM,
                     proto: int = 0) -> socket.socket:

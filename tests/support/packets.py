@@ -70,6 +70,11 @@ def msg_type(frame: bytes) -> int:
     return int.from_bytes(frame[8:10], "big")
 
 
+def header_version(frame: bytes) -> int:
+    """The header's protocol version of a frame given with its length prefix."""
+    return int.from_bytes(frame[4:6], "big")
+
+
 # -- building packets and capture files (for the pcap tests) -------------------------------------------------
 
 

@@ -36,6 +36,32 @@ _ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "N
                  "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
 
 
+JOB_CONF = (
+    # Jobs in cgroups, their extern step started at allocation (what pam_slurm_adopt adopts into).
+    "ProctrackType=proctrack/cgroup",
+    "TaskPlugin=task/cgroup",
+    "PrologFlags=contain",
+    "JobAcctGatherType=jobacct_gather/none",
+    "AccountingStorageType=accounting_storage/none",
+    "JobCompType=jobcomp/none",
+    "SelectType=select/cons_tres",
+    # Cores only: memory as a consumable would let one job take the whole node.
+    "SelectTypeParameters=CR_Core",
+    "ReturnToService=2",
+    "MpiDefault=none",
+    "MailProg=/bin/true",
+    # Cancelled jobs get SIGKILL 2 s after SIGTERM (default 30), so a stop is quick.
+    "KillWait=2",
+    # Start submitted batch jobs on slurmctld's next 1 s tick, not up to 3 s later. (The very first
+    # scheduling pass still comes ~3 s after slurmctld starts: it reads this setting.)
+    "SchedulerParameters=batch_sched_delay=0",
+    # Don't drain the node when the hardware differs a little from what we declare.
+    "SlurmdParameters=config_overrides",
+)
+"""slurm.conf's lines for how jobs are contained, scheduled and ended: the same for this 22.05 cluster and the
+24.11/26.05 chroot clusters (tests/support/chroot_files.py). cgroup.conf is each one's own."""
+
+
 @dataclass(frozen=True)
 class ConnectedJob:
     job_id: int
@@ -108,6 +134,8 @@ class SlurmCluster(Daemons):
         self.jobs: list[int] = []
         self.slurmctld: subprocess.Popen[bytes] | None = None
         self.slurmd: subprocess.Popen[bytes] | None = None
+        self.client_prefix: list[str] = []
+        """What every client command (run()) starts with: e.g. nsenter into the cluster's namespaces."""
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -136,7 +164,7 @@ class SlurmCluster(Daemons):
         self._wait(self._ctld_up, "slurmctld answering scontrol ping", self.slurmctld)
         # Only now start slurmd: its first registration then succeeds, instead of waiting for a retry.
         self.slurmd = self._spawn("slurmd", [SLURMD, "-D", "-f", str(self.conf), "-N", self.node_name])
-        self._wait(self._node_idle, f"node {self.node_name} idle in sinfo", self.slurmd)
+        self._wait(lambda: self._node_idle(self.node_name), f"node {self.node_name} idle in sinfo", self.slurmd)
 
     def stop(self) -> None:
         """Cancel all jobs, wait for their slurmstepds to end, stop the daemons, remove the temp dir."""
@@ -165,6 +193,7 @@ class SlurmCluster(Daemons):
         if user is not None and user != "root":
             # runuser rebuilds part of the environment; `env` makes sure SLURM_CONF survives it.
             cmd = ["runuser", "-u", user, "--", "env", f"SLURM_CONF={self.conf}", *cmd]
+        cmd = [*self.client_prefix, *cmd]
         proc = subprocess.run(cmd, env=self.env, cwd=self.out_dir, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
@@ -256,59 +285,47 @@ class SlurmCluster(Daemons):
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _write_config(self) -> None:
-        assert self._munged is not None
+    def _site_conf(self) -> list[str]:
+        """Where the daemons are: the controller, ports, slurmd's files, the nodes and the partition."""
         b = self.base
-        cpus = os.cpu_count() or 1
-        lines = [
-            "ClusterName=pytest",
+        return [
             "SlurmctldHost=localhost(127.0.0.1)",
             f"SlurmctldPort={self.slurmctld_port}",
             f"SlurmdPort={self.slurmd_port}",
+            f"SlurmdSpoolDir={self.spool_dir}",
+            f"SlurmdPidFile={b / 'slurmd.pid'}",
+            f"SlurmdLogFile={self.slurmd_log}",
+            *self.extra_conf,
+            (f"NodeName={self.node_name} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 "
+             f"CPUs={os.cpu_count() or 1} State=UNKNOWN"),
+            (f"PartitionName=debug Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP "
+             "OverSubscribe=FORCE:8"),
+        ]
+
+    def _write_config(self) -> None:
+        assert self._munged is not None
+        b = self.base
+        lines = [
+            "ClusterName=pytest",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
             f"AuthInfo=socket={self._munged.socket}",
             "CredType=cred/munge",
             f"StateSaveLocation={self.state_dir}",
-            f"SlurmdSpoolDir={self.spool_dir}",
             f"SlurmctldPidFile={b / 'slurmctld.pid'}",
-            f"SlurmdPidFile={b / 'slurmd.pid'}",
             f"SlurmctldLogFile={self.slurmctld_log}",
-            f"SlurmdLogFile={self.slurmd_log}",
             "SlurmctldDebug=debug",
             "SlurmdDebug=debug",
             "MessageTimeout=10",
             # An empty plugstack of our own: no SPANK plugins from /etc/slurm/plugstack.conf.d.
             f"PlugStackConfig={b / 'plugstack.conf'}",
-            "ProctrackType=proctrack/cgroup",
-            "TaskPlugin=task/cgroup",
-            "PrologFlags=contain",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/none",
-            "SelectType=select/cons_tres",
-            # Cores only: memory as a consumable would let one job take the whole node.
-            "SelectTypeParameters=CR_Core",
-            "ReturnToService=2",
-            "MpiDefault=none",
-            "MailProg=/bin/true",
+            *JOB_CONF,
             *(["JobContainerType=job_container/tmpfs"] if self.job_container else []),
-            # Cancelled jobs get SIGKILL 2 s after SIGTERM (default 30), so stop() is quick.
-            "KillWait=2",
-            # Start submitted batch jobs on slurmctld's next 1 s tick, not up to 3 s later. (The very first
-            # scheduling pass still comes ~3 s after slurmctld starts: it reads this setting.)
-            "SchedulerParameters=batch_sched_delay=0",
-            # Don't drain the node when the hardware differs a little from what we declare.
-            "SlurmdParameters=config_overrides",
             # The cgroup v1 paths (/sys/fs/cgroup/<controller>/slurm_<NodeName>/uid_U/job_J) are shared by all
             # clusters on this machine with our node name: random job ids keep them out of each other's way.
             f"FirstJobId={random.randrange(10_000, 50_000_000, 10_000)}",
-            *self.extra_conf,
-            (f"NodeName={self.node_name} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 "
-             f"CPUs={cpus} State=UNKNOWN"),
-            (f"PartitionName=debug Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP "
-             "OverSubscribe=FORCE:8"),
+            *self._site_conf(),
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         (b / "plugstack.conf").write_text("")
@@ -349,11 +366,11 @@ class SlurmCluster(Daemons):
     def _ctld_up(self) -> bool:
         return self.run(["scontrol", "ping"], check=False, timeout=10).stdout.find("is UP") >= 0
 
-    def _node_idle(self) -> bool:
-        state = self.run(["sinfo", "-h", "-N", "-n", self.node_name, "-o", "%T"], check=False).stdout.strip()
+    def _node_idle(self, name: str) -> bool:
+        state = self.run(["sinfo", "-h", "-N", "-n", name, "-o", "%T"], check=False).stdout.strip()
         # "*" means not responding yet (still registering): only resume a node that answered but is unusable.
         if state.startswith(("down", "drain")) and not state.endswith("*"):
-            self.run(["scontrol", "update", f"NodeName={self.node_name}", "State=RESUME"], check=False)
+            self.run(["scontrol", "update", f"NodeName={name}", "State=RESUME"], check=False)
         return state == "idle"
 
     def stepd_pids(self, job_ids: Sequence[int] | None = None) -> list[int]:
@@ -372,6 +389,9 @@ class SlurmCluster(Daemons):
                 pids.append(int(proc.name))
         return pids
 
+    def _stepd_sockets(self) -> list[Path]:
+        return list(self.spool_dir.glob(f"{self.node_name}_*.*"))
+
     def _cancel_everything(self, timeout: float = 30.0) -> None:
         """Cancel our jobs and any other on this private cluster, then wait until their stepds are gone."""
         listed = self.run(["squeue", "-h", "-o", "%i"], check=False).stdout.split()
@@ -383,7 +403,7 @@ class SlurmCluster(Daemons):
         # them: their sockets gone, no live process titled after the jobs, and the jobs out of squeue (which
         # happens only once the node has run the epilog).
         def gone() -> bool:
-            if any(self.spool_dir.glob(f"{self.node_name}_*.*")) or self.stepd_pids(ids):
+            if self._stepd_sockets() or self.stepd_pids(ids):
                 return False
             return not self.run(["squeue", "-h", "-o", "%i"], check=False).stdout.split()
         # On a timeout stop the daemons anyway; what is left is visible in the logs.

@@ -7,7 +7,8 @@ Every instance gets a fresh PAM service name (`sat-<8 hex>`): sshd names its PAM
 of its argv[0], so running /usr/sbin/sshd through a symlink of that name in our temp dir makes it use
 /etc/pam.d/<service>, a file we write and remove. Real services (/etc/pam.d/sshd) are never read or touched.
 sshd gets its own config, host key, authorized keys and pid file in a temp dir, listens on loopback only,
-and accepts public keys only; with `keyboard_interactive=True` a login needs the key and then a
+and accepts public keys only (or, with `netns`, on addresses of a network namespace the caller made, e.g. a
+simulated node's); with `keyboard_interactive=True` a login needs the key and then a
 keyboard-interactive round, which is where sshd runs the PAM auth stack (`auth_lines`). No pytest here:
 the demo script uses this too.
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from fake_slurmd.network import in_netns, netns_path
 from fake_slurmd.processes import stop_process
 from tests.support.procs import ensure_user
 
@@ -179,7 +181,10 @@ class Sshd:
     in a line becomes the service name. `env` is merged into sshd's environment, which PAM modules loaded
     by sshd see (pam_slurm_adopt reads SLURM_CONF there; pam_exec passes only the PAM environment on to its
     command). `users` get a client key each (root always has one). Addresses in `listen` that this machine
-    lacks (IPv6 off) are dropped from `self.listen`.
+    lacks (IPv6 off) are dropped from `self.listen`. `prefix` is an argv prefix that execs sshd elsewhere
+    (a cluster's namespaces: the pid stays sshd's; ssh() cannot reach it there). With `netns` (a /run/netns
+    name or path), sshd runs in that network namespace and `listen` are addresses there (a simulated or a
+    real node's), not loopback only; `uts` (a pinned UTS namespace) gives it the host name PAM modules see.
 
     The auth stack is `auth_lines` (default: pam_permit). sshd runs it only with `keyboard_interactive`,
     and then only after the public key was accepted (AuthenticationMethods publickey,keyboard-interactive):
@@ -200,12 +205,17 @@ class Sshd:
         log_level: str = "VERBOSE",
         extra_config: Sequence[str] = (),
         start_timeout: float = 10.0,
+        prefix: Sequence[str] = (),
+        netns: str | None = None,
+        uts: Path | None = None,
     ) -> None:
         if isinstance(account_lines, str):
             raise TypeError("account_lines is a sequence of lines, not one string")
         if not account_lines:
             raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
-        for host in listen:
+        self.netns = netns
+        self.uts = uts
+        for host in listen if netns is None else ():
             _check_loopback(host)
         if log_level.upper() not in _LOG_LEVELS:
             # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
@@ -222,6 +232,7 @@ class Sshd:
         self.log_level = log_level.upper()
         self.extra_config = list(extra_config)
         self.start_timeout = start_timeout
+        self.prefix = list(prefix)
         self._check_slurm_conf()
         self._own_base = base is None
         self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix=f"sshd-{self.service}-"))
@@ -276,7 +287,7 @@ class Sshd:
         return self
 
     def _prepare(self) -> None:
-        self.listen = [host for host in self.listen if _bindable(host)]
+        self.listen = in_netns(self.netns, lambda: [host for host in self.listen if _bindable(host)])
         if not self.listen:
             raise RuntimeError("none of the listen addresses exists on this machine")
         # World-traversable: sshd reads authorized keys as the user logging in, clients run as their user.
@@ -375,13 +386,16 @@ class Sshd:
     def _launch(self) -> None:
         environ = {**os.environ, **self.env}
         for attempt in range(5):
-            self.port = _free_port(self.listen)
+            self.port = in_netns(self.netns, lambda: _free_port(self.listen))
             self._write_config()
             offset = self.log.stat().st_size if self.log.exists() else 0
             # Errors before sshd opens -E (bad config, missing /run/sshd) go to stderr: into the log as well.
             with open(self.log, "ab") as log:
+                # nsenter execs sshd: the pid is sshd's.
+                enter = [] if self.netns is None else ["nsenter", f"--net={netns_path(self.netns)}",
+                                                       *([f"--uts={self.uts}"] if self.uts else []), "--"]
                 self._proc = subprocess.Popen(
-                    [str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
+                    [*enter, *self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
                     env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
             self.pid = self._proc.pid
@@ -463,7 +477,8 @@ class Sshd:
         keyboard-interactive sshd, BatchMode is off (it would skip that method); the auth stack asks
         nothing, so the client is never prompted.
         """
-        _check_loopback(host)
+        if host not in self.listen:  # sshd's own addresses are loopback or in a namespace of the tests
+            _check_loopback(host)
         remote = command if isinstance(command, str) else shlex.join(command)
         batch = "no" if self.keyboard_interactive else "yes"
         return [
