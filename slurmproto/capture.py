@@ -108,6 +108,19 @@ def _address(family: int, packed: bytes) -> str | None:
 def frame_json(frame: Frame, munge: Any = None, keys: KeyRing | None = None) -> dict[str, Any]:
     """A decoded frame as JSON-ready data. With a MungeContext, a MUNGE credential is checked too; with
     `keys`, an auth/slurm token's signature."""
+    out = head_json(frame, munge, keys)
+    body = _plain(frame.message)
+    if isinstance(frame.message, NetworkCallerIdRequest):
+        body["source"] = str(frame.message.source)
+        body["destination"] = str(frame.message.destination)
+    out["body"] = body
+    out["body_hex"] = frame.body.hex()
+    return out
+
+
+def head_json(frame: Frame, munge: Any = None, keys: KeyRing | None = None) -> dict[str, Any]:
+    """frame_json without the body: all a frame of a message type without a schema here shows
+    (`frame.message` is not read)."""
     header = frame.header
     try:
         type_name = MsgType(header.msg_type).name
@@ -128,12 +141,6 @@ def frame_json(frame: Frame, munge: Any = None, keys: KeyRing | None = None) -> 
             out["munge"] = _check_credential(munge, cred, frame)
     else:
         out["auth"] = None
-    body = _plain(frame.message)
-    if isinstance(frame.message, NetworkCallerIdRequest):
-        body["source"] = str(frame.message.source)
-        body["destination"] = str(frame.message.destination)
-    out["body"] = body
-    out["body_hex"] = frame.body.hex()
     return out
 
 

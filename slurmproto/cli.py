@@ -3,6 +3,7 @@
     slurm-callerid [options] IP_SRC PORT_SRC IP_DST PORT_DST [4|6]
     slurm-callerid batch [options] [FILE]
     slurm-callerid decode [--hex | --raw] [--munge-socket PATH] [--key PATH] [FILE]
+    slurm-callerid decode --pcap FILE [--json] [--port N ...] [--munge-socket PATH] [--key PATH]
 
 Exit status: 0 a job was named (batch: for every query); 1 indeterminate or an error (as scontrol); 2 usage.
 No input ends in a traceback: an unexpected exception is one "internal error" line and exit status 1.
@@ -151,12 +152,19 @@ def _decode_parser() -> argparse.ArgumentParser:
     parser = _common(argparse.ArgumentParser(
         prog=f"{PROG} decode",
         description="Decode captured Slurm frames (whole TCP payloads, length prefix included) to JSON. "
-                    "Input: hex or raw bytes, or a JSON file whose *_hex lists hold frames. Credentials are "
-                    "checked with munged, found like a query does."))
-    parser.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
+                    "Input: hex or raw bytes, a JSON file whose *_hex lists hold frames, or a capture file "
+                    "(--pcap). Credentials are checked with munged, found like a query does."))
+    parser.add_argument("file", nargs="?", help="input file (default: stdin)")
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--hex", action="store_true", help="input is hex")
     form.add_argument("--raw", action="store_true", help="input is raw bytes")
+    form.add_argument("--pcap", metavar="FILE",
+                      help="a pcap or pcapng capture: every Slurm frame of its TCP connections to --port")
+    parser.add_argument("--port", type=_arg(port_number), action="append",
+                        help="with --pcap: a Slurm port (repeatable; default: SlurmdPort and SlurmctldPort of "
+                             "--conf, else 6818 and 6817)")
+    parser.add_argument("--json", action="store_true",
+                        help="with --pcap: one JSON object a line (without --pcap the output is JSON)")
     parser.add_argument("--no-munge", action="store_true", help="do not try to decode credentials")
     parser.add_argument("--key", metavar="PATH",
                         help="auth/slurm: check tokens' signatures with this slurm.key or slurm.jwks (default: "
@@ -187,9 +195,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["decode"]:
-        from slurmproto.capture import run as decode
+        parser = _decode_parser()
+        args = parser.parse_args(argv[1:])
+        if args.pcap is None:
+            from slurmproto.capture import run as decode
 
-        return decode(_decode_parser().parse_args(argv[1:]))
+            if args.port:
+                parser.error("--port goes with --pcap")
+            args.file = args.file or "-"
+            return decode(args)
+        if args.file is not None:
+            parser.error("a FILE and --pcap FILE: give one input")
+        from slurmproto.pcapdecode import run as decode_pcap
+
+        return decode_pcap(args)
     if argv[:1] == ["batch"]:
         return _batch(_batch_parser().parse_args(argv[1:]))
     parser = _parser()

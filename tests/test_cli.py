@@ -227,6 +227,12 @@ BATTERY: dict[str, tuple[list[str], int]] = {
     "decode-binary": (["decode", "--no-munge", "{binary}"], 1),
     "decode-munged-missing": (["decode", "--munge-socket", "{missing}", "{frame}"], 1),
     "decode-conf-missing": (["decode", "--conf", "{missing}", "{frame}"], 1),
+    **{f"decode-pcap-{name}": (["decode", "--no-munge", "--pcap", path], 1)
+       for name, path in (("missing", "{missing}"), ("directory", "{dir}"), ("dev-zero", "/dev/zero"),
+                          ("empty", "{empty}"), ("binary", "{binary}"), ("nested", "{nested}"),
+                          ("frame", "{frame}"))},
+    "decode-pcap-and-file": (["decode", "--pcap", "{frame}", "{frame}"], 2),
+    "decode-pcap-port-text": (["decode", "--pcap", "{frame}", "--port", "x"], 2),
 }
 
 

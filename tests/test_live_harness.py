@@ -1,16 +1,14 @@
-"""The chroot cluster harness itself (tests/support/chroot_cluster.py, namespaces.py, packets.py): its own state
-per cluster, everything removed at stop, and the frame reassembly."""
+"""The chroot cluster harness itself (tests/support/chroot_cluster.py, namespaces.py): its own state per
+cluster, everything removed at stop. The reassembly behind its captures is tested in tests/test_pcap.py."""
 
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
 import pytest
 
 from tests.support.chroot_cluster import ChrootCluster, missing_reason
-from tests.support.packets import TCP_FIN, TCP_SYN, Segment, _Direction, parse_segment, split_frames
 
 
 def _alive(pid: int) -> bool:
@@ -41,34 +39,3 @@ def test_a_second_cluster_of_one_chroot_has_its_own_state_and_leaves_nothing(slu
     assert not any(path.exists() for path in made)
     assert str(second.state) not in Path("/proc/self/mountinfo").read_text()
     assert slurm_2411.run(["scontrol", "ping"]).returncode == 0  # the session's cluster is still up
-
-
-# -- reassembly, without root --------------------------------------------------------------------------------
-
-
-def _packet(sport: int, dport: int, seq: int, flags: int, payload: bytes) -> bytes:
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, bytes([127, 0, 0, 1]),
-                     bytes([127, 0, 0, 1]))
-    return bytes(12) + b"\x08\x00" + ip + tcp
-
-
-def test_segments_reassemble_in_order_once() -> None:
-    direction = _Direction()
-    for seq, flags, data in ((99, TCP_SYN, b""), (106, 0, b"world"), (100, 0, b"hello "), (100, 0, b"hello "),
-                             (111, TCP_FIN, b"")):
-        seg = parse_segment(_packet(40000, 6818, seq, flags, data))
-        assert isinstance(seg, Segment) and seg.dst == ("127.0.0.1", 6818)
-        direction.add(seg)
-    assert direction.data() == b"hello world" and direction.fin
-
-
-def test_split_frames_keeps_prefixes_and_drops_a_partial_tail() -> None:
-    one, two = b"\x00\x00\x00\x02ab", b"\x00\x00\x00\x01c"
-    assert split_frames(one + two + b"\x00\x00\x00\x09xy") == [one, two]
-    assert split_frames(b"HTTP/1.1 405") == []
-
-
-def test_other_packets_are_not_segments() -> None:
-    assert parse_segment(bytes(12) + b"\x08\x06" + bytes(40)) is None  # ARP
-    assert parse_segment(b"short") is None

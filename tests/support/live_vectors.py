@@ -10,15 +10,21 @@ tests/vectors/live).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pwd
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection
 from tests.support.chroot_files import AUTHS, SSHD_PORT
-from tests.support.packets import Exchange, msg_type
+from tests.support.packets import Exchange, conversation, msg_type, pcap_file, pcapng_file
 
 OWNER, OTHER = "alice", "bob"
 UNKNOWN_PORT = 1
@@ -28,6 +34,7 @@ KEPT_TYPES = {5035, 2013}
 CALLERID_CASES = (("root", "root", False), ("owner", OWNER, False), ("other", OTHER, False),
                   ("unknown", "root", True))
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "live"
+GOLDEN = Path(__file__).resolve().parents[1] / "vectors" / "slurm-22.05.8-callerid.json"
 
 
 def _exchange_json(exchange: Exchange) -> dict[str, Any]:
@@ -61,6 +68,78 @@ def record(cluster: ChrootCluster, held: HeldConnection) -> dict[str, Any]:
     cases.append(_case("pam_slurm_adopt", "root", f"{OWNER} logs in over ssh (port {SSHD_PORT}) from a step of "
                        "the job; sshd's pam_slurm_adopt asks slurmd", result, cap.exchanges()))
     return _document(cluster, held, cases)
+
+
+Exchanged = tuple[str, tuple[str, int], tuple[str, int], bytes, bytes]
+
+
+def vector_exchanges() -> list[Exchanged]:
+    """(name, client, server, bytes sent, bytes received) of every exchange of tests/vectors/live and of the
+    22.05.8 golden vectors (which name no endpoints: each gets a client port of its own)."""
+    found: list[Exchanged] = []
+    for path in sorted(VECTORS.glob("*.json")):
+        doc = json.loads(path.read_text())
+        for case in doc["cases"]:
+            for ex in case["exchanges"]:
+                found.append((f"{path.stem}/{case['case']}", (ex["client"][0], ex["client"][1]),
+                              (ex["server"][0], ex["server"][1]), b"".join(map(bytes.fromhex, ex["request_hex"])),
+                              b"".join(map(bytes.fromhex, ex["response_hex"]))))
+    for i, ex in enumerate(json.loads(GOLDEN.read_text())["exchanges"]):
+        found.append((f"22.05.8/{i}", ("127.0.0.1", 40000 + i), ("127.0.0.1", 6818),
+                      b"".join(map(bytes.fromhex, ex["request_hex"])),
+                      b"".join(map(bytes.fromhex, ex["response_hex"]))))
+    return found
+
+
+def as_ipv6(end: tuple[str, int]) -> tuple[str, int]:
+    """An IPv4 endpoint moved to IPv6 (loopback to ::1, others IPv4-mapped)."""
+    return ("::1" if end[0] == "127.0.0.1" else f"::ffff:{end[0]}", end[1])
+
+
+def vector_capture(linktype: int, ipv6: bool, form: str, **shape: Any) -> bytes:
+    """Every vector exchange as a TCP connection of its own (`conversation(**shape)`), a second apart, in a
+    capture file of `form`: "pcap", "pcap-ns" (nanosecond stamps, big-endian) or "pcapng"."""
+    packets = []
+    for i, (_, client, server, sent, received) in enumerate(vector_exchanges()):
+        if ipv6:
+            client, server = as_ipv6(client), as_ipv6(server)
+        packets += conversation(client, server, sent, received, start=1_700_000_000 + i, linktype=linktype,
+                                **shape)
+    if form == "pcapng":
+        return pcapng_file(packets, linktype)
+    return pcap_file(packets, linktype, nanos=form == "pcap-ns", big_endian=form == "pcap-ns")
+
+
+def callerid_capture(cluster: ChrootCluster, held: HeldConnection,
+                     dumpcap: Path | None = None) -> tuple[bytes, list[Exchange]]:
+    """`scontrol callerid` as root for the held connection, as a pcap file of what crossed lo, and the
+    exchanges the capture reassembled. With `dumpcap`, Wireshark's dumpcap also captures lo into that
+    file (pcapng, as libpcap sees it) meanwhile."""
+    args = [held.client[0], str(held.client[1]), held.server[0], str(held.server[1])]
+    with cluster.capture() as cap, _dumpcap(cluster, dumpcap):
+        result = cluster.run(["scontrol", "callerid", *args], check=False)
+    assert result.returncode == 0, result.stderr
+    return pcap_file(cap.packets), cap.exchanges()
+
+
+@contextlib.contextmanager
+def _dumpcap(cluster: ChrootCluster, path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    argv = cluster.in_netns(["dumpcap", "-q", "-i", "lo", "-f", "tcp port 6818", "-w", str(path)])
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (path.exists() and path.stat().st_size > 0):  # the section and interface blocks: capturing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        yield
+        time.sleep(0.5)  # what crossed lo reaches dumpcap's buffer
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: ip netns exec and dumpcap
+        proc.communicate(timeout=20)
 
 
 def _document(cluster: ChrootCluster, held: HeldConnection, cases: list[dict[str, Any]]) -> dict[str, Any]:

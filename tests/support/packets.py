@@ -1,10 +1,10 @@
 """What crosses `lo` of a network namespace to and from one TCP port, as whole Slurm frames.
 
 `PacketCapture` reads an AF_PACKET socket opened inside the namespace (tests/support/namespaces.py) in a
-thread of its own, keeps the TCP segments of connections with `port` on one side, and reassembles each
-connection into `Exchange`s: the bytes each side sent, split into frames by their u32 length prefix
-(prefix included, as the golden vectors hold them). Loopback hands every packet to packet sockets twice
-(outgoing and incoming); only the incoming copy is kept.
+thread of its own, keeps the packets of TCP connections with `port` on one side (`packets`, for a pcap
+file), and reassembles each connection (slurmproto.pcap.Reassembler) into `Exchange`s: the bytes each side
+sent, split into frames by their u32 length prefix (prefix included, as the golden vectors hold them).
+Loopback hands every packet to packet sockets twice (outgoing and incoming); only the incoming copy is kept.
 """
 
 from __future__ import annotations
@@ -15,87 +15,32 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from slurmproto.pcap import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_SYN,
+    Endpoint,
+    Packet,
+    Reassembler,
+    parse_segment,
+    split_frames,
+)
 from tests.support.namespaces import NetNs
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-ETH_HEADER = 14
-TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
-Endpoint = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class Segment:
-    src: Endpoint
-    dst: Endpoint
-    seq: int
-    flags: int
-    payload: bytes
-
-
-def parse_segment(packet: bytes) -> Segment | None:
-    """The TCP segment of an Ethernet frame carrying IPv4 or IPv6 (None for anything else)."""
-    if len(packet) < ETH_HEADER + 20:
-        return None
-    ethertype = int.from_bytes(packet[12:14], "big")
-    ip = packet[ETH_HEADER:]
-    if ethertype == 0x0800 and ip[9] == 6:
-        header = (ip[0] & 0x0F) * 4
-        total = int.from_bytes(ip[2:4], "big")
-        src, dst = ipaddress.ip_address(ip[12:16]), ipaddress.ip_address(ip[16:20])
-        tcp = ip[header:total]
-    elif ethertype == 0x86DD and ip[6] == 6 and len(ip) >= 40:
-        total = 40 + int.from_bytes(ip[4:6], "big")
-        src, dst = ipaddress.ip_address(ip[8:24]), ipaddress.ip_address(ip[24:40])
-        tcp = ip[40:total]
-    else:
-        return None
-    if len(tcp) < 20:
-        return None
-    sport, dport, seq = struct.unpack("!HHI", tcp[:8])
-    offset = (tcp[12] >> 4) * 4
-    return Segment((str(src), sport), (str(dst), dport), seq, tcp[13], tcp[offset:])
-
-
-def split_frames(stream: bytes) -> list[bytes]:
-    """Length-prefixed frames of a byte stream, prefix included; a partial last frame is left out."""
-    frames, at = [], 0
-    while len(stream) - at >= 4:
-        end = at + 4 + int.from_bytes(stream[at:at + 4], "big")
-        if end > len(stream):
-            break
-        frames.append(stream[at:end])
-        at = end
-    return frames
-
-
-@dataclass
-class _Direction:
-    isn: int | None = None
-    chunks: dict[int, bytes] = field(default_factory=dict)
-    fin: bool = False
-
-    def add(self, seg: Segment) -> None:
-        if seg.flags & TCP_SYN:
-            self.isn = (seg.seq + 1) & 0xFFFFFFFF
-        elif self.isn is None:
-            self.isn = seg.seq  # the capture began after the handshake
-        if seg.payload:
-            self.chunks.setdefault((seg.seq - self.isn) & 0xFFFFFFFF, seg.payload)
-        if seg.flags & TCP_FIN:
-            self.fin = True
-
-    def data(self) -> bytes:
-        out = bytearray()
-        for offset in sorted(self.chunks):
-            chunk = self.chunks[offset]
-            if offset + len(chunk) > len(out):  # retransmissions overlap what we have
-                out += chunk[max(0, len(out) - offset):]
-        return bytes(out)
 
 
 @dataclass
@@ -130,18 +75,67 @@ def header_version(frame: bytes) -> int:
     return int.from_bytes(frame[4:6], "big")
 
 
-@dataclass
-class _Connection:
-    client: Endpoint
-    server: Endpoint
-    began: float
-    up: _Direction = field(default_factory=_Direction)
-    down: _Direction = field(default_factory=_Direction)
-    reset: bool = False
+# -- building packets and capture files (for the pcap tests) -------------------------------------------------
 
-    def exchange(self) -> Exchange:
-        return Exchange(self.client, self.server, self.up.data(), self.down.data(), self.up.fin, self.down.fin,
-                        self.reset, self.began)
+
+def tcp_packet(src: Endpoint, dst: Endpoint, seq: int, flags: int, payload: bytes = b"",
+               linktype: int = LINKTYPE_ETHERNET, ack: int = 0) -> bytes:
+    """A link-layer frame of `linktype` carrying one TCP segment over IPv4 or IPv6 (by the addresses)."""
+    tcp = struct.pack("!HHIIBBHHH", src[1], dst[1], seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0,
+                      0) + payload
+    a, b = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
+    if a.version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, a.packed, b.packed) + tcp
+        ethertype = 0x0800
+    else:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, a.packed, b.packed) + tcp
+        ethertype = 0x86DD
+    if linktype == LINKTYPE_ETHERNET:
+        return bytes(12) + ethertype.to_bytes(2, "big") + ip
+    if linktype == LINKTYPE_LINUX_SLL:
+        return struct.pack("!HHH8sH", 0, 772, 6, bytes(8), ethertype) + ip
+    if linktype == LINKTYPE_LINUX_SLL2:
+        return struct.pack("!HHIHBB8s", ethertype, 0, 1, 772, 0, 6, bytes(8)) + ip
+    if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
+        return ip
+    if linktype == LINKTYPE_NULL:
+        return (2 if a.version == 4 else 30).to_bytes(4, "little") + ip
+    raise ValueError(f"no builder for link type {linktype}")
+
+
+def pcap_file(packets: Iterable[tuple[float, bytes]], linktype: int = LINKTYPE_ETHERNET, nanos: bool = False,
+              big_endian: bool = False, snaplen: int = 262144) -> bytes:
+    """A classic pcap file of (time, frame) pairs; frames longer than `snaplen` are cut as tcpdump -s does."""
+    order = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    for stamp, frame in packets:
+        frac = round(stamp % 1 * (1e9 if nanos else 1e6))
+        cut = frame[:snaplen]
+        out.append(struct.pack(order + "IIII", int(stamp), frac, len(cut), len(frame)) + cut)
+    return b"".join(out)
+
+
+def pcapng_file(packets: Iterable[tuple[float, bytes]], linktype: int = LINKTYPE_ETHERNET,
+                big_endian: bool = False, block_type: int = 6) -> bytes:
+    """A pcapng file (one section, one interface with nanosecond stamps) of (time, frame) pairs, in
+    enhanced (6), obsolete (2) or simple (3, no time stamps) packet blocks."""
+    order = ">" if big_endian else "<"
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack(order + "II", kind, 12 + len(body)) + body + struct.pack(order + "I", 12 + len(body))
+
+    tsresol = struct.pack(order + "HHB3x", 9, 1, 9) + struct.pack(order + "HH", 0, 0)
+    out = [block(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1)),
+           block(1, struct.pack(order + "HHI", linktype, 0, 262144) + tsresol)]
+    for stamp, frame in packets:
+        ticks = round(stamp * 1e9)
+        head = {6: struct.pack(order + "IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)),
+                2: struct.pack(order + "HHIIII", 0, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)),
+                3: struct.pack(order + "I", len(frame))}[block_type]
+        out.append(block(block_type, head + frame))
+    return b"".join(out)
 
 
 class PacketCapture:
@@ -150,7 +144,10 @@ class PacketCapture:
     def __init__(self, netns: NetNs, port: int) -> None:
         self.netns = netns
         self.port = port
-        self._connections: dict[tuple[Endpoint, Endpoint], _Connection] = {}
+        self._reassembler = Reassembler({port})
+        self._streams: dict[tuple[int, bool], bytearray] = {}
+        self.packets: list[tuple[float, bytes]] = []
+        """Every packet of those connections, with its time: `pcap_file(cap.packets)` writes a capture."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_packet = 0.0
@@ -179,19 +176,17 @@ class PacketCapture:
             if address[2] != PACKET_OUTGOING:
                 self._keep(packet)
 
-    def _keep(self, packet: bytes) -> None:
-        seg = parse_segment(packet)
+    def _keep(self, frame: bytes) -> None:
+        seg = parse_segment(frame)
         if seg is None or self.port not in (seg.src[1], seg.dst[1]):
             return
-        upward = seg.dst[1] == self.port
-        key = (seg.src, seg.dst) if upward else (seg.dst, seg.src)
         with self._lock:
+            packet = Packet(len(self.packets) + 1, time.time(), LINKTYPE_ETHERNET, frame, len(frame))
+            self.packets.append((packet.time, frame))
             self._last_packet = time.monotonic()
-            conn = self._connections.get(key)
-            if conn is None:
-                conn = self._connections[key] = _Connection(key[0], key[1], time.time())
-            (conn.up if upward else conn.down).add(seg)
-            conn.reset |= bool(seg.flags & TCP_RST)
+            piece = self._reassembler.add(seg, packet)
+            if piece is not None:
+                self._streams.setdefault((piece.connection.number, piece.upward), bytearray()).extend(piece.data)
 
     def settle(self, quiet: float = 0.5, timeout: float = 3.0) -> None:
         """Until the reader found the socket empty after this call began (everything sent before it is read)
@@ -199,7 +194,7 @@ class PacketCapture:
         began = time.monotonic()
         while time.monotonic() < began + timeout:
             with self._lock:
-                ended = all(c.reset or (c.up.fin and c.down.fin) for c in self._connections.values())
+                ended = all(c.ended for c in self._reassembler.all_connections())
                 drained, silent = self._drained > began, time.monotonic() - self._last_packet
             if drained and (ended or silent > quiet):
                 return
@@ -207,8 +202,9 @@ class PacketCapture:
 
     def exchanges(self) -> list[Exchange]:
         with self._lock:
-            found = [c.exchange() for c in self._connections.values()]
-        return sorted(found, key=lambda e: e.began)
+            return [Exchange(c.client, c.server, bytes(self._streams.get((c.number, True), b"")),
+                             bytes(self._streams.get((c.number, False), b"")), c.up.fin, c.down.fin, c.reset,
+                             c.began) for c in self._reassembler.all_connections()]
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -225,3 +221,27 @@ class PacketCapture:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def conversation(client: Endpoint, server: Endpoint, sent: bytes, received: bytes, *, start: float = 1.0,
+                 mss: int = 1460, reorder: bool = False, retransmit: bool = False,
+                 linktype: int = LINKTYPE_ETHERNET) -> list[tuple[float, bytes]]:
+    """The packets of one TCP connection: handshake, `sent` then `received` in segments of `mss` bytes,
+    FINs. `reorder` swaps each pair of data segments; `retransmit` sends every data segment twice."""
+    c_isn, s_isn = 0xFFFFFF00, 1000  # the client's sequence numbers wrap around 2**32
+
+    def segments(src: Endpoint, dst: Endpoint, isn: int, data: bytes, ack: int) -> list[bytes]:
+        out = [tcp_packet(src, dst, isn + 1 + at, TCP_ACK, data[at:at + mss], linktype, ack)
+               for at in range(0, len(data), mss)]
+        if reorder:
+            for i in range(0, len(out) - 1, 2):
+                out[i], out[i + 1] = out[i + 1], out[i]
+        return [p for p in out for _ in range(2 if retransmit else 1)]
+
+    frames = [tcp_packet(client, server, c_isn, TCP_SYN, b"", linktype),
+              tcp_packet(server, client, s_isn, TCP_SYN | TCP_ACK, b"", linktype, c_isn + 1),
+              *segments(client, server, c_isn, sent, s_isn + 1),
+              *segments(server, client, s_isn, received, c_isn + 1 + len(sent)),
+              tcp_packet(server, client, s_isn + 1 + len(received), TCP_FIN | TCP_ACK, b"", linktype),
+              tcp_packet(client, server, c_isn + 1 + len(sent), TCP_FIN | TCP_ACK, b"", linktype)]
+    return [(start + i / 1000, frame) for i, frame in enumerate(frames)]
