@@ -86,7 +86,8 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0, jwks: bool = False) -> None:
+                 start_timeout: float = 60.0, jwks: bool = False, chroot: str | None = None) -> None:
+        """`chroot`: another chroot of scripts/build-chroots by its directory name (default: the release's)."""
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if jwks and auth != "slurm":
@@ -94,8 +95,9 @@ class ChrootCluster(Daemons):
         self.release = release
         self.auth = auth
         self.jwks = jwks
-        self.chroot = chroot_dir(release)
-        self.name = f"sat-{RELEASES[release]}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
+        chroot = chroot or RELEASES[release]
+        self.chroot = CHROOTS / chroot
+        self.name = f"sat-{chroot}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
         self.root = self.state / "root"
         """The cluster's own root: the overlay of the chroot."""
@@ -147,12 +149,7 @@ class ChrootCluster(Daemons):
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._lock_chroot()
-        self._mount_root()
-        self.ns.create()
-        pin_uts(self.uts, NODE)
-        self.cgroups.create()
-        self._mount_inside()
+        self._enter()
         self._prepare()
         self.syslog.start()
         if self.auth == "munge":
@@ -165,6 +162,15 @@ class ChrootCluster(Daemons):
         self._spawn("sshd", ["/usr/sbin/sshd", "-D", "-f", files.SSHD_CONFIG, "-E", "/var/log/sshd.log"])
         self._wait(self._node_idle, f"{NODE} idle")
         self._wait(lambda: f"port {SSHD_PORT}" in self._read("/var/log/sshd.log"), "sshd listening")
+
+    def _enter(self) -> None:
+        """The overlay, namespaces, cgroups and mounts: a node of our own, nothing started in it yet."""
+        self._lock_chroot()
+        self._mount_root()
+        self.ns.create()
+        pin_uts(self.uts, NODE)
+        self.cgroups.create()
+        self._mount_inside()
 
     def _lock_chroot(self) -> None:
         """A shared lock on the chroot's .lock: scripts/build-chroots replaces a chroot only under an
@@ -476,10 +482,13 @@ class ChrootCluster(Daemons):
         except OSError:
             return ""
 
+    LOGS = ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log", "/var/log/slurmctld.out",
+            "/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log")
+    """The daemons' logs, inside, that log_tails() shows."""
+
     def log_tails(self, lines: int = 30) -> str:
         parts = []
-        for name in ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log", "/var/log/slurmctld.out",
-                     "/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log"):
+        for name in self.LOGS:
             text = self._read(name).splitlines()[-lines:]
             if text:
                 parts.append(f"--- {name}:\n" + "\n".join(text))
