@@ -98,7 +98,7 @@ def slurm_callerid() -> str:
         *paragraphs("0: a job was named. 1: the answer is indeterminate (no such connection, or a job of "
                     "another user), or the query failed (the reason on stderr, in one line). 2: a usage "
                     "error."),
-        ".SH SEE ALSO", "\\fBslurm-adopt\\fR(8), \\fBscontrol\\fR(1)",
+        ".SH SEE ALSO", "\\fBslurm\\-adopt\\fR(8), \\fBscontrol\\fR(1)",
     ])
 
 
@@ -108,7 +108,7 @@ def fake_slurmd() -> str:
         ".SH SYNOPSIS", *usage(parser),
         ".SH DESCRIPTION", *paragraphs(parser.description or ""), *paragraphs(parser.epilog or ""),
         ".SH OPTIONS", *options(parser),
-        ".SH SEE ALSO", "\\fBslurm-callerid\\fR(1), \\fBslurm-adopt\\fR(8)",
+        ".SH SEE ALSO", "\\fBslurm\\-callerid\\fR(1), \\fBslurm\\-adopt\\fR(8)",
     ])
 
 
@@ -144,7 +144,7 @@ def slurm_adopt() -> str:
         *options(parser),
         ".SH FILES", ".TP", "/etc/slurm/slurm.conf, /run/slurm/conf/slurm.conf",
         "slurm.conf, unless conf= names another (SLURM_CONF is never read).",
-        ".SH SEE ALSO", "\\fBpam_exec\\fR(8), \\fBslurm-callerid\\fR(1), \\fBfake-slurmd\\fR(1)",
+        ".SH SEE ALSO", "\\fBpam_exec\\fR(8), \\fBslurm\\-callerid\\fR(1), \\fBfake\\-slurmd\\fR(1)",
     ])
 
 

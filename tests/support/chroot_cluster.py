@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import itertools
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -224,14 +225,19 @@ class ChrootCluster(Daemons):
             path.mkdir(parents=True, exist_ok=True)
             subprocess.run([*prefix, "mount", *argv, str(path)], check=True)
 
+    def _users_and_hosts(self) -> list[pwd.struct_passwd]:
+        """No state of an earlier run; our users with the host's ids; /etc/hosts naming the node."""
+        files.clear_state(self.root)
+        entries = [ensure_user(user) for user in self.users]
+        for entry in entries:
+            files.add_user(self.root, entry)
+        self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
+        return entries
+
     def _prepare(self) -> None:
         """Users with the host's ids, this cluster's key, config, sshd files, the daemons' dirs."""
         root = self.root
-        files.clear_state(root)
-        entries = [ensure_user(user) for user in self.users]
-        for entry in entries:
-            files.add_user(root, entry)
-        self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
+        entries = self._users_and_hosts()
         self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth))
         self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
         if self.auth == "munge":

@@ -24,7 +24,6 @@ from tests.support.chroot_cluster import CHROOTS, CONF, MUNGE_SOCKET, ChrootClus
 from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, SSHD_PORT
 from tests.support.deploy import DEBIAN_COMMON_ACCOUNT, README_ADMIN_GROUP, lockout_safe_stanza
 from tests.support.namespaces import OwnCgroups
-from tests.support.procs import ensure_user
 
 CHROOT = "deb12"
 """scripts/build-chroots' name for the clean Debian 12."""
@@ -96,11 +95,7 @@ class PackageNode(ChrootCluster):
 
     def _prepare(self) -> None:
         root = self.root
-        files.clear_state(root)
-        entries = [ensure_user(user) for user in self.users]
-        for entry in entries:
-            files.add_user(root, entry)
-        self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
+        entries = self._users_and_hosts()
         files.munge_key(root)
         files.sshd_files(root, entries)
         self.host_path("/etc/pam.d/sshd").write_text(pam_sshd())
