@@ -71,6 +71,8 @@ def test_commands_run(node: PackageNode) -> None:
     assert helped.stdout.startswith("usage: slurm-adopt") and "action_no_jobs" in helped.stdout
     checked = node.run(["slurm-adopt", "--check-config", "conf=/etc/slurm/slurm.conf"], check=False)
     assert checked.returncode == 0, (checked.stdout, checked.stderr)
+    bare = node.run(["slurm-adopt"], check=False)  # at a shell: how to write the pam.d line, for this install
+    assert bare.returncode == 2 and " /usr/bin/python3 -I -m adopt " in bare.stderr, bare.stderr
 
 
 def _fake_log(node: PackageNode, event: str, **match: object) -> list[dict[str, object]]:
