@@ -64,9 +64,9 @@ def options(parser: argparse.ArgumentParser) -> list[str]:
     """Each argument and option of `parser` (help included) as a tagged paragraph."""
     out: list[str] = []
     for action in parser._actions:
-        text = action.help or ""
-        if action.choices and action.option_strings:
-            text += f" One of: {', '.join(map(str, action.choices))}."
+        text = (action.help or "").strip()
+        if text and not text.endswith((".", ")")):
+            text += "."
         if action.option_strings and action.default not in (None, False, argparse.SUPPRESS, [], ""):
             text += f" Default: {action.default}."
         out += [".TP", "\\fB" + esc(invocation(action)) + "\\fR", esc(text.strip() or "(see above)")]
@@ -74,8 +74,13 @@ def options(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def usage(parser: argparse.ArgumentParser) -> list[str]:
-    text = " ".join(parser.format_usage().removeprefix("usage: ").split())
-    return [".PP", ".nf", esc(text), ".fi"]
+    """argparse's usage line, filled to the reader's width (a hanging indent for the continuation); lines
+    break between bracketed groups, never inside one."""
+    text, depth, out = " ".join(parser.format_usage().removeprefix("usage: ").split()), 0, []
+    for char in esc(text):
+        depth += (char == "[") - (char == "]")
+        out.append("\\~" if char == " " and depth else char)
+    return [".HP 4", "".join(out)]
 
 
 def page(name: str, section: int, summary: str, body: Iterable[str]) -> str:
@@ -120,8 +125,8 @@ def slurm_adopt() -> str:
         hook_options += [".TP", f"\\fB{esc(option.name)}\\fR=\\fIVALUE\\fR{esc(whose)}",
                          esc(f"{option.doc}. Values (default first): {option.values}.")]
     return page("slurm-adopt", 8, "pam_slurm_adopt as a pam_exec hook", [
-        ".SH SYNOPSIS", ".PP", ".nf", esc(PAM_LINE.format(python="/usr/bin/python3") + " [OPTION=VALUE...]"),
-        ".fi", *usage(parser),
+        ".SH SYNOPSIS", ".HP 4", esc(PAM_LINE.format(python="/usr/bin/python3") + " [OPTION=VALUE...]"),
+        *usage(parser),
         ".SH DESCRIPTION", *paragraphs(parser.description or ""),
         *paragraphs("Run by pam_exec in sshd's account stack, it lets a user in who has a job on this node "
                     "and adopts the login's sshd process into the job the connection comes from (asking the "
