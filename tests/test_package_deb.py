@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from Crypto.Hash import KangarooTwelve
 
 from tests.support.package_node import JOBS, PackageNode, missing_reason
 
@@ -62,6 +63,15 @@ def test_installed_with_debian_python(node: PackageNode) -> None:
     assert where[0] == "/usr" and all(f.startswith("/usr/lib/python3/dist-packages/") for f in where[1:]), where
     for command in COMMANDS:
         assert node.run(["head", "-n1", f"/usr/bin/{command}"]).stdout.strip() == "#!/usr/bin/python3"
+
+
+def test_kangarootwelve_of_every_size_without_a_crypto_library(node: PackageNode) -> None:
+    """Debian 12 has no K12 (hashlib, python3-pycryptodome 3.11): the package's own covers the tree mode."""
+    code = ("import sys; from slurmproto.k12 import kangarootwelve; print(kangarootwelve(bytes(range(256)) * 100, "
+            "b'c', 40).hex()); print([m for m in sys.modules if m.split('.')[0] in ('Crypto', 'Cryptodome')])")
+    digest, imported = node.run(["/usr/bin/python3", "-I", "-c", code]).stdout.split()
+    assert digest == KangarooTwelve.new(data=bytes(range(256)) * 100, custom=b"c").read(40).hex()
+    assert imported == "[]"
 
 
 def test_commands_run(node: PackageNode) -> None:
