@@ -24,10 +24,10 @@ from adopt.hook import ALLOW, exit_status, run
 from adopt.options import LOG_LEVELS, OPTIONS, Options, parse_options
 
 USAGE = 2
-NOT_UNDER_PAM = (
+NOT_UNDER_PAM = (  # {python}: this installation's interpreter (a venv's, or /usr/bin/python3 from a package)
     "slurm-adopt: not run by pam_exec (no PAM_TYPE in the environment): nothing done.\n"
     "  In /etc/pam.d/sshd:  account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE "
-    "-u __PYVENV_LAUNCHER__ /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]\n"
+    "-u __PYVENV_LAUNCHER__ {python} -I -m adopt [OPTIONS...]\n"
     "  To see what a login would get:  slurm-adopt --explain --user USER --connection \"RIP RPORT LIP LPORT\" "
     "[OPTIONS...]\n"
     "  To check this node:  slurm-adopt --check-config [OPTIONS...]")
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     if args.print_pam_module:
         print(pam_module_path())
         return 0
-    print(NOT_UNDER_PAM, file=sys.stderr)
+    print(NOT_UNDER_PAM.format(python=os.path.join(sys.prefix, "bin", "python3")), file=sys.stderr)
     return USAGE
 
 

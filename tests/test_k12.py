@@ -1,6 +1,9 @@
-"""Our short-input KangarooTwelve against pycryptodome's and the published test vector."""
+"""Our KangarooTwelve (single sponge and tree mode) against pycryptodome's and the published test vector."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 from Crypto.Hash import KangarooTwelve
 from hypothesis import given, settings
@@ -28,7 +31,23 @@ def test_matches_pycryptodome(message: bytes, custom: bytes, length: int) -> Non
 
 
 def test_chunk_boundary_and_tree_mode() -> None:
-    for size in (CHUNK - 4, CHUNK - 3, CHUNK - 2, CHUNK, 3 * CHUNK + 5):
+    for size in (CHUNK - 4, CHUNK - 3, CHUNK - 2, CHUNK, CHUNK + 1, 2 * CHUNK - 3, 2 * CHUNK, 3 * CHUNK + 5):
         message = bytes(range(251)) * (size // 251 + 1)
         message = message[:size]
         assert kangarootwelve(message, b"\x13\xab") == KangarooTwelve.new(data=message, custom=b"\x13\xab").read(32)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(CHUNK - 3, 4 * CHUNK), st.binary(max_size=300), st.integers(1, 200))
+def test_tree_mode_matches_pycryptodome(size: int, custom: bytes, length: int) -> None:
+    message = bytes(range(251)) * (size // 251 + 1)
+    assert kangarootwelve(message[:size], custom, length) == (
+        KangarooTwelve.new(data=message[:size], custom=custom).read(length))
+
+
+def test_no_crypto_library_for_any_size() -> None:
+    """Debian 12's pycryptodome (3.11, as Cryptodome) has no K12: long inputs must not need one either."""
+    code = ("import sys; from slurmproto.k12 import kangarootwelve; kangarootwelve(bytes(5 * 8192), b'c'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('Crypto', 'Cryptodome')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import itertools
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -86,7 +87,8 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0, jwks: bool = False) -> None:
+                 start_timeout: float = 60.0, jwks: bool = False, chroot: str | None = None) -> None:
+        """`chroot`: another chroot of scripts/build-chroots by its directory name (default: the release's)."""
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if jwks and auth != "slurm":
@@ -94,8 +96,9 @@ class ChrootCluster(Daemons):
         self.release = release
         self.auth = auth
         self.jwks = jwks
-        self.chroot = chroot_dir(release)
-        self.name = f"sat-{RELEASES[release]}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
+        chroot = chroot or RELEASES[release]
+        self.chroot = CHROOTS / chroot
+        self.name = f"sat-{chroot}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
         self.root = self.state / "root"
         """The cluster's own root: the overlay of the chroot."""
@@ -147,12 +150,7 @@ class ChrootCluster(Daemons):
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._lock_chroot()
-        self._mount_root()
-        self.ns.create()
-        pin_uts(self.uts, NODE)
-        self.cgroups.create()
-        self._mount_inside()
+        self._enter()
         self._prepare()
         self.syslog.start()
         if self.auth == "munge":
@@ -165,6 +163,15 @@ class ChrootCluster(Daemons):
         self._spawn("sshd", ["/usr/sbin/sshd", "-D", "-f", files.SSHD_CONFIG, "-E", "/var/log/sshd.log"])
         self._wait(self._node_idle, f"{NODE} idle")
         self._wait(lambda: f"port {SSHD_PORT}" in self._read("/var/log/sshd.log"), "sshd listening")
+
+    def _enter(self) -> None:
+        """The overlay, namespaces, cgroups and mounts: a node of our own, nothing started in it yet."""
+        self._lock_chroot()
+        self._mount_root()
+        self.ns.create()
+        pin_uts(self.uts, NODE)
+        self.cgroups.create()
+        self._mount_inside()
 
     def _lock_chroot(self) -> None:
         """A shared lock on the chroot's .lock: scripts/build-chroots replaces a chroot only under an
@@ -218,14 +225,19 @@ class ChrootCluster(Daemons):
             path.mkdir(parents=True, exist_ok=True)
             subprocess.run([*prefix, "mount", *argv, str(path)], check=True)
 
+    def _users_and_hosts(self) -> list[pwd.struct_passwd]:
+        """No state of an earlier run; our users with the host's ids; /etc/hosts naming the node."""
+        files.clear_state(self.root)
+        entries = [ensure_user(user) for user in self.users]
+        for entry in entries:
+            files.add_user(self.root, entry)
+        self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
+        return entries
+
     def _prepare(self) -> None:
         """Users with the host's ids, this cluster's key, config, sshd files, the daemons' dirs."""
         root = self.root
-        files.clear_state(root)
-        entries = [ensure_user(user) for user in self.users]
-        for entry in entries:
-            files.add_user(root, entry)
-        self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
+        entries = self._users_and_hosts()
         self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth))
         self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
         if self.auth == "munge":
@@ -476,10 +488,13 @@ class ChrootCluster(Daemons):
         except OSError:
             return ""
 
+    LOGS = ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log", "/var/log/slurmctld.out",
+            "/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log")
+    """The daemons' logs, inside, that log_tails() shows."""
+
     def log_tails(self, lines: int = 30) -> str:
         parts = []
-        for name in ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log", "/var/log/slurmctld.out",
-                     "/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log"):
+        for name in self.LOGS:
             text = self._read(name).splitlines()[-lines:]
             if text:
                 parts.append(f"--- {name}:\n" + "\n".join(text))
