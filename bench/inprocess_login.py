@@ -39,8 +39,10 @@ PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 PAM_PYTHON = "/lib/security/pam_python.so"
 USER = "alice"
 BASE = "pam_unix only"
-STACKS = (BASE, "pam_slurm_adopt.so", "pam_exec hook", "in-process module")
+STACKS = (BASE, "pam_slurm_adopt.so", "pam_exec hook", "in-process module", "pam_python, empty module")
 C_MODULE = STACKS[1]
+EMPTY_MODULE = "def pam_sm_acct_mgmt(pamh, flags, argv):\n    return pamh.PAM_SUCCESS\n"
+"""What libpam-python costs by itself: an interpreter in each connection's sshd, running one function."""
 WARMUP = 3
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -56,7 +58,10 @@ def missing_reason() -> str | None:
 
 
 def account_lines(conf: Path, options: str = "") -> dict[str, list[str]]:
-    """Each stack's account lines as the README writes them (`{service}`: the sshd's PAM service)."""
+    """Each stack's account lines as the README writes them (`{service}`: the sshd's PAM service); the empty
+    module's file is written beside slurm.conf."""
+    empty = conf.with_name("empty_pam_module.py")
+    empty.write_text(EMPTY_MODULE)
     env = str(Path(sys.executable).parent.parent)
     module_file = subprocess.run([os.path.join(env, "bin", "slurm-adopt"), "--print-pam-module"],
                                  capture_output=True, text=True, check=True, timeout=30).stdout.strip()
@@ -67,6 +72,7 @@ def account_lines(conf: Path, options: str = "") -> dict[str, list[str]]:
         C_MODULE: ["required pam_unix.so", f"required {PAM_SLURM_ADOPT} {common}"],
         STACKS[2]: ["required pam_unix.so", f"required pam_exec.so stdout quiet {hook} conf={conf} {common}"],
         STACKS[3]: ["required pam_unix.so", f"required pam_python.so {module_file} conf={conf} {common}"],
+        STACKS[4]: ["required pam_unix.so", f"required pam_python.so {empty}"],
     }
 
 
@@ -183,14 +189,18 @@ def one_node_section(munged: Munged, runs: int) -> list[str]:
                 jobs.append(cluster.submit(USER, "sleep 3600"))
                 cluster.wait_running(jobs[-1])
             # 22.05's C module takes the job whose cgroup is newest by mtime (whole seconds): either.
-            check_landings(logins, {BASE: {None}, C_MODULE: set(jobs), STACKS[2]: {jobs[-1]}, STACKS[3]: {jobs[-1]}})
+            check_landings(logins, {BASE: {None}, C_MODULE: set(jobs), STACKS[2]: {jobs[-1]}, STACKS[3]: {jobs[-1]},
+                                    STACKS[4]: {None}})
             rows.append((f"{count} ({'no RPC' if count == 1 else 'RPC'})", measure(sshds, logins, runs)))
-    return [f"`ssh true` as {USER} from outside any job through four sshds on one node, {runs} interleaved "
+    return [f"`ssh true` as {USER} from outside any job through five sshds on one node, {runs} interleaved "
             f"logins each after {WARMUP} warm-up rounds; with two jobs the RPC finds none and each falls back to "
             "a job of the user's. Login: median wall time; added: over pam_unix alone. CPU: user+sys of the "
             "sshd listener and everything it reaped (/proc/PID/stat utime, stime, cutime, cstime) over the timed "
-            "logins, per login: the per-connection sshds, pam_exec's child and the in-process module's "
-            "interpreter, not slurmd or slurmstepd.", "", *table(rows)]
+            f"logins, per login (the kernel counts {1000 // TICK} ms ticks: {1000 / TICK / runs:.1f} ms resolution): "
+            "the per-connection sshds, pam_exec's child and the in-process module's interpreter, not slurmd or "
+            "slurmstepd. The empty module is a pam_python file whose account entry only "
+            "returns PAM_SUCCESS: what libpam-python's interpreter in sshd costs before any code of ours.", "",
+            *table(rows)]
 
 
 def cross_node_section(munged: Munged, runs: int) -> list[str]:
@@ -205,10 +215,11 @@ def cross_node_section(munged: Munged, runs: int) -> list[str]:
                                               timeout=60)
 
         logins = {name: through(sshd) for name, sshd in sshds.items()}
-        check_landings(logins, {BASE: {None}, **{name: {source.job_id} for name in STACKS[1:]}})
+        check_landings(logins, {BASE: {None}, C_MODULE: {source.job_id}, STACKS[2]: {source.job_id},
+                                STACKS[3]: {source.job_id}, STACKS[4]: {None}})
         figures = measure(sshds, logins, runs)
     return [f"`ssh true` as {USER} from a process of one of her two jobs on xn1 and xn2 (its batch script on xn1, "
-            f"tests/support/job_agent.py) to four sshds on xn2, {runs} interleaved logins each after {WARMUP} "
+            f"tests/support/job_agent.py) to five sshds on xn2, {runs} interleaved logins each after {WARMUP} "
             "warm-up rounds: every adopting stack asks xn1's slurmd over the veth, which names the job, and adopts "
             "into it on xn2. Columns as in the one-node section; the login's wall time includes the agent's round "
             "trip, the same for every stack.", "", *table([("2 (RPC to xn1)", figures)])]
