@@ -1,9 +1,9 @@
 """Benchmarks: codec speed, whole-process slurm-callerid vs scontrol callerid, and import time.
 
 Run as root through tox (`tox -e bench`) or directly (`python bench/run.py`); it starts its own munged and
-Slurm 22.05 cluster on loopback, and a Slurm 26.05 chroot cluster (bench/live_login.py), and writes
-docs/benchmarks.md. Runs of the commands compared are interleaved, so machine noise hits them alike;
-medians are reported.
+Slurm 22.05 cluster on loopback, two 22.05 nodes in namespaces (bench/inprocess_login.py), and a Slurm 26.05
+chroot cluster (bench/live_login.py), and writes docs/benchmarks.md. Runs of the commands compared are
+interleaved, so machine noise hits them alike; medians are reported.
 """
 
 from __future__ import annotations
@@ -190,6 +190,23 @@ def live_login_sections(logins: int) -> list[str]:
     return [title, "", f"Not measured: {reason}." if reason else "\n".join(live_login.live_login_section(logins)), ""]
 
 
+def inprocess_login_sections(logins: int, cross_node: bool) -> list[str]:
+    """The in-process module beside the hook and the C module: on one node, and across two (cross_node)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import inprocess_login
+
+    from fake_slurmd.munged import Munged
+
+    where = "across two nodes (the RPC to the other node)" if cross_node else "on one node"
+    title = f"## Login latency and CPU {where}: the in-process module, the hook and pam_slurm_adopt.so"
+    reason = inprocess_login.missing_reason()
+    if reason:
+        return [title, "", f"Not measured: {reason}.", ""]
+    section = inprocess_login.cross_node_section if cross_node else inprocess_login.one_node_section
+    with Munged() as munged:
+        return [title, "", *section(munged, logins), ""]
+
+
 def _hook_imports() -> list[str]:
     """What the hook's no-RPC and RPC paths import, in wall time (python -c 'import ...')."""
     candidates = {"python -c pass": "pass", "the hook (no-RPC path)": "import adopt.hook",
@@ -213,6 +230,10 @@ def main() -> int:
     parser.add_argument("--skip-fake", action="store_true", help="leave out the fake_slurmd benchmarks")
     parser.add_argument("--skip-login", action="store_true", help="leave out the login latency benchmark")
     parser.add_argument("--skip-live", action="store_true", help="leave out the login latency on a chroot cluster")
+    parser.add_argument("--skip-inprocess", action="store_true",
+                        help="leave out the in-process module's login latency on one node")
+    parser.add_argument("--skip-cross-node", action="store_true",
+                        help="leave out the login latency across two nodes")
     parser.add_argument("--logins", type=int, default=30, help="logins per stack and job count")
     parser.add_argument("--rss-requests", type=int, default=100_000)
     args = parser.parse_args()
@@ -229,6 +250,10 @@ def main() -> int:
         lines += fake_sections(args.runs, args.rss_requests)
     if not args.skip_login:
         lines += login_sections(args.logins)
+    if not args.skip_inprocess:
+        lines += inprocess_login_sections(args.logins, cross_node=False)
+    if not args.skip_cross_node:
+        lines += inprocess_login_sections(args.logins, cross_node=True)
     if not args.skip_live:
         lines += live_login_sections(args.logins)
     Path(args.output).write_text("\n".join(lines))
