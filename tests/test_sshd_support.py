@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fixtures import SshdFactory
+from fake_slurmd.plugin import SshdFactory
 from tests.support.procs import need_programs, need_root
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import SSHD, Sshd
