@@ -191,6 +191,18 @@ def _serve(fake: FakeSlurmd, scenario_path: str | None, logger: logging.Logger) 
                     logger.error("reload failed", extra={"fields": {"reason": str(exc)}})
 
 
+def _failed(log_format: str, exc: Exception, status: int) -> int:
+    """The one line saying why it could not start: text, or with --log-format json the shape every JSON
+    error of the project has (error, error_type, rc), as a log record (docs/json-output.md)."""
+    if log_format == "json":
+        line = json.dumps({"time": round(time.time(), 6), "level": "error", "event": "not started", "error": str(exc),
+                           "error_type": type(exc).__name__, "rc": None, "exit_status": status})
+    else:
+        line = f"fake-slurmd: {exc}"
+    print(line, file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logger = _setup_logging(args.log_format, args.log_level)
@@ -200,11 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fake = _start(args)
     except ScenarioError as exc:
-        print(f"fake-slurmd: {exc}", file=sys.stderr)
-        return 2
+        return _failed(args.log_format, exc, 2)
     except (OSError, ValueError, KeyFileError) as exc:  # a port in use, a spool dir of someone else's, a path too long
-        print(f"fake-slurmd: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args.log_format, exc, 1)
     except KeyboardInterrupt:
         return 130
     try:

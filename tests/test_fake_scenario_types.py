@@ -122,7 +122,7 @@ TOML_CASES = [
 ]
 
 NODE_B = "[[nodes]]\nname = 'b'\n"
-CLUSTER = "network = 'auto'\n"
+AUTO = "network = 'auto'\n"
 CLUSTER_CASES = [  # how nodes, jobs and a cluster's network fit together
     ("job on an unknown node", NODE + NODE_B + "port = 0\n" + JOB + "nodes = ['b', 'c']\n",
      "jobs[0].nodes[1]: no node 'c' in the scenario (nodes: a, b)"),
@@ -142,21 +142,21 @@ CLUSTER_CASES = [  # how nodes, jobs and a cluster's network fit together
      "subnet: a subnet needs network = \"namespaces\" or \"auto\", not 'host'"),
     ("subnet on loopback", "network = 'loopback'\nsubnet = '10.1.0.0/24'\n",
      "subnet: a subnet needs network = \"namespaces\" or \"auto\", not 'loopback'"),
-    ("subnet with host bits", CLUSTER + "subnet = '10.1.0.1/24'\n",
+    ("subnet with host bits", AUTO + "subnet = '10.1.0.1/24'\n",
      "subnet: expected an IPv4 subnet like 10.78.0.0/24, got '10.1.0.1/24'"),
-    ("subnet IPv6", CLUSTER + "subnet = 'fd78::/64'\n", "subnet: expected an IPv4 subnet like 10.78.0.0/24, "
+    ("subnet IPv6", AUTO + "subnet = 'fd78::/64'\n", "subnet: expected an IPv4 subnet like 10.78.0.0/24, "
                                                          "got 'fd78::/64'"),
-    ("subnet a number", CLUSTER + "subnet = 24\n", "subnet: expected an IPv4 subnet like 10.78.0.0/24, got 24"),
-    ("subnet too small", CLUSTER + "subnet = '10.1.0.0/31'\n",
+    ("subnet a number", AUTO + "subnet = 24\n", "subnet: expected an IPv4 subnet like 10.78.0.0/24, got 24"),
+    ("subnet too small", AUTO + "subnet = '10.1.0.0/31'\n",
      "subnet: expected a subnet of at least 4 addresses, not loopback, multicast or 0.0.0.0, got '10.1.0.0/31'"),
-    ("subnet loopback", CLUSTER + "subnet = '127.0.0.0/24'\n",
+    ("subnet loopback", AUTO + "subnet = '127.0.0.0/24'\n",
      "subnet: expected a subnet of at least 4 addresses, not loopback, multicast or 0.0.0.0, got '127.0.0.0/24'"),
-    ("more nodes than the subnet has", CLUSTER + "subnet = '10.1.0.0/30'\n" + NODE + NODE_B + "[[nodes]]\nname = 'c'\n",
+    ("more nodes than the subnet has", AUTO + "subnet = '10.1.0.0/30'\n" + NODE + NODE_B + "[[nodes]]\nname = 'c'\n",
      "nodes: 3 nodes: at most 2 in subnet 10.1.0.0/30"),
-    ("more nodes than a cluster may have", CLUSTER + "subnet = '10.0.0.0/16'\n"
+    ("more nodes than a cluster may have", AUTO + "subnet = '10.0.0.0/16'\n"
      + "".join(f"[[nodes]]\nname = 'n{i}'\n" for i in range(257)),
      "nodes: 257 nodes: at most 256 in subnet 10.0.0.0/16"),
-    ("cluster node with an address", CLUSTER + NODE + "address = '10.78.0.9'\n",
+    ("cluster node with an address", AUTO + NODE + "address = '10.78.0.9'\n",
      "nodes[0].address: with network = 'auto' the nodes' addresses are assigned"),
     ("cluster node with a port", "network = 'loopback'\n" + NODE + "port = 6818\n",
      "nodes[0].port: with network = 'loopback' the nodes' ports are assigned"),
@@ -175,7 +175,7 @@ def test_nodes_that_may_share_an_address(tmp_path: Path) -> None:
 
 def test_cluster_network_keys(tmp_path: Path) -> None:
     path = tmp_path / "scenario.toml"
-    path.write_text(CLUSTER + "subnet = '10.9.8.0/29'\n" + NODE + NODE_B + JOB + "nodes = ['a', 'b']\n")
+    path.write_text(AUTO + "subnet = '10.9.8.0/29'\n" + NODE + NODE_B + JOB + "nodes = ['a', 'b']\n")
     scenario = Scenario.load(path)
     assert (scenario.network, scenario.subnet, [n.name for n in scenario.nodes]) == ("auto", "10.9.8.0/29", ["a", "b"])
     assert scenario.jobs[5].nodes == ("a", "b")
