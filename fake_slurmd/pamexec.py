@@ -84,8 +84,8 @@ def pam_exec_env(user: Arg | None, *, service: Arg | None = "sshd", rhost: Arg |
                  pam_env: Mapping[Arg, Arg] | None = None) -> dict[Arg, Arg]:
     """The environment pam_exec builds: the PAM environment, the set items, PAM_TYPE (None: left out, which
     pam_exec never does; for testing the hook's refusal to act without it). sshd sets PAM_TTY to "ssh"
-    and PAM_RHOST to the client's address; the PAM environment under sshd holds SSH_CONNECTION and
-    SSH_AUTH_INFO_0 (sshd puts them there before the account stack)."""
+    and PAM_RHOST to the client's address; the PAM environment under sshd holds SSH_CONNECTION (sshd
+    puts it there before the account stack)."""
     env: dict[Arg, Arg] = dict(pam_env or {})
     items = dict(zip(PAM_ITEMS, (service, user, tty, rhost, ruser), strict=True))
     for name, value in items.items():

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from fake_slurmd.pamexec import INTERPRETER_HIJACKS, hook_command, hook_line
 
-__all__ = ["DEBIAN_COMMON_ACCOUNT", "INTERPRETER_HIJACKS", "README_ADMIN_GROUP", "README_ENV", "hook_command",
-           "hook_line", "lockout_safe_stanza"]
+__all__ = ["DEBIAN_COMMON_ACCOUNT", "INTERPRETER_HIJACKS", "README_ADMIN_GROUP", "README_ENV", "find_stanza",
+           "hook_command", "hook_line", "lockout_safe_stanza"]
 
 README_ENV = "/opt/slurm-adopt"
 """<ENV> and <ADMIN_GROUP> as the README shows them."""
@@ -47,3 +47,13 @@ def lockout_safe_stanza(env: str, admin_group: str, options: Sequence[str] = ())
         f"account [success=1 default=ignore] pam_succeed_if.so quiet user ingroup {admin_group}",
         hook_line(env, options),
     ]
+
+
+def find_stanza(text: str) -> list[list[list[str]]]:
+    """Each place `text` shows the README's stanza (lockout_safe_stanza for README_ENV and
+    README_ADMIN_GROUP, with any hook options), as its three lines split into words."""
+    expected = [line.split() for line in lockout_safe_stanza(README_ENV, README_ADMIN_GROUP)]
+    lines = [line.split() for line in text.splitlines()]
+    return [lines[i:i + 3] for i in range(len(lines) - 2)
+            if lines[i] == expected[0] and lines[i + 1] == expected[1]
+            and lines[i + 2][:len(expected[2])] == expected[2]]
