@@ -79,13 +79,19 @@ class HookRun:
         return self.stdout.decode("utf-8", "replace").splitlines()
 
 
+def sshd_pam_env(connection: str) -> dict[Arg, Arg]:
+    """The PAM environment sshd (OpenSSH 9, Debian 12) has set up when its account stack runs, for a
+    login on `connection` ("RIP RPORT LIP LPORT"): SSH_CONNECTION, then SSH_AUTH_INFO_0, empty there
+    (tests/test_sshd_support.py compares a real one)."""
+    return {"SSH_CONNECTION": connection, "SSH_AUTH_INFO_0": ""}
+
+
 def pam_exec_env(user: Arg | None, *, service: Arg | None = "sshd", rhost: Arg | None = "127.0.0.1",
                  tty: Arg | None = "ssh", ruser: Arg | None = None, stage: Arg | None = "account",
                  pam_env: Mapping[Arg, Arg] | None = None) -> dict[Arg, Arg]:
     """The environment pam_exec builds: the PAM environment, the set items, PAM_TYPE (None: left out, which
     pam_exec never does; for testing the hook's refusal to act without it). sshd sets PAM_TTY to "ssh"
-    and PAM_RHOST to the client's address; the PAM environment under sshd holds SSH_CONNECTION (sshd
-    puts it there before the account stack)."""
+    and PAM_RHOST to the client's address; its PAM environment is sshd_pam_env()'s."""
     env: dict[Arg, Arg] = dict(pam_env or {})
     items = dict(zip(PAM_ITEMS, (service, user, tty, rhost, ruser), strict=True))
     for name, value in items.items():
@@ -98,16 +104,19 @@ def pam_exec_env(user: Arg | None, *, service: Arg | None = "sshd", rhost: Arg |
 
 def run_hook(options: Sequence[Arg] = (), *, user: Arg | None = "root", service: Arg | None = "sshd",
              rhost: Arg | None = "127.0.0.1", tty: Arg | None = "ssh", ruser: Arg | None = None,
-             pam_env: Mapping[Arg, Arg] | None = None, stage: Arg | None = "account",
-             env_dir: str | None = None, close_stdout: bool = False, timeout: float = 30) -> HookRun:
+             pam_env: Mapping[Arg, Arg] | None = None, connection: str | None = None,
+             stage: Arg | None = "account", env_dir: str | None = None, close_stdout: bool = False,
+             timeout: float = 30) -> HookRun:
     """Run the hook once, as pam_exec runs the README's line, with `options` (name=value, as in pam.d).
 
-    `env_dir` is the venv the project is installed in (default: the running interpreter's). The hook runs
-    as the caller (root, for an adoption). `close_stdout` starts it with stdout closed (a broken pipe).
-    On timeout the hook is killed and subprocess.TimeoutExpired raised.
+    `connection` ("RIP RPORT LIP LPORT") adds sshd's PAM environment for that login (sshd_pam_env) in
+    front of `pam_env`. `env_dir` is the venv the project is installed in (default: the running
+    interpreter's). The hook runs as the caller (root, for an adoption). `close_stdout` starts it with
+    stdout closed (a broken pipe). On timeout the hook is killed and subprocess.TimeoutExpired raised.
     """
     argv: list[Arg] = [*hook_command(env_dir or this_env()).split(), *options]
-    built = pam_exec_env(user, service=service, rhost=rhost, tty=tty, ruser=ruser, stage=stage, pam_env=pam_env)
+    pam: dict[Arg, Arg] = {**(sshd_pam_env(connection) if connection is not None else {}), **(pam_env or {})}
+    built = pam_exec_env(user, service=service, rhost=rhost, tty=tty, ruser=ruser, stage=stage, pam_env=pam)
     env = {os.fsencode(name): os.fsencode(value) for name, value in built.items()}  # bytes pass as they are
     began = time.monotonic()
     with subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
