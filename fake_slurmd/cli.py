@@ -15,7 +15,8 @@ at 10.78.0.N (the scenario's subnet) port 6818; `--network loopback` (and `auto`
 on 127.0.0.N, all on one free port. Logs go to
 stderr, one event a line. SIGHUP reloads the scenario's jobs; SIGINT or SIGTERM stops (exit 0). Exit 1:
 it could not start (a port in use, an unusable spool dir or slurm.conf path); exit 2: a usage or
-scenario error, given as one line.
+scenario error, given as one line (with --log-format json, a "not started" event with the error's keys,
+docs/json-output.md).
 """
 
 from __future__ import annotations
