@@ -15,7 +15,8 @@ at 10.78.0.N (the scenario's subnet) port 6818; `--network loopback` (and `auto`
 on 127.0.0.N, all on one free port. Logs go to
 stderr, one event a line. SIGHUP reloads the scenario's jobs; SIGINT or SIGTERM stops (exit 0). Exit 1:
 it could not start (a port in use, an unusable spool dir or slurm.conf path); exit 2: a usage or
-scenario error, given as one line.
+scenario error, given as one line (with --log-format json, a "not started" event with the error's keys,
+docs/json-output.md).
 """
 
 from __future__ import annotations
@@ -191,6 +192,18 @@ def _serve(fake: FakeSlurmd, scenario_path: str | None, logger: logging.Logger) 
                     logger.error("reload failed", extra={"fields": {"reason": str(exc)}})
 
 
+def _failed(log_format: str, exc: Exception, status: int) -> int:
+    """The one line saying why it could not start: text, or with --log-format json the shape every JSON
+    error of the project has (error, error_type, rc), as a log record (docs/json-output.md)."""
+    if log_format == "json":
+        line = json.dumps({"time": round(time.time(), 6), "level": "error", "event": "not started", "error": str(exc),
+                           "error_type": type(exc).__name__, "rc": None, "exit_status": status})
+    else:
+        line = f"fake-slurmd: {exc}"
+    print(line, file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logger = _setup_logging(args.log_format, args.log_level)
@@ -200,11 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fake = _start(args)
     except ScenarioError as exc:
-        print(f"fake-slurmd: {exc}", file=sys.stderr)
-        return 2
+        return _failed(args.log_format, exc, 2)
     except (OSError, ValueError, KeyFileError) as exc:  # a port in use, a spool dir of someone else's, a path too long
-        print(f"fake-slurmd: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args.log_format, exc, 1)
     except KeyboardInterrupt:
         return 130
     try:

@@ -27,6 +27,19 @@ instance's `network` says which):
         with cluster.connect_from_job(7, *listener.getsockname(), node="node1", user="alice") as conn:
             ...                                   # node1's slurmd says the connection is job 7's
 
+`sshd_factory` starts real sshds on loopback (root only), each with its own host and client keys, config
+and PAM service (/etc/pam.d/sat-<hex>, removed afterwards) whose account stack is the lines given; `fake_sshd`
+is one whose account stack is the project's hook (the README's pam.d line) deciding against the
+`fake_slurmd` node, and `login_from_job` logs in from inside a job:
+
+    def test_ssh_login(fake_slurmd, fake_sshd):
+        fake_slurmd.add_job({"job_id": 7, "user": "alice"})
+        sshd = fake_sshd()                            # hook options may be given: fake_sshd("action_no_jobs=allow")
+        result = login_from_job(fake_slurmd, sshd, 7, "alice", "id -un")
+        assert result.returncode == 0 and fake_slurmd.adopted(7)
+
+`run_hook()` (fake_slurmd.pamexec) runs the hook once with exactly pam_exec's environment, without sshd.
+
 It needs a munged: `--fake-slurmd-munge-socket PATH` (or $FAKE_SLURMD_MUNGE_SOCKET) names a running one;
 otherwise, as root, the plugin starts a private munged for the session. Mark a test with
 `@pytest.mark.fake_slurmd(release="24.11", scenario="path.toml")` to choose the release or scenario.
@@ -43,7 +56,12 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.munged import MUNGED, Munged
+from fake_slurmd.pamexec import hook_command, this_env
 from fake_slurmd.scenario import DEFAULT_SUBNET, Job, NodeSpec, Scenario, job_from_dict
+from fake_slurmd.sshd import PROGRAMS as SSHD_PROGRAMS
+from fake_slurmd.sshd import Sshd, login_from_job
+
+__all__ = ["FakeClusterFactory", "FakeNodeFactory", "FakeSshdFactory", "SshdFactory", "login_from_job"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -136,3 +154,64 @@ def fake_cluster(fake_slurmd_munge_socket: str) -> Iterator[FakeClusterFactory]:
             return _started(stack, scenario, jobs, client_timeout, fake_slurmd_munge_socket, options)
 
         yield make
+
+
+class SshdFactory(Protocol):
+    """`sshd_factory(account_lines, **Sshd keyword arguments)`: a started `Sshd`."""
+
+    def __call__(self, account_lines: Sequence[str], **kwargs: Any) -> Sshd: ...
+
+
+class FakeSshdFactory(Protocol):
+    """`fake_sshd(*hook options, conf_lines=(), users=("alice", "bob"))`: a started `Sshd` running the hook."""
+
+    def __call__(self, *options: str, conf_lines: Sequence[str] = (), users: Sequence[str] = ("alice", "bob"),
+                 **kwargs: Any) -> Sshd: ...
+
+
+def _sshd_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "sshd_factory needs root (its own /etc/pam.d service, logins as other users)"
+    missing = [path for path in SSHD_PROGRAMS if not os.access(path, os.X_OK)]
+    return f"sshd_factory needs {', '.join(missing)} (Debian: openssh-server, openssh-client)" if missing else None
+
+
+@pytest.fixture
+def sshd_factory() -> Iterator[SshdFactory]:
+    """Starts real sshds on loopback, each with its own PAM service; all are stopped (pam.d files gone) after."""
+    reason = _sshd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with contextlib.ExitStack() as stack:
+
+        def make(account_lines: Sequence[str], **kwargs: Any) -> Sshd:
+            sshd = Sshd(account_lines, **kwargs)
+            stack.callback(sshd.stop)  # before start(): a failed start is cleaned up as well
+            return sshd.start()
+
+        yield make
+
+
+@pytest.fixture(scope="session")
+def adopt_hook() -> str:
+    """The command the README's pam.d line runs (pam_exec), with this environment's interpreter."""
+    if not os.access(os.path.join(this_env(), "bin", "slurm-adopt"), os.X_OK):
+        pytest.skip(f"the project is not installed in {this_env()} (install it, or run the tests through tox)")
+    return hook_command(this_env())
+
+
+@pytest.fixture
+def fake_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, adopt_hook: str,
+              tmp_path_factory: pytest.TempPathFactory) -> FakeSshdFactory:
+    """sshds whose account stack is the hook against the `fake_slurmd` node (conf=, nodename=node1,
+    service= the sshd's own, log_level=debug, then the options given)."""
+    base = tmp_path_factory.mktemp("fake-sshd")
+
+    def make(*options: str, conf_lines: Sequence[str] = (), users: Sequence[str] = ("alice", "bob"),
+             **kwargs: Any) -> Sshd:
+        conf = fake_slurmd.slurm_conf(base / f"slurm-{len(list(base.iterdir()))}.conf", conf_lines)
+        line = (f"required pam_exec.so stdout quiet {adopt_hook} conf={conf} nodename=node1 service={{service}} "
+                f"log_level=debug {' '.join(options)}")
+        return sshd_factory([line], users=users, **kwargs)
+
+    return make

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import pwd
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
-from tests.support.fixtures import SshdFactory
+from fake_slurmd.plugin import FakeSshdFactory, SshdFactory
+from fake_slurmd.sshd import login_from_job
 from tests.support.peers import DroppingHost
 from tests.support.slurm_cluster import free_port
 from tests.support.sshd import Sshd
@@ -21,28 +21,9 @@ NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this nod
 
 
 @pytest.fixture
-def make_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path,
-              adopt_hook: str) -> Callable[..., Sshd]:
+def make_sshd(fake_sshd: FakeSshdFactory) -> Callable[..., Sshd]:
     """An sshd whose account stack runs the hook against the fake node; extra hook options may be given."""
-    def make(*options: str, conf_lines: Sequence[str] = ()) -> Sshd:
-        conf = fake_slurmd.slurm_conf(shared_dir / f"adopt-{fake_slurmd.port}-{len(options)}.conf", conf_lines)
-        line = (f"required pam_exec.so stdout quiet {adopt_hook} conf={conf} nodename=node1 service={{service}} "
-                f"log_level=debug {' '.join(options)}")
-        return sshd_factory([line], users=["alice", "bob"])
-    return make
-
-
-def login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int | None, user: str = "alice",
-                   command: str = "true") -> subprocess.CompletedProcess[str]:
-    """ssh as `user` from a process of job `job_id` (None: from outside any job)."""
-    argv = sshd.ssh_argv(user, command)
-    env = {"HOME": pwd.getpwnam(user).pw_dir, "PATH": "/usr/bin:/bin"}
-    options = {"user": user, "stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
-               "text": True, "env": env, "cwd": "/"}
-    proc = (fake.spawn_in_job(job_id, argv, **options) if job_id is not None
-            else subprocess.Popen(argv, **options))  # type: ignore[call-overload]
-    out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    return fake_sshd
 
 
 def two_jobs(fake: FakeSlurmd, first: int, user: str = "alice") -> None:

@@ -14,28 +14,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fake_slurmd import pamexec
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.pamexec import HookRun
 from tests.support.munged import Munged
 from tests.support.procs import installed_or_skip
 from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher
 
 NO_JOBS = b"Access denied by pam_slurm_adopt: you have no active jobs on this node"
-Arg = str | bytes
-
-
-@dataclass(frozen=True)
-class HookRun:
-    status: int
-    out: bytes
-    err: bytes
-    seconds: float
-    pid: int
+Arg = pamexec.Arg
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +39,14 @@ def python() -> str:
 
 def run_hook(python: str, args: Sequence[Arg], *, user: Arg = "bob", env: Mapping[Arg, Arg] | None = None,
              stage: Arg | None = "account", close_stdout: bool = False, timeout: float = 20) -> HookRun:
-    """The hook with pam_exec's environment (PAM_* and nothing else unless given), as root."""
-    base: dict[Arg, Arg] = {"PAM_SERVICE": "sshd", "PAM_USER": user, "PAM_RHOST": "127.0.0.1"}
-    if stage is not None:
-        base["PAM_TYPE"] = stage
-    began = time.monotonic()
-    with subprocess.Popen([python, "-I", "-m", "adopt", *args], env={**base, **(env or {})},
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          preexec_fn=(lambda: os.close(1)) if close_stdout else None, cwd="/") as proc:
-        out, err = proc.communicate(timeout=timeout)
-    return HookRun(proc.returncode, out, err, time.monotonic() - began, proc.pid)
+    """The hook with pam_exec's environment (`env` is the PAM environment), as root, from `python`'s venv."""
+    return pamexec.run_hook(args, user=user, pam_env=env, stage=stage, close_stdout=close_stdout, timeout=timeout,
+                            env_dir=os.path.dirname(os.path.dirname(python)))
 
 
 def assert_clean(run: HookRun) -> None:
     """Nothing but the refusal message ever reaches the user: no traceback, nothing on stderr."""
-    assert b"Traceback" not in run.out + run.err and run.err == b"", run
+    assert b"Traceback" not in run.stdout + run.stderr and run.stderr == b"", run
 
 
 @pytest.fixture
@@ -87,11 +72,11 @@ BAD_OPTIONS: list[tuple[Arg, int]] = [  # option, bob's exit status (no jobs: re
 @pytest.mark.parametrize(("option", "bob"), BAD_OPTIONS, ids=[repr(o)[:40] for o, _ in BAD_OPTIONS])
 def test_bad_option_never_locks_root_out(python: str, node: list[str], option: Arg, bob: int) -> None:
     root = run_hook(python, [*node, option], user="root")
-    assert root.status == 0 and root.out == b"", root
+    assert root.status == 0 and root.stdout == b"", root
     assert_clean(root)
     refused = run_hook(python, [*node, option], user="bob")
     assert refused.status == bob, refused
-    assert refused.out == (NO_JOBS + b"\n" if bob else b""), refused
+    assert refused.stdout == (NO_JOBS + b"\n" if bob else b""), refused
     assert_clean(refused)
 
 
@@ -124,7 +109,7 @@ def test_malformed_ssh_connection_is_a_generic_failure(python: str, fake_slurmd:
     since = devlog.mark()
     run = run_hook(python, [*node, "action_generic_failure=deny"], user="alice",
                    env={"SSH_CONNECTION": connection})
-    assert run.status == 1 and run.out == b"", run
+    assert run.status == 1 and run.stdout == b"", run
     assert_clean(run)
     assert fake_slurmd.adopted(901) == fake_slurmd.adopted(902) == []
     errors = [r.message for r in devlog.messages(ident="slurm-adopt", since=since) if r.severity_name == "err"]
@@ -168,12 +153,12 @@ def test_without_pam_type_it_refuses_to_act(python: str, fake_slurmd: FakeSlurmd
     fake_slurmd.add_job({"job_id": 931, "user": "bob"})
     run = run_hook(python, node, user="bob", stage=None)
     assert run.status == 2 and fake_slurmd.adopted(931) == [], run
-    assert b"not run by pam_exec" in run.err and b"--explain" in run.err
+    assert b"not run by pam_exec" in run.stderr and b"--explain" in run.stderr
 
 
 def test_closed_stdout_keeps_the_refusal(python: str, node: list[str]) -> None:
     run = run_hook(python, node, user="bob", close_stdout=True)
-    assert run.status == 1 and run.err == b"", run
+    assert run.status == 1 and run.stderr == b"", run
 
 
 # --- slurm.conf that cannot be read or is hostile --------------------------------------------------------
@@ -201,7 +186,7 @@ def test_hostile_conf_ends_in_the_generic_verdict(python: str, hostile_confs: di
     assert root.status == 0, root
     for action, status in (("deny", 1), ("ignore", 0), ("allow", 0)):
         run = run_hook(python, [conf, "deadline=2", f"action_generic_failure={action}"], user="bob")
-        assert run.status == status and run.out == b"", (action, run)
+        assert run.status == status and run.stdout == b"", (action, run)
         assert run.seconds < 2.5, run
         assert_clean(run)
 
@@ -310,7 +295,7 @@ def test_forged_callerid_answer_is_never_believed(python: str, fake_slurmd: Fake
         run = run_hook(python, [f"conf={conf}", "nodename=node1", "protocol_version=24.11", "action_unknown=deny"],
                        user="alice", env={"SSH_CONNECTION": held_connection})
     assert peer.received, "the hook did not ask the forging peer"
-    assert run.status == 1 and b"unable to determine source job" in run.out, run
+    assert run.status == 1 and b"unable to determine source job" in run.stdout, run
     assert fake_slurmd.adopted(951) == fake_slurmd.adopted(952) == []
     errors = [r.message for r in devlog.messages(ident="slurm-adopt", since=since) if r.severity_name == "err"]
     assert any(f"signed by uid {alice.pw_uid}" in m for m in errors), errors

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_slurmd.plugin import SshdFactory
 from slurmproto.codec import decode_stream, sign_and_encode
 from slurmproto.conf import parse_file
 from slurmproto.constants import NO_VAL
@@ -19,7 +20,6 @@ from slurmproto.messages import NetworkCallerIdRequest
 from slurmproto.munge import MungeContext
 from slurmproto.versions import SLURM_22_05
 from tests.support.deploy import hook_command
-from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
 from tests.support.procs import installed_or_skip
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster

@@ -16,11 +16,10 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.network import namespaces_unavailable
-from fake_slurmd.plugin import FakeClusterFactory
+from fake_slurmd.plugin import FakeClusterFactory, SshdFactory
 from slurmproto.client import callerid
 from slurmproto.constants import SLURM_EXTERN_CONT
 from slurmproto.stepd import StepdClient, step_socket
-from tests.support.fixtures import SshdFactory
 from tests.support.munged import Munged
 from tests.support.procs import ensure_user, installed_or_skip, need_root
 from tests.support.sshd import Sshd

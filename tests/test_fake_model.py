@@ -73,7 +73,7 @@ def test_toml_and_json_scenarios(tmp_path: Path) -> None:
     assert Scenario.load(as_json).jobs[5].start_time == 10.0
 
 
-@pytest.mark.parametrize(("text", "message"), [
+BAD_SCENARIOS = [
     ('release = "21.08"', "release: expected a release (22.05, 23.02, 23.11, 24.05, 24.11, 25.05, 25.11, 26.05), "
                           "got '21.08'"),
     ("bogus = 1", "bogus: unknown key 'bogus' (known: auth, client_timeout, cluster, communication_parameters, "
@@ -91,7 +91,10 @@ def test_toml_and_json_scenarios(tmp_path: Path) -> None:
     ("[[nodes]]\nname = 'a'\n[[nodes]]\nname = 'a'", "nodes[1].name: node 'a' appears twice"),
     ("[[nodes]]\nname = 'a'\nport = true", "nodes[0].port: expected a port (an integer from 0 to 65535), got true"),
     ("not toml [", "Expected '=' after a key in a key/value pair (at line 1, column 5)"),
-])
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SCENARIOS)
 def test_bad_scenarios(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "node.toml"
     path.write_text(text)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
-from tests.support.fixtures import SshdFactory
+from fake_slurmd.plugin import SshdFactory
 from tests.support.procs import need_programs
 from tests.support.sessions import (
     MARKER,

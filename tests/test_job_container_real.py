@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fake_slurmd.plugin import SshdFactory
 from slurmproto.stepd import CLONE_NEWNS, StepdClient
 from slurmproto.versions import SLURM_22_05
 from tests.support.deploy import hook_command
-from tests.support.fixtures import SshdFactory
 from tests.support.procs import installed_or_skip
 from tests.support.sessions import (
     MARKER,

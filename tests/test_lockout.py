@@ -26,7 +26,7 @@ import pytest
 
 import adopt
 from fake_slurmd.controller import FakeSlurmd
-from tests.support.deploy import DEBIAN_COMMON_ACCOUNT, README_ADMIN_GROUP, README_ENV, lockout_safe_stanza
+from tests.support.deploy import DEBIAN_COMMON_ACCOUNT, README_ADMIN_GROUP, README_ENV, find_stanza, lockout_safe_stanza
 from tests.support.procs import ensure_user, installed_or_skip, need_programs, need_root
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
@@ -253,17 +253,10 @@ def test_stanza_alone_refuses_root(node: Node, tmp_path: Path) -> None:
 # -- the README ------------------------------------------------------------------------------------------------
 
 
-def _words(line: str) -> list[str]:
-    return line.split()
-
-
 def test_readme_shows_the_tested_stanza() -> None:
     """The README's three lines are these tests' stanza (columns aligned as the README likes)."""
-    expected = [_words(line) for line in lockout_safe_stanza(README_ENV, README_ADMIN_GROUP)]
-    lines = [_words(line) for line in README.read_text().splitlines()]
-    found = [i for i in range(len(lines) - 2)
-             if lines[i] == expected[0] and lines[i + 1] == expected[1]
-             and lines[i + 2][:len(expected[2])] == expected[2]]
-    assert found, f"README.md has no {expected}"
-    options = lines[found[0] + 2][len(expected[2]):]
+    found = find_stanza(README.read_text())
+    assert found, f"README.md has no {lockout_safe_stanza(README_ENV, README_ADMIN_GROUP)}"
+    hook_words = len(lockout_safe_stanza(README_ENV, README_ADMIN_GROUP)[2].split())
+    options = found[0][2][hook_words:]
     assert all(re.fullmatch(r"[a-z_]+=\S+", option) for option in options), options

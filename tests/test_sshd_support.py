@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.fixtures import SshdFactory
+from fake_slurmd.pamexec import pam_exec_env, sshd_pam_env
+from fake_slurmd.plugin import SshdFactory
 from tests.support.procs import need_programs, need_root
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import SSHD, Sshd
@@ -293,3 +294,15 @@ def test_arguments_are_checked_before_anything_is_created() -> None:
         Sshd(["required pam_slurm_adopt.so"])
     with pytest.raises(TypeError):
         Sshd("required pam_permit.so")
+
+
+def test_run_hook_gives_the_environment_pam_exec_gives(sshd_factory: SshdFactory, hook: Hook) -> None:
+    """fake_slurmd.pamexec builds, name for name, value for value and in order, what a real sshd's
+    pam_exec hands its command (sshd's own environment left out; the PAM environment first)."""
+    sshd = sshd_factory([hook.account_line()], users=["alice"], env={"SAT_SSHD_ONLY": "1"})
+    assert sshd.ssh("alice", "true").returncode == 0
+    [record] = hook.records()
+    real = record["env"]
+    expected = pam_exec_env("alice", service=sshd.service, rhost="127.0.0.1", tty="ssh",
+                            pam_env=sshd_pam_env(real.get("SSH_CONNECTION", "")))
+    assert list(real.items()) == list(expected.items())

@@ -18,27 +18,16 @@ before the interpreter starts helps, which is why the command starts with `/usr/
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+
+from fake_slurmd.pamexec import INTERPRETER_HIJACKS, hook_command, hook_line
+
+__all__ = ["DEBIAN_COMMON_ACCOUNT", "INTERPRETER_HIJACKS", "README_ADMIN_GROUP", "README_ENV", "find_stanza",
+           "hook_command", "hook_line", "lockout_safe_stanza"]
 
 README_ENV = "/opt/slurm-adopt"
 """<ENV> and <ADMIN_GROUP> as the README shows them."""
 README_ADMIN_GROUP = "slurm-admins"
-
-
-INTERPRETER_HIJACKS = ("PYTHONEXECUTABLE", "__PYVENV_LAUNCHER__")
-"""Variables that choose the interpreter's venv in spite of -I."""
-
-
-def hook_command(env: str, options: Sequence[str] = ()) -> str:
-    """pam_exec's command: /usr/bin/env (coreutils; no shell involved) removing INTERPRETER_HIJACKS, then
-    the venv's interpreter in isolated mode, running the adopt package."""
-    unset = [word for name in INTERPRETER_HIJACKS for word in ("-u", name)]
-    return " ".join(["/usr/bin/env", *unset, os.path.join(env, "bin", "python3"), "-I", "-m", "adopt", *options])
-
-
-def hook_line(env: str, options: Sequence[str] = ()) -> str:
-    return f"account required pam_exec.so stdout quiet {hook_command(env, options)}"
 
 
 DEBIAN_COMMON_ACCOUNT = [
@@ -58,3 +47,13 @@ def lockout_safe_stanza(env: str, admin_group: str, options: Sequence[str] = ())
         f"account [success=1 default=ignore] pam_succeed_if.so quiet user ingroup {admin_group}",
         hook_line(env, options),
     ]
+
+
+def find_stanza(text: str) -> list[list[list[str]]]:
+    """Each place `text` shows the README's stanza (lockout_safe_stanza for README_ENV and
+    README_ADMIN_GROUP, with any hook options), as its three lines split into words."""
+    expected = [line.split() for line in lockout_safe_stanza(README_ENV, README_ADMIN_GROUP)]
+    lines = [line.split() for line in text.splitlines()]
+    return [lines[i:i + 3] for i in range(len(lines) - 2)
+            if lines[i] == expected[0] and lines[i + 1] == expected[1]
+            and lines[i + 2][:len(expected[2])] == expected[2]]

@@ -8,22 +8,18 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
 import pytest
 
 from tests.support.chroot_cluster import RELEASES, ChrootCluster, HeldConnection, missing_reason
 from tests.support.chroot_files import AUTHS
-from tests.support.deploy import hook_command
 from tests.support.munged import MUNGED, Munged
-from tests.support.procs import ensure_user, installed_or_skip, need_programs, need_root
+from tests.support.procs import ensure_user, need_programs, need_root
 from tests.support.sessions import marker_job
 from tests.support.slurm_cluster import PROGRAMS as SLURM_PROGRAMS
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
-from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
-from tests.support.sshd import Sshd
 from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher, DevLogUnavailable
 from tests.support.two_nodes import TwoNodes
@@ -119,34 +115,6 @@ def devlog() -> Iterator[DevLogCatcher]:
         yield catcher
     finally:
         catcher.stop()
-
-
-class SshdFactory(Protocol):
-    """`sshd_factory(account_lines, **Sshd keyword arguments)`: a started `Sshd`."""
-
-    def __call__(self, account_lines: Sequence[str], **kwargs: Any) -> Sshd: ...
-
-
-@pytest.fixture
-def sshd_factory() -> Iterator[SshdFactory]:
-    """Starts real sshds on loopback, each with its own PAM service; all are stopped (pam.d files gone) after."""
-    reason = need_root("running sshd with its own /etc/pam.d service") or need_programs(*SSHD_PROGRAMS)
-    if reason:
-        pytest.skip(reason)
-    with contextlib.ExitStack() as stack:
-
-        def make(account_lines: Sequence[str], **kwargs: Any) -> Sshd:
-            sshd = Sshd(account_lines, **kwargs)
-            stack.callback(sshd.stop)  # before start(): a failed start is cleaned up as well
-            return sshd.start()
-
-        yield make
-
-
-@pytest.fixture(scope="session")
-def adopt_hook() -> str:
-    """The command the README's pam.d line runs (pam_exec), with this environment's interpreter."""
-    return hook_command(os.path.dirname(os.path.dirname(installed_or_skip("slurm-adopt"))))
 
 
 @pytest.fixture(scope="session")

@@ -1,36 +1,5 @@
-"""The start/stop shape every daemon harness of the tests shares: a failed start cleans up after itself."""
+"""The tests' daemon harnesses share the installed package's start/stop shape (fake_slurmd/lifecycle.py)."""
 
-from __future__ import annotations
+from fake_slurmd.lifecycle import Daemons
 
-import time
-from types import TracebackType
-from typing import Self
-
-
-class Daemons:
-    """Subclasses write `_start()` and `stop()` (which must cope with a half-done start)."""
-
-    startup_seconds = 0.0
-    """How long the last start() took."""
-
-    def _start(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def start(self) -> Self:
-        began = time.monotonic()
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
-        return self
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+__all__ = ["Daemons"]

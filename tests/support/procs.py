@@ -11,6 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fake_slurmd.sshd import ensure_user
+
+__all__ = ["chown_tree", "ensure_user", "installed_or_skip", "installed_script", "need_programs", "need_root",
+           "runnable_by_others", "wait_for"]
+
 
 def need_root(what: str) -> str | None:
     """A skip reason when not root, else None."""
@@ -43,16 +48,6 @@ def chown_tree(path: Path, user: str) -> None:
     for root, dirs, files in os.walk(path):
         for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
             os.chown(name, entry.pw_uid, entry.pw_gid)
-
-
-def ensure_user(name: str) -> pwd.struct_passwd:
-    """An ordinary local user for tests, created (as root) when missing."""
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-    return pwd.getpwnam(name)
 
 
 def installed_script(name: str) -> str | None:

@@ -27,7 +27,7 @@ from tests.support.slurm_cluster import SlurmCluster
 from tests.support.sshd import Sshd
 
 if TYPE_CHECKING:  # fixtures imports this module
-    from tests.support.fixtures import SshdFactory
+    from fake_slurmd.plugin import SshdFactory
 
 PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 """Debian's pam_slurm_adopt (libpam-slurm-adopt, Slurm 22.05)."""
