@@ -25,10 +25,10 @@ from adopt.gather import Log
 from adopt.inprocess import InProcessGatherer, account, pam_code
 from adopt.options import parse_options
 from fake_slurmd.controller import FakeStepds
+from fake_slurmd.plugin import SshdFactory
 from fake_slurmd.scenario import Job
 from fake_slurmd.stepd import FakeStepd
 from slurmproto.constants import SLURM_EXTERN_CONT
-from tests.support.fixtures import SshdFactory
 from tests.support.peers import DroppingHost
 from tests.support.procs import ensure_user, installed_or_skip, wait_for
 from tests.support.slurm_cluster import SlurmCluster, free_port
