@@ -1,8 +1,8 @@
 """Logins into a job of a real Slurm 22.05 node with job_container/tmpfs: what the session sees.
 
 The C module joins the job's mount namespace (its private /tmp) and puts SLURM_JOB_ID into the PAM
-environment; the pam_exec hook can do neither (it is a child of sshd), so its sessions see the host's
-/tmp. These tests pin down both, as the reference for a module that runs inside sshd.
+environment, and so does the in-process module (pam_python), side by side with it; the pam_exec hook can
+do neither (it is a child of sshd), so its sessions see the host's /tmp.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 from slurmproto.stepd import CLONE_NEWNS, StepdClient
 from slurmproto.versions import SLURM_22_05
-from tests.support.deploy import hook_command
+from tests.support.deploy import hook_command, pam_python_line
 from tests.support.fixtures import SshdFactory
-from tests.support.procs import installed_or_skip
+from tests.support.procs import installed_or_skip, pam_module_or_skip
 from tests.support.sessions import (
     MARKER,
     PAM_SLURM_ADOPT,
@@ -34,6 +34,18 @@ def c_module() -> str:
     if not Path(PAM_SLURM_ADOPT).exists():
         pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
     return PAM_SLURM_ADOPT
+
+
+MODULES = ["pam_slurm_adopt.so", "pam_python"]
+
+
+@pytest.fixture(params=MODULES)
+def module(request: pytest.FixtureRequest, container_cluster: SlurmCluster) -> str:
+    """The account line of one of the two modules that run inside sshd, options to follow."""
+    common = f"service={{service}} nodename={container_cluster.node_name}"
+    if request.param == "pam_python":
+        return f"required {pam_python_line(pam_module_or_skip(), ['conf={conf}', 'log_level=debug', common])}"
+    return f"required {request.getfixturevalue('c_module')} {common}"
 
 
 def test_the_job_has_a_private_tmp(container_cluster: SlurmCluster, container_job: int) -> None:
@@ -60,10 +72,11 @@ def test_the_stepd_hands_out_the_jobs_namespace(container_cluster: SlurmCluster,
         os.close(fd)
 
 
-def test_c_module_joins_the_jobs_namespace(container_cluster: SlurmCluster, container_job: int,
-                                           sshd_factory: SshdFactory, c_module: str) -> None:
-    line = f"required {c_module} service={{service}} nodename={container_cluster.node_name}"
-    view = container_login(container_cluster, container_job, sshd_factory, line)
+def test_module_joins_the_jobs_namespace(container_cluster: SlurmCluster, container_job: int,
+                                         sshd_factory: SshdFactory, module: str) -> None:
+    """Both modules setns() sshd's process into the job's mount namespace: the session sees the job's
+    private /tmp, and has SLURM_JOB_ID."""
+    view = container_login(container_cluster, container_job, sshd_factory, module)
     assert view.allowed, view.stderr
     assert view.job == container_job
     assert view.marker == marker_text(container_job)
@@ -72,10 +85,9 @@ def test_c_module_joins_the_jobs_namespace(container_cluster: SlurmCluster, cont
     assert "DISPLAY" not in view.env and "XAUTHORITY" not in view.env  # the job has no X11
 
 
-def test_c_module_without_join_container(container_cluster: SlurmCluster, container_job: int,
-                                         sshd_factory: SshdFactory, c_module: str) -> None:
-    line = f"required {c_module} service={{service}} nodename={container_cluster.node_name} join_container=false"
-    view = container_login(container_cluster, container_job, sshd_factory, line)
+def test_module_without_join_container(container_cluster: SlurmCluster, container_job: int,
+                                       sshd_factory: SshdFactory, module: str) -> None:
+    view = container_login(container_cluster, container_job, sshd_factory, f"{module} join_container=false")
     assert view.allowed and view.job == container_job, view.stderr
     assert view.marker is None and view.mount_ns == host_mount_ns()
     assert view.env.get("SLURM_JOB_ID") == str(container_job)

@@ -37,6 +37,11 @@ def hook_command(env: str, options: Sequence[str] = ()) -> str:
     return " ".join(["/usr/bin/env", *unset, os.path.join(env, "bin", "python3"), "-I", "-m", "adopt", *options])
 
 
+def pam_python_line(module_file: str, options: Sequence[str] = ()) -> str:
+    """The in-process module's control-less account line: libpam-python loading `module_file`."""
+    return " ".join(["pam_python.so", module_file, *options])
+
+
 def hook_line(env: str, options: Sequence[str] = ()) -> str:
     return f"account required pam_exec.so stdout quiet {hook_command(env, options)}"
 
