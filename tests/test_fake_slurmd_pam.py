@@ -1,4 +1,6 @@
-"""The real pam_slurm_adopt.so (Debian's 22.05) in a real sshd, against fake_slurmd's node and stepds."""
+"""The real pam_slurm_adopt.so (Debian's 22.05) in a real sshd, against fake_slurmd's node and stepds, and the
+in-process module (pam_python) beside it in the same stacks: each case runs for both, held to the same
+assertions."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd
+from tests.support.deploy import pam_python_line
 from tests.support.fixtures import SshdFactory
-from tests.support.procs import need_programs
+from tests.support.procs import need_programs, pam_module_or_skip
 from tests.support.sessions import (
     MARKER,
     PAM_SLURM_ADOPT,
@@ -27,17 +30,30 @@ from tests.support.syslog import DevLogCatcher
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 
 
-def module_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, options: str = "") -> Sshd:
-    """An sshd whose account stack is the C module (with `options`), pointed at the fake node."""
-    if not Path(PAM_SLURM_ADOPT).exists():
+MODULES = ["pam_slurm_adopt.so", "pam_python"]
+"""The two modules that run inside sshd: Debian's C module, and the in-process one under libpam-python."""
+
+
+@pytest.fixture(params=MODULES)
+def module(request: pytest.FixtureRequest) -> str:
+    """One of MODULES' account lines, options to follow (`{conf}`: the fake node's slurm.conf)."""
+    if not Path(PAM_SLURM_ADOPT).exists():  # also the reference for the in-process module
         pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
-    line = f"required {PAM_SLURM_ADOPT} service={{service}} nodename={{nodename}} log_level=debug {options}"
-    return fake_node_sshd(fake, sshd_factory, shared_dir / f"pam-{fake.port}.conf", line)
+    common = "service={service} nodename={nodename} log_level=debug"
+    if request.param == "pam_python":
+        return f"required {pam_python_line(pam_module_or_skip(), ['conf={conf}', common])}"
+    return f"required {PAM_SLURM_ADOPT} {common}"
+
+
+def module_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str,
+                options: str = "") -> Sshd:
+    """An sshd whose account stack is `module` (with `options`), pointed at the fake node."""
+    return fake_node_sshd(fake, sshd_factory, shared_dir / f"pam-{fake.port}.conf", f"{module} {options}")
 
 
 @pytest.fixture
-def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> Sshd:
-    return module_sshd(fake_slurmd, sshd_factory, shared_dir)
+def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str) -> Sshd:
+    return module_sshd(fake_slurmd, sshd_factory, shared_dir, module)
 
 
 def _login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str) -> subprocess.CompletedProcess[str]:
@@ -108,8 +124,9 @@ def test_xauthority_without_display(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -
     assert "DISPLAY" not in view.env and view.env.get("XAUTHORITY") == XAUTHORITY
 
 
-def test_disable_x11_sets_neither(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> None:
-    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, "disable_x11=1")
+def test_disable_x11_sets_neither(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path,
+                                  module: str) -> None:
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "disable_x11=1")
     fake_slurmd.add_job({"job_id": 333, "user": "alice", "x11": {"display": 10, "xauthority": XAUTHORITY}})
     view = fake_job_login(fake_slurmd, sshd, 333)
     assert view.allowed and view.env.get("SLURM_JOB_ID") == "333", view.stderr
@@ -136,8 +153,8 @@ def test_login_joins_the_jobs_mount_namespace(fake_slurmd: FakeSlurmd, adopt_ssh
 
 
 def test_join_container_false_stays_in_the_hosts_namespace(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory,
-                                                           shared_dir: Path, job_namespace: str) -> None:
-    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, "join_container=false")
+                                                           shared_dir: Path, module: str, job_namespace: str) -> None:
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "join_container=false")
     fake_slurmd.add_job({"job_id": 335, "user": "alice", "namespaces": {"mnt": job_namespace}})
     view = fake_job_login(fake_slurmd, sshd, 335)
     assert view.allowed and view.mount_ns == host_mount_ns(), view.stderr
@@ -152,3 +169,14 @@ def test_a_namespace_the_stepd_cannot_open_fails_the_adoption(fake_slurmd: FakeS
     view = fake_job_login(fake_slurmd, adopt_sshd, 336)
     assert view.allowed and view.mount_ns == host_mount_ns(), view.stderr
     assert view.env.get("SLURM_JOB_ID") == "336" and len(fake_slurmd.adopted(336)) == 1
+
+
+def test_a_namespace_the_stepd_cannot_open_with_action_adopt_failure_deny(
+        fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str) -> None:
+    """As above with action_adopt_failure=deny: the failed adoption refuses the login (the pid was added
+    all the same: the stepd keeps it until sshd's process ends)."""
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "action_adopt_failure=deny")
+    fake_slurmd.add_job({"job_id": 338, "user": "alice", "namespaces": {"mnt": "/nonexistent/ns"}})
+    view = fake_job_login(fake_slurmd, sshd, 338)
+    assert not view.allowed and view.status == 255, view.stderr
+    assert len(fake_slurmd.adopted(338)) == 1
