@@ -28,6 +28,7 @@ from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
 
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
 
 
 MODULES = ["pam_slurm_adopt.so", "pam_python"]
@@ -180,3 +181,43 @@ def test_a_namespace_the_stepd_cannot_open_with_action_adopt_failure_deny(
     view = fake_job_login(fake_slurmd, sshd, 338)
     assert not view.allowed and view.status == 255, view.stderr
     assert len(fake_slurmd.adopted(338)) == 1
+
+
+# --- the RPC path (two jobs): what the C module gets wrong ------------------------------------------------
+
+
+def test_rpc_path_and_the_jobs_mount_namespace(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd, module: str,
+                                               job_namespace: str) -> None:
+    """Two jobs, so the job comes from the RPC. The C module asks X11_DISPLAY there with protocol version
+    0 (its step_loc_t is zeroed), leaves the xauthority length unread and takes it for GET_NS_FD's answer
+    (0: "no namespace"): the session stays in the host's namespace, as on the real job_container/tmpfs
+    node (test_job_container_real). The in-process module reads the whole answer and joins."""
+    fake_slurmd.add_job({"job_id": 341, "user": "alice", "start_time": 1000})
+    fake_slurmd.add_job({"job_id": 342, "user": "alice", "start_time": 2000, "namespaces": {"mnt": job_namespace}})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 342)
+    assert view.allowed and view.env.get("SLURM_JOB_ID") == "342", (view.stderr, adopt_sshd.log_text())
+    assert len(fake_slurmd.adopted(342)) == 1 and fake_slurmd.adopted(341) == []
+    if PAM_SLURM_ADOPT in module:
+        assert view.marker is None and view.mount_ns == host_mount_ns()
+    else:
+        assert view.marker == "from the namespace" and view.mount_ns == os.readlink(job_namespace)
+
+
+def test_rpc_path_and_x11(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str) -> None:
+    """Two jobs, the one the login comes from with X11, action_unknown=deny. The C module's unread
+    xauthority length (see above) is not 0 here: GET_NS_FD takes it for an fd on its way, finds none
+    ("stepd_get_ns_fd failed"), and the adoption fails after ADD_EXTERN_PID succeeded; the RPC path then
+    falls through to action_unknown, which refuses. The in-process module adopts once and sets DISPLAY and
+    XAUTHORITY, as the C module does for a single job."""
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "action_unknown=deny")
+    fake_slurmd.add_job({"job_id": 343, "user": "alice", "start_time": 1000})
+    fake_slurmd.add_job({"job_id": 344, "user": "alice", "start_time": 2000,
+                         "x11": {"display": 10, "xauthority": XAUTHORITY}})
+    view = fake_job_login(fake_slurmd, sshd, 344)
+    assert len(fake_slurmd.adopted(344)) == 1 and fake_slurmd.adopted(343) == []
+    if PAM_SLURM_ADOPT in module:
+        assert view.status == 255 and UNKNOWN in view.stderr, view.stderr
+    else:
+        assert view.allowed, (view.stderr, sshd.log_text())
+        assert (view.env.get("DISPLAY"), view.env.get("XAUTHORITY")) == ("localhost:10.0", XAUTHORITY)
+        assert view.env.get("SLURM_JOB_ID") == "344"

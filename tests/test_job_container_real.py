@@ -8,6 +8,7 @@ do neither (it is a child of sshd), so its sessions see the host's /tmp.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tests.support.sessions import (
     container_sshd,
     host_mount_ns,
     login_from_job,
+    marker_job,
     marker_text,
 )
 from tests.support.slurm_cluster import SlurmCluster
@@ -112,3 +114,31 @@ def test_refused_login_reports_no_session(container_cluster: SlurmCluster, conta
     view = login_from_job(container_cluster, sshd, None, user="bob")
     assert not view.allowed and view.status == 255
     assert "you have no active jobs on this node" in view.stderr
+
+
+@pytest.fixture(scope="module")
+def second_job(container_cluster: SlurmCluster, container_job: int) -> Iterator[int]:
+    """Another marker job of alice's, started after container_job: with two jobs the modules ask the RPC
+    (munged, from a thread of the in-process module's) before they enter a namespace."""
+    job_id = marker_job(container_cluster, "alice")
+    yield job_id
+    container_cluster.cancel(job_id)
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_module_joins_the_namespace_of_the_job_the_login_comes_from(
+        container_cluster: SlurmCluster, container_job: int, second_job: int, sshd_factory: SshdFactory,
+        module: str, which: str) -> None:
+    """Two jobs: the RPC names the job, and both modules adopt into it. The C module is wrong about its
+    namespace: on the RPC path it asks X11_DISPLAY with protocol version 0 (its step_loc_t is zeroed), so
+    it leaves the xauthority length unread and takes that 0 for GET_NS_FD's answer ("no namespace"): the
+    session stays in the host's mount namespace. The in-process module reads the whole answer and enters
+    the job's namespace, as the C module does for a single job."""
+    job = container_job if which == "first" else second_job
+    view = container_login(container_cluster, job, sshd_factory, module)
+    assert view.allowed and view.job == job, view.stderr
+    assert view.env.get("SLURM_JOB_ID") == str(job)
+    if PAM_SLURM_ADOPT in module:
+        assert view.marker is None and view.mount_ns == host_mount_ns()
+    else:
+        assert view.marker == marker_text(job) and view.mount_ns != host_mount_ns()
