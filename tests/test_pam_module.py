@@ -417,6 +417,7 @@ def test_logins_in_a_row_through_an_sshd_that_does_not_re_exec(slurm_cluster: Sl
     sshds otherwise re-exec, OpenSSH's default). Logins in a row through it each get their own verdict
     and job, nothing of the one before."""
     sshd = stack.sshd("required", args=["-r"])
+    assert sshd.login_is_a_fork()
     for user, job, expected in [("alice", jobs[0], jobs[0]), ("alice", jobs[1], jobs[1]), ("bob", None, None),
                                 ("alice", jobs[0], jobs[0])]:
         status, landed, env, err = session(slurm_cluster, sshd, user, job)

@@ -523,6 +523,17 @@ class Sshd:
             raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
+    def login_is_a_fork(self) -> bool:
+        """Whether a login's sshd processes are forks of the listener (sshd -r) rather than a re-executed
+        sshd (the default). A fork keeps the listener's memory layout, an exec gets its own (ASLR): compare
+        where sshd's image is mapped in the listener and in root's session process."""
+        with open(f"/proc/{self.pid}/maps") as f:
+            listener = f.readline().split()[0]
+        session = self.ssh("root", "head -n 1 /proc/$PPID/maps")
+        if session.returncode != 0 or not session.stdout.strip():
+            raise RuntimeError(f"root's login to read its sshd's mappings failed: {session.stderr}")
+        return session.stdout.split()[0] == listener
+
     # -- logs --------------------------------------------------------------------------------------------
 
     def log_text(self) -> str:
