@@ -198,6 +198,9 @@ class Sshd(Daemons):
     (a cluster's namespaces: the pid stays sshd's; ssh() cannot reach it there). With `netns` (a /run/netns
     name or path), sshd runs in that network namespace and `listen` are addresses there (a simulated or a
     real node's), not loopback only; `uts` (a pinned UTS namespace) gives it the host name PAM modules see.
+    `args` go to sshd after its own (-D -f CONFIG -E LOG): without them sshd re-executes itself for each
+    connection (OpenSSH's default), so every login's PAM stack runs in a freshly started program; `-r`
+    makes it fork the listener instead.
 
     The auth stack is `auth_lines` (default: pam_permit). sshd runs it only with `keyboard_interactive`,
     and then only after the public key was accepted (AuthenticationMethods publickey,keyboard-interactive):
@@ -221,6 +224,7 @@ class Sshd(Daemons):
         prefix: Sequence[str] = (),
         netns: str | None = None,
         uts: Path | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         if isinstance(account_lines, str):
             raise TypeError("account_lines is a sequence of lines, not one string")
@@ -246,6 +250,7 @@ class Sshd(Daemons):
         self.extra_config = list(extra_config)
         self.start_timeout = start_timeout
         self.prefix = list(prefix)
+        self.args = list(args)
         self._check_slurm_conf()
         self._own_base = base is None
         self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix=f"sshd-{self.service}-"))
@@ -400,7 +405,8 @@ class Sshd(Daemons):
                 enter = [] if self.netns is None else ["nsenter", f"--net={netns_path(self.netns)}",
                                                        *([f"--uts={self.uts}"] if self.uts else []), "--"]
                 self._proc = subprocess.Popen(
-                    [*enter, *self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log)],
+                    [*enter, *self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log),
+                     *self.args],
                     env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
             self.pid = self._proc.pid
@@ -515,6 +521,17 @@ class Sshd(Daemons):
             out, err = proc.communicate()
             raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    def login_is_a_fork(self) -> bool:
+        """Whether a login's sshd processes are forks of the listener (sshd -r) rather than a re-executed
+        sshd (the default). A fork keeps the listener's memory layout, an exec gets its own (ASLR): compare
+        where sshd's image is mapped in the listener and in root's session process."""
+        with open(f"/proc/{self.pid}/maps") as f:
+            listener = f.readline().split()[0]
+        session = self.ssh("root", "head -n 1 /proc/$PPID/maps")
+        if session.returncode != 0 or not session.stdout.strip():
+            raise RuntimeError(f"root's login to read its sshd's mappings failed: {session.stderr}")
+        return session.stdout.split()[0] == listener
 
     # -- logs --------------------------------------------------------------------------------------------
 

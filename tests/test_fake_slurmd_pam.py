@@ -1,4 +1,6 @@
-"""The real pam_slurm_adopt.so (Debian's 22.05) in a real sshd, against fake_slurmd's node and stepds."""
+"""The real pam_slurm_adopt.so (Debian's 22.05) in a real sshd, against fake_slurmd's node and stepds, and the
+in-process module (pam_python) beside it in the same stacks: each case runs for both, held to the same
+assertions."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.plugin import SshdFactory
-from tests.support.procs import need_programs
+from tests.support.deploy import pam_python_line
+from tests.support.procs import need_programs, pam_module_or_skip
 from tests.support.sessions import (
     MARKER,
     PAM_SLURM_ADOPT,
@@ -25,19 +28,33 @@ from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
 
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
 
 
-def module_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, options: str = "") -> Sshd:
-    """An sshd whose account stack is the C module (with `options`), pointed at the fake node."""
-    if not Path(PAM_SLURM_ADOPT).exists():
+MODULES = ["pam_slurm_adopt.so", "pam_python"]
+"""The two modules that run inside sshd: Debian's C module, and the in-process one under libpam-python."""
+
+
+@pytest.fixture(params=MODULES)
+def module(request: pytest.FixtureRequest) -> str:
+    """One of MODULES' account lines, options to follow (`{conf}`: the fake node's slurm.conf)."""
+    if not Path(PAM_SLURM_ADOPT).exists():  # also the reference for the in-process module
         pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
-    line = f"required {PAM_SLURM_ADOPT} service={{service}} nodename={{nodename}} log_level=debug {options}"
-    return fake_node_sshd(fake, sshd_factory, shared_dir / f"pam-{fake.port}.conf", line)
+    common = "service={service} nodename={nodename} log_level=debug"
+    if request.param == "pam_python":
+        return f"required {pam_python_line(pam_module_or_skip(), ['conf={conf}', common])}"
+    return f"required {PAM_SLURM_ADOPT} {common}"
+
+
+def module_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str,
+                options: str = "") -> Sshd:
+    """An sshd whose account stack is `module` (with `options`), pointed at the fake node."""
+    return fake_node_sshd(fake, sshd_factory, shared_dir / f"pam-{fake.port}.conf", f"{module} {options}")
 
 
 @pytest.fixture
-def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> Sshd:
-    return module_sshd(fake_slurmd, sshd_factory, shared_dir)
+def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str) -> Sshd:
+    return module_sshd(fake_slurmd, sshd_factory, shared_dir, module)
 
 
 def _login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str) -> subprocess.CompletedProcess[str]:
@@ -108,8 +125,9 @@ def test_xauthority_without_display(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -
     assert "DISPLAY" not in view.env and view.env.get("XAUTHORITY") == XAUTHORITY
 
 
-def test_disable_x11_sets_neither(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path) -> None:
-    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, "disable_x11=1")
+def test_disable_x11_sets_neither(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path,
+                                  module: str) -> None:
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "disable_x11=1")
     fake_slurmd.add_job({"job_id": 333, "user": "alice", "x11": {"display": 10, "xauthority": XAUTHORITY}})
     view = fake_job_login(fake_slurmd, sshd, 333)
     assert view.allowed and view.env.get("SLURM_JOB_ID") == "333", view.stderr
@@ -136,8 +154,8 @@ def test_login_joins_the_jobs_mount_namespace(fake_slurmd: FakeSlurmd, adopt_ssh
 
 
 def test_join_container_false_stays_in_the_hosts_namespace(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory,
-                                                           shared_dir: Path, job_namespace: str) -> None:
-    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, "join_container=false")
+                                                           shared_dir: Path, module: str, job_namespace: str) -> None:
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "join_container=false")
     fake_slurmd.add_job({"job_id": 335, "user": "alice", "namespaces": {"mnt": job_namespace}})
     view = fake_job_login(fake_slurmd, sshd, 335)
     assert view.allowed and view.mount_ns == host_mount_ns(), view.stderr
@@ -152,3 +170,54 @@ def test_a_namespace_the_stepd_cannot_open_fails_the_adoption(fake_slurmd: FakeS
     view = fake_job_login(fake_slurmd, adopt_sshd, 336)
     assert view.allowed and view.mount_ns == host_mount_ns(), view.stderr
     assert view.env.get("SLURM_JOB_ID") == "336" and len(fake_slurmd.adopted(336)) == 1
+
+
+def test_a_namespace_the_stepd_cannot_open_with_action_adopt_failure_deny(
+        fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str) -> None:
+    """As above with action_adopt_failure=deny: the failed adoption refuses the login (the pid was added
+    all the same: the stepd keeps it until sshd's process ends)."""
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "action_adopt_failure=deny")
+    fake_slurmd.add_job({"job_id": 338, "user": "alice", "namespaces": {"mnt": "/nonexistent/ns"}})
+    view = fake_job_login(fake_slurmd, sshd, 338)
+    assert not view.allowed and view.status == 255, view.stderr
+    assert len(fake_slurmd.adopted(338)) == 1
+
+
+# --- the RPC path (two jobs): what the C module gets wrong ------------------------------------------------
+
+
+def test_rpc_path_and_the_jobs_mount_namespace(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd, module: str,
+                                               job_namespace: str) -> None:
+    """Two jobs, so the job comes from the RPC. The C module asks X11_DISPLAY there with protocol version
+    0 (its step_loc_t is zeroed), leaves the xauthority length unread and takes it for GET_NS_FD's answer
+    (0: "no namespace"): the session stays in the host's namespace, as on the real job_container/tmpfs
+    node (test_job_container_real). The in-process module reads the whole answer and joins."""
+    fake_slurmd.add_job({"job_id": 341, "user": "alice", "start_time": 1000})
+    fake_slurmd.add_job({"job_id": 342, "user": "alice", "start_time": 2000, "namespaces": {"mnt": job_namespace}})
+    view = fake_job_login(fake_slurmd, adopt_sshd, 342)
+    assert view.allowed and view.env.get("SLURM_JOB_ID") == "342", (view.stderr, adopt_sshd.log_text())
+    assert len(fake_slurmd.adopted(342)) == 1 and fake_slurmd.adopted(341) == []
+    if PAM_SLURM_ADOPT in module:
+        assert view.marker is None and view.mount_ns == host_mount_ns()
+    else:
+        assert view.marker == "from the namespace" and view.mount_ns == os.readlink(job_namespace)
+
+
+def test_rpc_path_and_x11(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: Path, module: str) -> None:
+    """Two jobs, the one the login comes from with X11, action_unknown=deny. The C module's unread
+    xauthority length (see above) is not 0 here: GET_NS_FD takes it for an fd on its way, finds none
+    ("stepd_get_ns_fd failed"), and the adoption fails after ADD_EXTERN_PID succeeded; the RPC path then
+    falls through to action_unknown, which refuses. The in-process module adopts once and sets DISPLAY and
+    XAUTHORITY, as the C module does for a single job."""
+    sshd = module_sshd(fake_slurmd, sshd_factory, shared_dir, module, "action_unknown=deny")
+    fake_slurmd.add_job({"job_id": 343, "user": "alice", "start_time": 1000})
+    fake_slurmd.add_job({"job_id": 344, "user": "alice", "start_time": 2000,
+                         "x11": {"display": 10, "xauthority": XAUTHORITY}})
+    view = fake_job_login(fake_slurmd, sshd, 344)
+    assert len(fake_slurmd.adopted(344)) == 1 and fake_slurmd.adopted(343) == []
+    if PAM_SLURM_ADOPT in module:
+        assert view.status == 255 and UNKNOWN in view.stderr, view.stderr
+    else:
+        assert view.allowed, (view.stderr, sshd.log_text())
+        assert (view.env.get("DISPLAY"), view.env.get("XAUTHORITY")) == ("localhost:10.0", XAUTHORITY)
+        assert view.env.get("SLURM_JOB_ID") == "344"

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,8 +29,9 @@ from fake_slurmd.plugin import SshdFactory
 from fake_slurmd.scenario import Job
 from fake_slurmd.stepd import FakeStepd
 from slurmproto.constants import SLURM_EXTERN_CONT
+from tests.support.deploy import pam_python_line
 from tests.support.peers import DroppingHost
-from tests.support.procs import ensure_user, installed_or_skip, wait_for
+from tests.support.procs import ensure_user, installed_or_skip, pam_module_or_skip, wait_for
 from tests.support.slurm_cluster import SlurmCluster, free_port
 from tests.support.sshd import Sshd
 from tests.support.stuck_munged import StuckMunged
@@ -38,7 +39,6 @@ from tests.support.syslog import DevLogCatcher
 from tests.test_adopt_real import NO_JOBS, PAM_SLURM_ADOPT, jobs, landed_in, newest_job, run_login
 
 __all__ = ["jobs"]  # the two-job fixture, shared with test_adopt_real
-PAM_PYTHON = "/lib/security/pam_python.so"
 # Linux-PAM's values (security/_pam_types.h), as libpam-python's PamHandle has them.
 CODES = {"PAM_SUCCESS": 0, "PAM_SYSTEM_ERR": 4, "PAM_PERM_DENIED": 6, "PAM_USER_UNKNOWN": 10,
          "PAM_SESSION_ERR": 14, "PAM_IGNORE": 25}
@@ -329,13 +329,9 @@ def test_the_loaded_file_puts_its_own_packages_first(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def module_file() -> str:
     """The installed module file, as `slurm-adopt --print-pam-module` names it."""
-    if not Path(PAM_PYTHON).exists():
-        pytest.skip(f"needs {PAM_PYTHON} (apt-get install libpam-python)")
     if not Path(PAM_SLURM_ADOPT).exists():
         pytest.skip(f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
-    script = installed_or_skip("slurm-adopt")
-    return subprocess.run([script, "--print-pam-module"], capture_output=True, text=True, check=True,
-                          timeout=30).stdout.strip()
+    return pam_module_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -371,13 +367,14 @@ class Stack:
     def line(self, conf: Path, options: str = "") -> str:
         common = f"service={{service}} nodename={self.cluster.node_name} {options}".strip()
         if self.which == "pam_python":
-            return f"pam_python.so {self.module_file} conf={conf} log_level=debug {common}"
+            return pam_python_line(self.module_file, [f"conf={conf}", "log_level=debug", common])
         return f"{PAM_SLURM_ADOPT} {common}"
 
-    def sshd(self, stack: str, options: str = "", conf: Path | None = None) -> Sshd:
+    def sshd(self, stack: str, options: str = "", conf: Path | None = None, args: Sequence[str] = ()) -> Sshd:
+        """`args`: sshd's own extra arguments (tests.support.sshd.Sshd)."""
         conf = conf or self.cluster.conf
         lines = [line.replace("MODULE", self.line(conf, options)) for line in STACKS[stack]]
-        return self.factory(lines, env={"SLURM_CONF": str(conf)}, users=["alice", "bob", ONE_JOB_USER])
+        return self.factory(lines, env={"SLURM_CONF": str(conf)}, users=["alice", "bob", ONE_JOB_USER], args=args)
 
 
 @pytest.fixture(params=MODULES)
@@ -412,6 +409,22 @@ def test_same_verdict(slurm_cluster: SlurmCluster, jobs: tuple[int, int], one_jo
         assert (NO_JOBS in err) == (stack_name != "sufficient"), err
     else:
         assert (status, landed, env) == (0, expected_job, str(expected_job)), (err, sshd.log_text()[-2000:])
+
+
+def test_logins_in_a_row_through_an_sshd_that_does_not_re_exec(slurm_cluster: SlurmCluster, jobs: tuple[int, int],
+                                                                stack: Stack) -> None:
+    """sshd -r: each connection's process is a fork of the listener rather than a fresh sshd (the tests'
+    sshds otherwise re-exec, OpenSSH's default). Logins in a row through it each get their own verdict
+    and job, nothing of the one before."""
+    sshd = stack.sshd("required", args=["-r"])
+    assert sshd.login_is_a_fork()
+    for user, job, expected in [("alice", jobs[0], jobs[0]), ("alice", jobs[1], jobs[1]), ("bob", None, None),
+                                ("alice", jobs[0], jobs[0])]:
+        status, landed, env, err = session(slurm_cluster, sshd, user, job)
+        if expected is None:
+            assert (status, landed) == (255, None) and NO_JOBS in err, err
+        else:
+            assert (status, landed, env) == (0, expected, str(expected)), (err, sshd.log_text()[-2000:])
 
 
 def test_from_outside_any_job_lands_in_the_newest(slurm_cluster: SlurmCluster, jobs: tuple[int, int],

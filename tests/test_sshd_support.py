@@ -276,6 +276,16 @@ def test_stop_removes_pam_file_dir_and_process(sshd_factory: SshdFactory) -> Non
     sshd.stop()  # twice is fine
 
 
+def test_logins_re_exec_sshd_unless_told_not_to(sshd_factory: SshdFactory) -> None:
+    """Each login's PAM stack runs in a freshly executed sshd (OpenSSH's default re-exec); `args=["-r"]`
+    makes it a fork of the listener. Needs address space randomisation to tell them apart."""
+    if Path("/proc/sys/kernel/randomize_va_space").read_text().strip() == "0":
+        pytest.skip("address space randomisation is off (kernel.randomize_va_space=0): a fork and an exec "
+                    "map sshd at the same place")
+    assert not sshd_factory(["required pam_permit.so"]).login_is_a_fork()
+    assert sshd_factory(["required pam_permit.so"], args=["-r"]).login_is_a_fork()
+
+
 def test_failed_start_leaves_nothing_behind() -> None:
     reason = need_root("running sshd") or need_programs(*SSHD_PROGRAMS)
     if reason:

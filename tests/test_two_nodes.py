@@ -1,4 +1,5 @@
-"""Cross-node logins on two real Slurm 22.05 nodes (tests/support/two_nodes.py), the C module beside the hook.
+"""Cross-node logins on two real Slurm 22.05 nodes (tests/support/two_nodes.py), the C module beside the hook
+and the in-process module (which share one decision: "ours" below).
 
 A process of a job on xn1 (the job's batch script, tests/support/job_agent.py) runs ssh to an sshd in xn2's
 namespaces; that sshd's account stack asks xn1's slurmd over the veth which job the connection comes from
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.deploy import hook_command
-from tests.support.procs import installed_or_skip, need_programs
+from tests.support.deploy import hook_command, pam_python_line
+from tests.support.procs import installed_or_skip, need_programs, pam_module_or_skip
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
@@ -35,7 +36,7 @@ OTHER_HOSTNAME = "localhost"
 up (slurm_conf_get_aliased_nodename), and for a name nothing resolves its get_addr_info retries
 getaddrinfo for 10 s before giving up, each login, to the same outcome."""
 DEADLINE = 2.0
-"""The hook's deadline where a source host hangs."""
+"""Our deadline (the hook's and the in-process module's) where a source host hangs."""
 
 AccountLines = Callable[[Path, str], list[str]]
 """(slurm.conf, the case's options) -> one adopter's PAM account lines (`{service}`: the sshd's service)."""
@@ -56,9 +57,16 @@ def hook_lines(conf: Path, options: str) -> list[str]:
             f"log_level=debug {options}"]
 
 
-ADOPTERS: dict[str, AccountLines] = {"module": module_lines, "hook": hook_lines}
+def inprocess_lines(conf: Path, options: str) -> list[str]:
+    """The in-process module (adopt/pam_module.py under libpam-python), the hook's options."""
+    module = pam_python_line(pam_module_or_skip(), [f"conf={conf}", "service={service}", f"deadline={DEADLINE:g}",
+                                                    "log_level=debug", options])
+    return ["required pam_unix.so", f"required {module}"]
+
+
+ADOPTERS: dict[str, AccountLines] = {"module": module_lines, "hook": hook_lines, "inprocess": inprocess_lines}
 """Each entry is one implementation under test; a new one is one more entry (its account lines)."""
-IDENTS = {"module": "pam_slurm_adopt", "hook": "slurm-adopt"}
+IDENTS = {"module": "pam_slurm_adopt", "hook": "slurm-adopt", "inprocess": "slurm-adopt"}
 """Their syslog idents (an entry without one is not checked for log lines)."""
 
 
@@ -226,7 +234,7 @@ def test_from_a_job_on_the_other_node_only(jobs: Jobs, sshd_for: SshdFor, adopte
     """bob's job e is on xn1 only, his job f on xn2 only; he logs in from one to the other node. With one
     job there both adopt into it without asking; made to ask, the RPC names the job he comes from, which
     has no extern step on the node he logs in to: the module's adoption into it fails and it falls back to
-    action_unknown, the hook does not take a job that is not there; both end in the only job there."""
+    action_unknown, ours do not take a job that is not there; all end in the only job there."""
     source, target, node = (jobs.e, jobs.f, "xn2") if direction == "xn1-to-xn2" else (jobs.f, jobs.e, "xn1")
     landed = login(source, sshd_for(adopter, options, node=node), host=two_nodes_addr(node))
     assert (landed.status, landed.node, landed.job, landed.hostname) == (0, node, target.job_id, node), landed
@@ -237,7 +245,7 @@ def test_from_a_job_on_the_other_node_only(jobs: Jobs, sshd_for: SshdFor, adopte
 def test_from_a_job_on_the_other_node_only_with_action_unknown_deny(jobs: Jobs, sshd_for: SshdFor, adopter: str,
                                                                    adopter_log: AdopterLog) -> None:
     """As above, made to ask, with action_unknown=deny. 22.05's module sends every RPC that names no job
-    here to action_unknown, one job or several, and refuses; 26.05's (which the hook follows) applies
+    here to action_unknown, one job or several, and refuses; 26.05's (which ours follow) applies
     action_unknown to several jobs only, and adopts into the only one, f. A difference of releases, not a
     mistake: each entry is held to its own rule."""
     landed = login(jobs.e, sshd_for(adopter, "single_job_skip_rpc=0 action_unknown=deny"))
@@ -271,7 +279,7 @@ def xn1_slurmd(request: pytest.FixtureRequest, two_nodes: TwoNodes, jobs: Jobs) 
 def test_source_slurmd_does_not_answer(jobs: Jobs, sshd_for: SshdFor, adopter: str, xn1_slurmd: str,
                                        options: str, adopter_log: AdopterLog) -> None:
     """alice has two jobs on xn2 and the RPC gets no answer: action_unknown. deny refuses; newest takes
-    the latest started job (b) in the hook, while 22.05's module takes the job whose cgroup directory on
+    the latest started job (b) in ours, while 22.05's module takes the job whose cgroup directory on
     xn2 has the newest mtime (whole seconds, ties to the last listed): not the rule asserted here."""
     started = time.monotonic()
     landed = login(jobs.a, sshd_for(adopter, options))
@@ -282,7 +290,7 @@ def test_source_slurmd_does_not_answer(jobs: Jobs, sshd_for: SshdFor, adopter: s
         assert (landed.status, landed.node) == (0, "xn2") and landed.job in (jobs.a.job_id, jobs.b.job_id), landed
     else:
         assert (landed.status, landed.node, landed.job) == (0, "xn2", jobs.b.job_id), landed
-    if adopter == "hook":
+    if adopter != "module":
         assert elapsed < DEADLINE + 3.0, elapsed  # the deadline, plus ssh's own connection and the agent
     adopter_log.expect(r"From 10\.77\.0\.1 port \d+ as alice: unable to determine source job$")
 
@@ -309,7 +317,7 @@ def test_host_name_slurm_conf_does_not_know(jobs: Jobs, sshd_for: SshdFor, adopt
     """sshd on xn2 under a host name that is no NodeHostname, nodename=xn2 given. The RPC names job a
     for both. 22.05's module then connects to a's stepd with the node name guessed from the host name
     (its RPC path ignores nodename=), finds none, and falls back to action_unknown: the newest cgroup, a
-    or b, a guess. The hook adopts into a, the job the connection comes from."""
+    or b, a guess. Ours adopt into a, the job the connection comes from."""
     landed = login(jobs.a, sshd_for(adopter, "nodename=xn2", hostname=OTHER_HOSTNAME))
     assert landed.hostname == OTHER_HOSTNAME, landed
     if adopter == "module":
@@ -323,7 +331,7 @@ def test_host_name_slurm_conf_does_not_know(jobs: Jobs, sshd_for: SshdFor, adopt
 def test_host_name_that_maps_to_the_node(two_nodes: TwoNodes, jobs: Jobs, sshd_for: SshdFor, adopter: str,
                                          hostname: str) -> None:
     """No nodename=: the node is found from the host name, through NodeHostname (xn2-os, in the stack's
-    slurm.conf only) or as a short name (xn2.example.org), on the RPC path as well: both adopt into b."""
+    slurm.conf only) or as a short name (xn2.example.org), on the RPC path as well: all adopt into b."""
     conf = None
     if "." not in hostname:
         conf = two_nodes.conf_copy(hostname, lambda text: text.replace(
@@ -334,7 +342,7 @@ def test_host_name_that_maps_to_the_node(two_nodes: TwoNodes, jobs: Jobs, sshd_f
 
 def test_no_nodename_and_an_unknown_host_name(jobs: Jobs, sshd_for: SshdFor, adopter: str) -> None:
     """Without nodename= and under a host name slurm.conf does not know, neither can find this node's
-    steps: the module says "No Slurm jobs found on node." and ignores, the hook ends in
+    steps: the C module says "No Slurm jobs found on node." and ignores, ours say the same and end in
     action_generic_failure (ignore): the login passes, in no job."""
     landed = login(jobs.a, sshd_for(adopter, "", hostname=OTHER_HOSTNAME))
     assert (landed.status, landed.job, landed.hostname) == (0, None, OTHER_HOSTNAME), landed

@@ -23,11 +23,16 @@ from collections.abc import Sequence
 from fake_slurmd.pamexec import INTERPRETER_HIJACKS, hook_command, hook_line
 
 __all__ = ["DEBIAN_COMMON_ACCOUNT", "INTERPRETER_HIJACKS", "README_ADMIN_GROUP", "README_ENV", "find_stanza",
-           "hook_command", "hook_line", "lockout_safe_stanza"]
+           "hook_command", "hook_line", "lockout_safe_stanza", "pam_python_line"]
 
 README_ENV = "/opt/slurm-adopt"
 """<ENV> and <ADMIN_GROUP> as the README shows them."""
 README_ADMIN_GROUP = "slurm-admins"
+
+
+def pam_python_line(module_file: str, options: Sequence[str] = ()) -> str:
+    """The in-process module's control-less account line: libpam-python loading `module_file`."""
+    return " ".join(["pam_python.so", module_file, *options])
 
 
 DEBIAN_COMMON_ACCOUNT = [

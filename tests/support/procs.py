@@ -85,3 +85,19 @@ def installed_or_skip(name: str, *, for_other_users: bool = False) -> str:
     if for_other_users and not runnable_by_others(path):
         pytest.skip(f"{path} cannot be run by other users (tox's work_dir must be world-traversable)")
     return path
+
+
+PAM_PYTHON = "/lib/security/pam_python.so"
+"""Debian's libpam-python, which loads the in-process module."""
+
+
+def pam_module_or_skip() -> str:
+    """The installed in-process module's file (`slurm-adopt --print-pam-module`), or a pytest skip saying
+    what is missing (libpam-python, or the installed tools)."""
+    import pytest
+
+    if not os.path.exists(PAM_PYTHON):
+        pytest.skip(f"needs {PAM_PYTHON} (apt-get install libpam-python)")
+    script = installed_or_skip("slurm-adopt")
+    return subprocess.run([script, "--print-pam-module"], capture_output=True, text=True, check=True,
+                          timeout=30).stdout.strip()
