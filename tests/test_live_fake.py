@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd, JobConnection
-from fake_slurmd.scenario import Job, NodeSpec, Scenario
+from fake_slurmd.scenario import Job
 from slurmproto.codec import decode_stream
 from slurmproto.conf import parse_file
 from slurmproto.constants import MsgType
@@ -33,6 +33,7 @@ from slurmproto.messages import Message, NetworkCallerIdResponse
 from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection, missing_reason
 from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, ids_of
 from tests.support.fixtures import LIVE_COMBOS
+from tests.support.linked_node import fake_for
 from tests.support.packets import msg_type
 from tests.support.procs import installed_or_skip
 
@@ -40,19 +41,6 @@ OWNER, OTHER = "alice", "bob"
 JOBS = (900001, 900002)
 """The fake's jobs: far above the ids the real controller hands out, so no answer can be the real one's."""
 INDETERMINATE = "remote job id indeterminate"
-
-
-def fake_for(cluster: ChrootCluster, jobs: dict[int, Job], port: int = 0, spool_dir: str | None = None
-             ) -> FakeSlurmd:
-    """A fake node1 of the cluster's release and auth, with its munged or slurm.key and ClusterName,
-    listening on 127.0.0.1 inside its network namespace."""
-    conf = parse_file(cluster.conf, env={})
-    scenario = Scenario([NodeSpec(NODE, "127.0.0.1", port, str(cluster.ns.path))], jobs, release=cluster.release,
-                        slurm_user=ids_of(cluster.root, "slurm")[0], cluster=conf.cluster_name,
-                        client_timeout=5.0)
-    if cluster.auth == "munge":
-        return FakeSlurmd(scenario, munge_socket=str(cluster.munge_socket), spool_dir=spool_dir)
-    return FakeSlurmd(scenario, auth="slurm", key=str(cluster.key_path), spool_dir=spool_dir)
 
 
 @dataclasses.dataclass

@@ -1,10 +1,11 @@
-"""What crosses `lo` of a network namespace to and from one TCP port, as whole Slurm frames.
+"""What crosses `lo` (or another interface) of a network namespace to and from one TCP port, as whole Slurm
+frames.
 
 `PacketCapture` reads an AF_PACKET socket opened inside the namespace (tests/support/namespaces.py) in a
 thread of its own, keeps the TCP segments of connections with `port` on one side, and reassembles each
 connection into `Exchange`s: the bytes each side sent, split into frames by their u32 length prefix
 (prefix included, as the golden vectors hold them). Loopback hands every packet to packet sockets twice
-(outgoing and incoming); only the incoming copy is kept.
+(outgoing and incoming); only the incoming copy is kept. `callerid_rpcs()`: the callerid RPCs among them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from slurmproto.codec import decode_stream
+from slurmproto.constants import NO_VAL, MsgType
 from tests.support.namespaces import NetNs
 
 ETH_P_ALL = 0x0003
@@ -145,11 +148,14 @@ class _Connection:
 
 
 class PacketCapture:
-    """`with PacketCapture(netns, 6818) as cap: ...; cap.exchanges()` (in the order the connections began)."""
+    """`with PacketCapture(netns, 6818) as cap: ...; cap.exchanges()` (in the order the connections began).
 
-    def __init__(self, netns: NetNs, port: int) -> None:
+    `interface`: another of the namespace's interfaces than lo (a veth), which shows each packet once."""
+
+    def __init__(self, netns: NetNs, port: int, interface: str = "lo") -> None:
         self.netns = netns
         self.port = port
+        self.interface = interface
         self._connections: dict[tuple[Endpoint, Endpoint], _Connection] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -161,7 +167,7 @@ class PacketCapture:
     def start(self) -> Self:
         sock = self.netns.open_socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        sock.bind(("lo", 0))
+        sock.bind((self.interface, 0))
         self._sock = sock
         self._thread = threading.Thread(target=self._read, name=f"capture-{self.netns.name}", daemon=True)
         self._thread.start()
@@ -176,7 +182,7 @@ class PacketCapture:
                     self._drained = time.monotonic()
                 continue
             packet, address = self._sock.recvfrom(65600)
-            if address[2] != PACKET_OUTGOING:
+            if address[2] != PACKET_OUTGOING or self.interface != "lo":
                 self._keep(packet)
 
     def _keep(self, packet: bytes) -> None:
@@ -225,3 +231,15 @@ class PacketCapture:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def callerid_rpcs(cap: PacketCapture) -> list[tuple[int, int | None]]:
+    """Each callerid RPC captured: the request's header version and the job the reply names (None: none, or
+    no reply)."""
+    found = []
+    for exchange in cap.exchanges():
+        if exchange.requests and msg_type(exchange.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID:
+            replies = decode_stream(exchange.received)
+            job = getattr(replies[0].message, "job_id", NO_VAL) if replies else NO_VAL
+            found.append((header_version(exchange.requests[0]), None if job == NO_VAL else job))
+    return found
