@@ -26,15 +26,12 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd, JobConnection
 from fake_slurmd.scenario import Job
-from slurmproto.codec import decode_stream
 from slurmproto.conf import parse_file
-from slurmproto.constants import MsgType
-from slurmproto.messages import Message, NetworkCallerIdResponse
+from slurmproto.messages import NetworkCallerIdResponse
 from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection, missing_reason
 from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, ids_of
 from tests.support.fixtures import LIVE_COMBOS
-from tests.support.linked_node import fake_for
-from tests.support.packets import msg_type
+from tests.support.linked_node import Asked, ask_scontrol, fake_for
 from tests.support.procs import installed_or_skip
 
 OWNER, OTHER = "alice", "bob"
@@ -79,30 +76,12 @@ def node(cluster: ChrootCluster) -> Iterator[FakeNode]:
         yield FakeNode(fake, stack.enter_context(conf_for(cluster, fake.port, "fake-slurmd")), held)
 
 
-@dataclasses.dataclass(frozen=True)
-class Asked:
-    """What scontrol printed, and what the daemon answered on the wire (each reply's header version, flags
-    and message; the credential left out: each signs its own)."""
-
-    code: int
-    out: str
-    err: str
-    replies: list[tuple[int, int, Message]]
-
-
 def scontrol_callerid(cluster: ChrootCluster, local: tuple[str, int], remote: tuple[str, int], user: str,
                       via: FakeNode | tuple[str, int] | None = None) -> Asked:
     """The chroot's `scontrol callerid` about local -> remote (local: the job's end), asking the fake
     (`via`: its FakeNode, or slurm.conf and port) or the real slurmd."""
     conf, port = (via.conf, via.fake.port) if isinstance(via, FakeNode) else via or (CONF, SLURMD_PORT)
-    argv = ["env", f"SLURM_CONF={conf}", "scontrol", "callerid", local[0], str(local[1]), remote[0], str(remote[1])]
-    with cluster.capture(port) as cap:
-        proc = cluster.run(argv, user=user, check=False)
-    # Only the callerid exchanges: slurmctld talks to the real slurmd's port as well.
-    replies = [(f.header.version, f.header.flags, f.message) for e in cap.exchanges()
-               if e.requests and msg_type(e.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID
-               for f in decode_stream(b"".join(e.replies))]
-    return Asked(proc.returncode, proc.stdout, proc.stderr, replies)
+    return ask_scontrol(cluster, local, remote, user, cluster.capture(port), conf)
 
 
 @pytest.mark.parametrize("user", ["root", "slurm", OWNER], ids=["root", "SlurmUser", "owner"])

@@ -12,23 +12,29 @@ with it; another cluster's keeps its namespace and loses the veth.
 
 `authorize()`: a cluster's users' ssh keys let in by another sshd. `fake_for()`: a FakeSlurmd with the
 cluster's munged or slurm.key and ClusterName, as node1 in the cluster's namespace, or as any node (another
-release's, in a linked namespace).
+release's, in a linked namespace). `ask_scontrol()`: the chroot's `scontrol callerid`, and the replies on the
+wire.
 """
 
 from __future__ import annotations
 
 import itertools
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
+from slurmproto.codec import decode_stream
 from slurmproto.conf import parse_file
-from tests.support.chroot_cluster import ChrootCluster
+from slurmproto.constants import MsgType
+from slurmproto.messages import Message
+from tests.support.chroot_cluster import CONF, ChrootCluster
 from tests.support.chroot_files import NODE, ids_of
 from tests.support.namespaces import NetNs
+from tests.support.packets import PacketCapture, msg_type
 
 _serial = itertools.count()
 
@@ -101,3 +107,28 @@ def fake_for(cluster: ChrootCluster, jobs: dict[int, Job], port: int = 0, spool_
     if cluster.auth == "munge":
         return FakeSlurmd(scenario, munge_socket=str(cluster.munge_socket), spool_dir=spool_dir)
     return FakeSlurmd(scenario, auth="slurm", key=str(cluster.key_path), spool_dir=spool_dir)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What scontrol printed, and what the daemon answered on the wire (each reply's header version, flags
+    and message; the credential left out: each signs its own)."""
+
+    code: int
+    out: str
+    err: str
+    replies: list[tuple[int, int, Message]]
+
+
+def ask_scontrol(cluster: ChrootCluster, local: tuple[str, int], remote: tuple[str, int], user: str,
+                 capture: PacketCapture, conf: str = CONF) -> Asked:
+    """The chroot's `scontrol callerid` about local -> remote (local: the job's end), asking the slurmd on
+    local's host at slurm.conf's SlurmdPort; `capture` (not started) watches that port where it answers."""
+    argv = ["env", f"SLURM_CONF={conf}", "scontrol", "callerid", local[0], str(local[1]), remote[0], str(remote[1])]
+    with capture as cap:
+        proc = cluster.run(argv, user=user, check=False)
+    # Only the callerid exchanges: slurmctld talks to the real slurmd's port as well.
+    replies = [(f.header.version, f.header.flags, f.message) for e in cap.exchanges()
+               if e.requests and msg_type(e.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID
+               for f in decode_stream(b"".join(e.replies))]
+    return Asked(proc.returncode, proc.stdout, proc.stderr, replies)
