@@ -3,16 +3,19 @@ connection from a node of another release.
 
 The other node is fake_slurmd emulating that release (22.05, or the other chroot release) in a network
 namespace of its own, or the other chroot release's real cluster, linked to the node's namespace by a veth
-pair (tests/support/linked_node.py), with the same munge key. A job of the other node has the id and owner
-of a real job of the node (`source`), and a process of it there runs ssh to the node's sshd over the link.
-The node's account stack asks the other node (the connection's source) which job that is, in the version
-it speaks; the other node answers in that version when its release's window holds it, and closes
-unanswered otherwise (slurmproto/versions.py). Known: the login is adopted into `source`; refused: "unable
-to determine source job", and action_unknown's newest job, `newest` (started after `source`).
+pair (tests/support/linked_node.py), with the same munge.key (auth/munge) or slurm.key (auth/slurm, where
+both releases have it). A job of the other node has the id and owner of a real job of the node (`source`),
+and a process of it there runs ssh to the node's sshd over the link. The node's account stack asks the other
+node (the connection's source) which job that is, in the version it speaks; the other node answers in that
+version when its release's window holds it, and closes unanswered otherwise (slurmproto/versions.py).
+Known: the login is adopted into `source`; refused: "unable to determine source job", and action_unknown's
+newest job (the hook's: `newest`, started after `source`; the module's: the one it names).
 
 Each pairing is asked by three account stacks: the release's real pam_slurm_adopt (the chroot's sshd), the
 hook with protocol_version=auto (the host's sshd in the node's namespaces, as tests/test_live_hook.py runs
-it), and the hook pinned to the node's release, which speaks as the module does.
+it), and the hook pinned to the node's release, which speaks as the module does. Last, the node's scontrol
+asks the real node of the other release and a fake of it the same question: the same answers, on the wire
+too.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pytest
 from fake_slurmd.scenario import Job, NodeSpec
 from slurmproto.versions import Release, release_named, tries_to_reach
 from tests.support.chroot_cluster import RELEASES, ChrootCluster, missing_reason
-from tests.support.chroot_files import AUTHORIZED_KEYS, NODE, SLURMD_PORT, SSHD_PORT
+from tests.support.chroot_files import AUTHORIZED_KEYS, AUTHS, NODE, SLURMD_PORT, SSHD_PORT
 from tests.support.deploy import hook_command
 from tests.support.fixtures import LiveClusters
 from tests.support.linked_node import LinkedNode, ask_scontrol, authorize, fake_for
@@ -44,10 +47,11 @@ from tests.support.sshd import Sshd
 OWNER = "alice"
 OTHER_RELEASES = ("22.05", *RELEASES)
 """Releases a fake other node emulates: the machine's own Slurm and the chroots'."""
-PAIRINGS = [
-    *((node, other, "fake") for node in RELEASES for other in OTHER_RELEASES if other != node),
-    *((node, other, "real") for node in RELEASES for other in RELEASES if other != node),
-]
+PAIRINGS = [(node, other, kind, auth) for auth in AUTHS
+            for kind, others in (("fake", OTHER_RELEASES), ("real", RELEASES))
+            for node in RELEASES for other in others
+            if other != node and (auth != "slurm" or release_named(other).auth_slurm.available)]
+"""(the node's release, the other node's, fake or real, the auth mode): auth/slurm where both have it."""
 ADOPTERS = ("module", "hook", "hook-pinned")
 UNKNOWN = "unable to determine source job"
 PICKED = re.compile(r"(?:action_unknown: Picked job|Newest job) (\d+)$")
@@ -83,31 +87,45 @@ class Pairing:
 
 @dataclass(frozen=True)
 class RealPair:
-    """A real 24.11 and 26.05 cluster with the same munge key, linked; the owner's jobs `jobs` on each (the
-    same ids: both are fresh)."""
+    """A real 24.11 and 26.05 cluster with the same munge.key or slurm.key, linked; the owner's jobs `jobs` on
+    each (the same ids: both are fresh)."""
 
     clusters: dict[str, ChrootCluster]
     link: LinkedNode
     jobs: tuple[int, int]
 
 
+class RealPairs:
+    """The module's real pairs, one per auth mode, each started when first asked for."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.pairs: dict[str, RealPair] = {}
+
+    def get(self, auth: str) -> RealPair:
+        for release in RELEASES:
+            reason = missing_reason(release)
+            if reason:
+                pytest.skip(reason)
+        if auth not in self.pairs:
+            key = secrets.token_bytes(1024 if auth == "munge" else 32)  # as the clusters' own would be
+            clusters = {release: self.stack.enter_context(ChrootCluster(release, auth, auth_key=key))
+                        for release in RELEASES}
+            jobs = {release: owner_jobs(cluster, self.stack) for release, cluster in clusters.items()}
+            if len(set(jobs.values())) != 1:
+                raise RuntimeError(f"fresh clusters gave different job ids: {jobs}")
+            first, second = clusters.values()
+            link = self.stack.enter_context(LinkedNode(first, second))
+            authorize(first, second.host_path(AUTHORIZED_KEYS))
+            authorize(second, first.host_path(AUTHORIZED_KEYS))
+            self.pairs[auth] = RealPair(clusters, link, jobs[first.release])
+        return self.pairs[auth]
+
+
 @pytest.fixture(scope="module")
-def real_pair() -> Iterator[RealPair]:
-    for release in RELEASES:
-        reason = missing_reason(release)
-        if reason:
-            pytest.skip(reason)
-    key = secrets.token_bytes(1024)
+def real_pairs() -> Iterator[RealPairs]:
     with contextlib.ExitStack() as stack:
-        clusters = {release: stack.enter_context(ChrootCluster(release, munge_key=key)) for release in RELEASES}
-        jobs = {release: owner_jobs(cluster, stack) for release, cluster in clusters.items()}
-        if len(set(jobs.values())) != 1:
-            raise RuntimeError(f"fresh clusters gave different job ids: {jobs}")
-        first, second = clusters.values()
-        link = stack.enter_context(LinkedNode(first, second))
-        authorize(first, second.host_path(AUTHORIZED_KEYS))
-        authorize(second, first.host_path(AUTHORIZED_KEYS))
-        yield RealPair(clusters, link, jobs[first.release])
+        yield RealPairs(stack)
 
 
 def owner_jobs(cluster: ChrootCluster, stack: contextlib.ExitStack) -> tuple[int, int]:
@@ -149,14 +167,14 @@ def real_pairing(pair: RealPair, node: str, other: str) -> Pairing:
     return Pairing(cluster, release_named(other), source, newest, address, there.ns, link.interface, login, there)
 
 
-@pytest.fixture(scope="module", params=PAIRINGS, ids=[f"{n}-asks-{o}-{kind}" for n, o, kind in PAIRINGS])
-def pairing(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> Iterator[Pairing]:
-    node, other, kind = request.param
+@pytest.fixture(scope="module", params=PAIRINGS, ids=[f"{n}-asks-{o}-{kind}-auth-{a}" for n, o, kind, a in PAIRINGS])
+def pairing(request: pytest.FixtureRequest, live_clusters: LiveClusters, real_pairs: RealPairs) -> Iterator[Pairing]:
+    node, other, kind, auth = request.param
     if kind == "real":
-        yield real_pairing(request.getfixturevalue("real_pair"), node, other)
+        yield real_pairing(real_pairs.get(auth), node, other)
         return
     with contextlib.ExitStack() as stack:
-        yield fake_pairing(live_clusters.get(node, "munge"), other, stack)
+        yield fake_pairing(live_clusters.get(node, auth), other, stack)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +253,7 @@ def test_login_from_a_node_of_another_release(pairing: Pairing, hook_sshds: dict
 
 # -- the fake of a release beside the real one, asked by the other release's scontrol -------------------------
 
-REAL_DIRECTIONS = [(node, other) for node, other, kind in PAIRINGS if kind == "real"]
+REAL_DIRECTIONS = [(node, other, auth) for node, other, kind, auth in PAIRINGS if kind == "real"]
 
 
 @dataclass(frozen=True)
@@ -250,9 +268,10 @@ class Twins:
     fake: tuple[tuple[str, int], tuple[str, int], NetNs, str]
 
 
-@pytest.fixture(scope="module", params=REAL_DIRECTIONS, ids=[f"{n}-asks-{o}" for n, o in REAL_DIRECTIONS])
-def twins(request: pytest.FixtureRequest, real_pair: RealPair) -> Iterator[Twins]:
-    node, other = request.param
+@pytest.fixture(scope="module", params=REAL_DIRECTIONS, ids=[f"{n}-asks-{o}-auth-{a}" for n, o, a in REAL_DIRECTIONS])
+def twins(request: pytest.FixtureRequest, real_pairs: RealPairs) -> Iterator[Twins]:
+    node, other, auth = request.param
+    real_pair = real_pairs.get(auth)
     cluster, there, link = real_pair.clusters[node], real_pair.clusters[other], real_pair.link
     address = link.cluster_addr if cluster is link.cluster else link.address
     source = real_pair.jobs[0]

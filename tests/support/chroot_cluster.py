@@ -87,18 +87,18 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0, jwks: bool = False, munge_key: bytes | None = None) -> None:
+                 start_timeout: float = 60.0, jwks: bool = False, auth_key: bytes | None = None) -> None:
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if jwks and auth != "slurm":
             raise ValueError("a slurm.jwks needs auth/slurm")
-        if munge_key is not None and auth != "munge":
-            raise ValueError("a munge key needs auth/munge")
+        if auth_key is not None and jwks:
+            raise ValueError("an auth key is slurm.key, not a slurm.jwks")
         self.release = release
         self.auth = auth
         self.jwks = jwks
-        self.munge_key = munge_key
-        """auth/munge's key: a fresh one unless given (clusters of one site, whose nodes trust each other)."""
+        self.auth_key = auth_key
+        """munge.key or slurm.key: a fresh one unless given (clusters whose nodes trust each other)."""
         self.chroot = chroot_dir(release)
         self.name = f"sat-{RELEASES[release]}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
@@ -234,9 +234,9 @@ class ChrootCluster(Daemons):
         self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth))
         self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
         if self.auth == "munge":
-            files.munge_key(root, self.munge_key)
+            files.munge_key(root, self.auth_key)
         else:
-            files.slurm_key(root)
+            files.slurm_key(root, self.auth_key)
             if self.jwks:
                 files.slurm_jwks(root)
         files.sshd_files(root, entries)

@@ -164,10 +164,11 @@ def munge_key(root: Path, key: bytes | None = None) -> None:
         os.chmod(root / sub, 0o755 if sub == "run/munge" else 0o700)
 
 
-def slurm_key(root: Path) -> Path:
-    """A fresh 32-byte slurm.key beside slurm.conf, SlurmUser's, mode 0600 (auth/slurm refuses "other" bits)."""
+def slurm_key(root: Path, key: bytes | None = None) -> Path:
+    """A fresh 32-byte slurm.key (unless `key` is given) beside slurm.conf, SlurmUser's, mode 0600 (auth/slurm
+    refuses "other" bits)."""
     path = root / "etc/slurm/slurm.key"
-    write_secret(path, secrets.token_bytes(32), ids_of(root, "slurm"))
+    write_secret(path, key or secrets.token_bytes(32), ids_of(root, "slurm"))
     return path
 
 
