@@ -305,10 +305,15 @@ def test_fake_answers_another_release_like_the_real_node(twins: Twins, user: str
     """The node's `scontrol callerid` (its release's slurm_network_callerid, as its pam_slurm_adopt calls it)
     about each connection: the fake prints and answers on the wire what the real node of its release does
     (the reply in the request's version, or a close)."""
-    answers = [ask_scontrol(twins.cluster, local, remote, user, PacketCapture(ns, SLURMD_PORT, interface=interface))
-               for local, remote, ns, interface in (twins.real, twins.fake)]
+    captures = [PacketCapture(ns, SLURMD_PORT, interface=interface)
+                for _, _, ns, interface in (twins.real, twins.fake)]
+    answers = [ask_scontrol(twins.cluster, local, remote, user, cap)
+               for (local, remote, _, _), cap in zip((twins.real, twins.fake), captures, strict=True)]
     real, fake = answers
     assert fake == real, answers
+    # And each ends its connection alike (a FIN, or a reset).
+    ends = [[(e.server_closed, e.reset) for e in cap.exchanges()] for cap in captures]
+    assert ends[1] == ends[0], ends
     if twins.other.accepts(release_named(twins.cluster.release).protocol_version):
         assert (real.code, real.out) == (0, f"{twins.source} {NODE}\n"), real
     else:
