@@ -25,34 +25,19 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd, JobConnection
-from fake_slurmd.scenario import Job, NodeSpec, Scenario
-from slurmproto.codec import decode_stream
+from fake_slurmd.scenario import Job
 from slurmproto.conf import parse_file
-from slurmproto.constants import MsgType
-from slurmproto.messages import Message, NetworkCallerIdResponse
+from slurmproto.messages import NetworkCallerIdResponse
 from tests.support.chroot_cluster import CONF, ChrootCluster, HeldConnection, missing_reason
 from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, ids_of
 from tests.support.fixtures import LIVE_COMBOS
-from tests.support.packets import msg_type
+from tests.support.linked_node import Asked, ask_scontrol, fake_for
 from tests.support.procs import installed_or_skip
 
 OWNER, OTHER = "alice", "bob"
 JOBS = (900001, 900002)
 """The fake's jobs: far above the ids the real controller hands out, so no answer can be the real one's."""
 INDETERMINATE = "remote job id indeterminate"
-
-
-def fake_for(cluster: ChrootCluster, jobs: dict[int, Job], port: int = 0, spool_dir: str | None = None
-             ) -> FakeSlurmd:
-    """A fake node1 of the cluster's release and auth, with its munged or slurm.key and ClusterName,
-    listening on 127.0.0.1 inside its network namespace."""
-    conf = parse_file(cluster.conf, env={})
-    scenario = Scenario([NodeSpec(NODE, "127.0.0.1", port, str(cluster.ns.path))], jobs, release=cluster.release,
-                        slurm_user=ids_of(cluster.root, "slurm")[0], cluster=conf.cluster_name,
-                        client_timeout=5.0)
-    if cluster.auth == "munge":
-        return FakeSlurmd(scenario, munge_socket=str(cluster.munge_socket), spool_dir=spool_dir)
-    return FakeSlurmd(scenario, auth="slurm", key=str(cluster.key_path), spool_dir=spool_dir)
 
 
 @dataclasses.dataclass
@@ -91,30 +76,12 @@ def node(cluster: ChrootCluster) -> Iterator[FakeNode]:
         yield FakeNode(fake, stack.enter_context(conf_for(cluster, fake.port, "fake-slurmd")), held)
 
 
-@dataclasses.dataclass(frozen=True)
-class Asked:
-    """What scontrol printed, and what the daemon answered on the wire (each reply's header version, flags
-    and message; the credential left out: each signs its own)."""
-
-    code: int
-    out: str
-    err: str
-    replies: list[tuple[int, int, Message]]
-
-
 def scontrol_callerid(cluster: ChrootCluster, local: tuple[str, int], remote: tuple[str, int], user: str,
                       via: FakeNode | tuple[str, int] | None = None) -> Asked:
     """The chroot's `scontrol callerid` about local -> remote (local: the job's end), asking the fake
     (`via`: its FakeNode, or slurm.conf and port) or the real slurmd."""
     conf, port = (via.conf, via.fake.port) if isinstance(via, FakeNode) else via or (CONF, SLURMD_PORT)
-    argv = ["env", f"SLURM_CONF={conf}", "scontrol", "callerid", local[0], str(local[1]), remote[0], str(remote[1])]
-    with cluster.capture(port) as cap:
-        proc = cluster.run(argv, user=user, check=False)
-    # Only the callerid exchanges: slurmctld talks to the real slurmd's port as well.
-    replies = [(f.header.version, f.header.flags, f.message) for e in cap.exchanges()
-               if e.requests and msg_type(e.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID
-               for f in decode_stream(b"".join(e.replies))]
-    return Asked(proc.returncode, proc.stdout, proc.stderr, replies)
+    return ask_scontrol(cluster, local, remote, user, cluster.capture(port), conf)
 
 
 @pytest.mark.parametrize("user", ["root", "slurm", OWNER], ids=["root", "SlurmUser", "owner"])

@@ -19,14 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from slurmproto.codec import decode_stream
-from slurmproto.constants import NO_VAL, MsgType
 from slurmproto.versions import release_named
 from tests.support.chroot_cluster import RELEASES, ChrootCluster
 from tests.support.chroot_files import AUTHS
 from tests.support.deploy import hook_command
 from tests.support.fixtures import LiveClusters
-from tests.support.packets import PacketCapture, header_version, msg_type
+from tests.support.packets import callerid_rpcs
 from tests.support.procs import installed_or_skip, wait_for
 from tests.support.sshd import Sshd
 
@@ -107,18 +105,6 @@ def _diagnostics(cluster: ChrootCluster, sshd: Sshd) -> str:
     return f"{sshd.log_text()[-2000:]}\n{cluster.log_tails(10)}"
 
 
-def _rpcs(cap: PacketCapture) -> list[tuple[int, int | None]]:
-    """Each callerid RPC captured on slurmd's port: the request's header version and the job the reply names
-    (None: none)."""
-    found = []
-    for exchange in cap.exchanges():
-        if exchange.requests and msg_type(exchange.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID:
-            [reply] = decode_stream(exchange.received)
-            job = getattr(reply.message, "job_id", NO_VAL)
-            found.append((header_version(exchange.requests[0]), None if job == NO_VAL else job))
-    return found
-
-
 def _lands_in(cluster: ChrootCluster, cgroups: dict[str, str] | None, job: int) -> bool:
     """In the job's extern step in both of Slurm's controllers here (proctrack's freezer, task's cpuset)."""
     extern = cluster.extern_cgroup(job)
@@ -135,7 +121,7 @@ def test_login_from_job_n_lands_in_job_n(cluster: ChrootCluster, sshd: Sshd, hoo
     with cluster.capture() as cap:
         status, cgroups, env, err = login(cluster, sshd, hook, OWNER, job)
     assert status == 0 and _lands_in(cluster, cgroups, job), (cgroups, err, _diagnostics(cluster, sshd))
-    assert _rpcs(cap) == [(release_named(cluster.release).protocol_version, job)]
+    assert callerid_rpcs(cap) == [(release_named(cluster.release).protocol_version, job)]
     assert env == f"export SLURM_JOB_ID={job}"
 
 
@@ -149,7 +135,7 @@ def test_login_from_outside_lands_in_the_newest_job(cluster: ChrootCluster, sshd
     newest = max(map(int, running))
     assert status == 0 and _lands_in(cluster, cgroups, newest), (cgroups, err, _diagnostics(cluster, sshd))
     assert env == f"export SLURM_JOB_ID={newest}"
-    assert _rpcs(cap) == [(release_named(cluster.release).protocol_version, None)]
+    assert callerid_rpcs(cap) == [(release_named(cluster.release).protocol_version, None)]
 
 
 def test_user_without_jobs_is_refused(cluster: ChrootCluster, sshd: Sshd, hook: str, jobs: tuple[int, int]) -> None:

@@ -12,8 +12,9 @@ spool and logs are its own and several clusters of one chroot can run at once. E
   (/sys/fs/cgroup/*/slurm_node1) never sees ours;
 * auth/munge (a private munged with a fresh key) or auth/slurm (a fresh slurm.key, no munged; with
   jwks=True also a slurm.jwks of three keys, chroot_files.slurm_jwks, which the daemons use instead);
-* sshd on 127.0.0.1:2222 with the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a
-  catcher on the chroot's /dev/log for what the module logs.
+* sshd on port 2222 of every address of the namespace (127.0.0.1, and those of a link a test adds) with
+  the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a catcher on the chroot's /dev/log
+  for what the module logs.
 
 node_sshd() runs the host's sshd in the same cgroups and namespaces, on the host's filesystem, for PAM modules
 of the host (the project's hook); host_conf() is slurm.conf with the host's paths of the spool dir and munged.
@@ -87,15 +88,20 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0, jwks: bool = False, chroot: str | None = None) -> None:
+                 start_timeout: float = 60.0, jwks: bool = False, chroot: str | None = None,
+                 auth_key: bytes | None = None) -> None:
         """`chroot`: another chroot of scripts/build-chroots by its directory name (default: the release's)."""
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if jwks and auth != "slurm":
             raise ValueError("a slurm.jwks needs auth/slurm")
+        if auth_key is not None and jwks:
+            raise ValueError("an auth key is slurm.key, not a slurm.jwks")
         self.release = release
         self.auth = auth
         self.jwks = jwks
+        self.auth_key = auth_key
+        """munge.key or slurm.key: a fresh one unless given (clusters whose nodes trust each other)."""
         chroot = chroot or RELEASES[release]
         self.chroot = CHROOTS / chroot
         self.name = f"sat-{chroot}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
@@ -241,9 +247,9 @@ class ChrootCluster(Daemons):
         self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth))
         self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
         if self.auth == "munge":
-            files.munge_key(root)
+            files.munge_key(root, self.auth_key)
         else:
-            files.slurm_key(root)
+            files.slurm_key(root, self.auth_key)
             if self.jwks:
                 files.slurm_jwks(root)
         files.sshd_files(root, entries)
@@ -256,9 +262,14 @@ class ChrootCluster(Daemons):
 
     def inside(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """argv run in our cgroups, the namespaces and the chroot, with a clean environment and SLURM_CONF."""
+        return [*self.node_prefix(), *self.chrooted(argv, user)]
+
+    def chrooted(self, argv: Sequence[str], user: str | None = None) -> list[str]:
+        """argv run in the chroot as inside() runs it, but in the caller's namespaces and cgroups (e.g. a
+        process of another node's job using the chroot's ssh)."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         home = "/root" if user in (None, "root") else f"/home/{user}"
-        return [*self.node_prefix(), "chroot", str(self.root), *drop,
+        return ["chroot", str(self.root), *drop,
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
 
     def node_prefix(self) -> list[str]:
@@ -442,18 +453,20 @@ class ChrootCluster(Daemons):
         where, extern = self.cgroup_of(pid), self.extern_cgroup(job_id)
         return where is not None and (where == extern or where.startswith(extern + "/"))
 
-    def ssh_argv(self, user: str, command: str, port: int = SSHD_PORT) -> list[str]:
-        """ssh (the chroot's) logging `user` in to our sshd (or one at `port` in the namespace); to be run
-        inside, as `user`."""
+    def ssh_argv(self, user: str, command: str, port: int = SSHD_PORT, host: str = "127.0.0.1") -> list[str]:
+        """ssh (the chroot's) logging `user` in to our sshd (or one at `port`, at `host`: an address of the
+        namespace); to be run inside (or chrooted() from a namespace linked to ours), as `user`."""
         return ["ssh", "-F", "/dev/null", "-i", f"/home/{user}/.ssh/id_ed25519", "-p", str(port),
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=10", "-o", "LogLevel=INFO", "-T", f"{user}@127.0.0.1", command]
+                "-o", "ConnectTimeout=10", "-o", "LogLevel=INFO", "-T", f"{user}@{host}", command]
 
-    def node_sshd(self, account_lines: Sequence[str], **kwargs: Any) -> Sshd:
-        """A started sshd of the host (tests/support/sshd.py) in node_prefix(), on the namespace's 127.0.0.1,
-        that our users log in to with their chroot keys: run ssh_argv(user, command, sshd.port) inside."""
-        sshd = Sshd(account_lines, prefix=self.node_prefix(), listen=["127.0.0.1"], **kwargs).start()
+    def node_sshd(self, account_lines: Sequence[str], listen: Sequence[str] = ("127.0.0.1",), **kwargs: Any) -> Sshd:
+        """A started sshd of the host (tests/support/sshd.py) in node_prefix(), on the namespace's 127.0.0.1
+        (or `listen`, addresses of the namespace), that our users log in to with their chroot keys: run
+        ssh_argv(user, command, sshd.port) inside."""
+        sshd = Sshd(account_lines, prefix=self.node_prefix(), listen=listen, netns=str(self.ns.path),
+                    **kwargs).start()
         try:
             for user in self.users:
                 keys = sshd.authorized_keys / user

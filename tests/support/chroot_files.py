@@ -68,7 +68,7 @@ ConstrainDevices=no
 def sshd_config() -> str:
     return "\n".join([
         f"Port {SSHD_PORT}",
-        "ListenAddress 127.0.0.1",
+        "ListenAddress 0.0.0.0",  # the namespace's: lo, and a link to another node a test adds
         f"HostKey {SSH_HOST_KEY}",
         "PidFile /run/sat-sshd.pid",
         "UsePAM yes",
@@ -153,10 +153,10 @@ def write_secret(path: Path, data: bytes, owner: tuple[int, int], mode: int = 0o
         os.close(fd)
 
 
-def munge_key(root: Path) -> None:
-    """A fresh munge key: each cluster's credentials are its own."""
+def munge_key(root: Path, key: bytes | None = None) -> None:
+    """A fresh munge key unless `key` is given: each cluster's credentials are its own."""
     owner = ids_of(root, "munge")
-    write_secret(root / "etc/munge/munge.key", secrets.token_bytes(1024), owner)
+    write_secret(root / "etc/munge/munge.key", key or secrets.token_bytes(1024), owner)
     os.chmod(root / "etc/munge", 0o700)
     for sub in ("run/munge", "var/lib/munge", "var/log/munge"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -164,10 +164,11 @@ def munge_key(root: Path) -> None:
         os.chmod(root / sub, 0o755 if sub == "run/munge" else 0o700)
 
 
-def slurm_key(root: Path) -> Path:
-    """A fresh 32-byte slurm.key beside slurm.conf, SlurmUser's, mode 0600 (auth/slurm refuses "other" bits)."""
+def slurm_key(root: Path, key: bytes | None = None) -> Path:
+    """A fresh 32-byte slurm.key (unless `key` is given) beside slurm.conf, SlurmUser's, mode 0600 (auth/slurm
+    refuses "other" bits)."""
     path = root / "etc/slurm/slurm.key"
-    write_secret(path, secrets.token_bytes(32), ids_of(root, "slurm"))
+    write_secret(path, key or secrets.token_bytes(32), ids_of(root, "slurm"))
     return path
 
 

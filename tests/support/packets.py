@@ -1,10 +1,11 @@
-"""What crosses `lo` of a network namespace to and from one TCP port, as whole Slurm frames.
+"""What crosses `lo` (or another interface) of a network namespace to and from one TCP port, as whole Slurm frames.
 
 `PacketCapture` reads an AF_PACKET socket opened inside the namespace (tests/support/namespaces.py) in a
 thread of its own, keeps the packets of TCP connections with `port` on one side (`packets`, for a pcap
 file), and reassembles each connection (slurmproto.pcap.Reassembler) into `Exchange`s: the bytes each side
 sent, split into frames by their u32 length prefix (prefix included, as the golden vectors hold them).
 Loopback hands every packet to packet sockets twice (outgoing and incoming); only the incoming copy is kept.
+`callerid_rpcs()`: the callerid RPCs among them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from slurmproto.codec import decode_stream
+from slurmproto.constants import NO_VAL, MsgType
 from slurmproto.pcap import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
@@ -139,11 +142,14 @@ def pcapng_file(packets: Iterable[tuple[float, bytes]], linktype: int = LINKTYPE
 
 
 class PacketCapture:
-    """`with PacketCapture(netns, 6818) as cap: ...; cap.exchanges()` (in the order the connections began)."""
+    """`with PacketCapture(netns, 6818) as cap: ...; cap.exchanges()` (in the order the connections began).
 
-    def __init__(self, netns: NetNs, port: int) -> None:
+    `interface`: another of the namespace's interfaces than lo (a veth), which shows each packet once."""
+
+    def __init__(self, netns: NetNs, port: int, interface: str = "lo") -> None:
         self.netns = netns
         self.port = port
+        self.interface = interface
         self._reassembler = Reassembler({port})
         self._streams: dict[tuple[int, bool], bytearray] = {}
         self.packets: list[tuple[float, bytes]] = []
@@ -158,7 +164,7 @@ class PacketCapture:
     def start(self) -> Self:
         sock = self.netns.open_socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        sock.bind(("lo", 0))
+        sock.bind((self.interface, 0))
         self._sock = sock
         self._thread = threading.Thread(target=self._read, name=f"capture-{self.netns.name}", daemon=True)
         self._thread.start()
@@ -173,7 +179,7 @@ class PacketCapture:
                     self._drained = time.monotonic()
                 continue
             packet, address = self._sock.recvfrom(65600)
-            if address[2] != PACKET_OUTGOING:
+            if address[2] != PACKET_OUTGOING or self.interface != "lo":
                 self._keep(packet)
 
     def _keep(self, frame: bytes) -> None:
@@ -245,3 +251,15 @@ def conversation(client: Endpoint, server: Endpoint, sent: bytes, received: byte
               tcp_packet(server, client, s_isn + 1 + len(received), TCP_FIN | TCP_ACK, b"", linktype),
               tcp_packet(client, server, c_isn + 1 + len(sent), TCP_FIN | TCP_ACK, b"", linktype)]
     return [(start + i / 1000, frame) for i, frame in enumerate(frames)]
+
+
+def callerid_rpcs(cap: PacketCapture) -> list[tuple[int, int | None]]:
+    """Each callerid RPC captured: the request's header version and the job the reply names (None: none, or
+    no reply)."""
+    found = []
+    for exchange in cap.exchanges():
+        if exchange.requests and msg_type(exchange.requests[0]) == MsgType.REQUEST_NETWORK_CALLERID:
+            replies = decode_stream(exchange.received)
+            job = getattr(replies[0].message, "job_id", NO_VAL) if replies else NO_VAL
+            found.append((header_version(exchange.requests[0]), None if job == NO_VAL else job))
+    return found
