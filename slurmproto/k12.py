@@ -5,8 +5,8 @@ and loads native libraries through ctypes), more than a whole callerid round tri
 this project that hashes (one CLI call, one SSH login) hashes a body of a few dozen bytes. For inputs up
 to one K12 chunk (8192 bytes with the customization) K12 is a single TurboSHAKE128 sponge, which is
 short to write and fast enough here (well under a millisecond). Longer inputs use pycryptodome's tree
-implementation. Tests check both against each other and against hashes taken from real Slurm traffic.
-(RFC 9861: KangarooTwelve and TurboSHAKE.)
+implementation (PyPI's `Crypto`, or Debian's `Cryptodome`). Tests check both against each other and against
+hashes taken from real Slurm traffic. (RFC 9861: KangarooTwelve and TurboSHAKE.)
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def kangarootwelve(message: bytes, custom: bytes = b"", length: int = 32) -> byt
     s = message + custom + length_encode(len(custom))
     if len(s) <= CHUNK:
         return turboshake128(s, 0x07, length)
-    from Crypto.Hash import KangarooTwelve  # the tree mode of long inputs
+    try:  # the tree mode of long inputs
+        from Crypto.Hash import KangarooTwelve
+    except ImportError:  # Debian's python3-pycryptodome is the Cryptodome build
+        from Cryptodome.Hash import KangarooTwelve  # type: ignore[no-redef]
 
     return KangarooTwelve.new(data=message, custom=custom).read(length)  # type: ignore[no-any-return]
