@@ -4,6 +4,9 @@ The chroots are built by scripts/build-chroots (under CHROOTS) and never written
 overlay of its chroot (upper layer on a tmpfs of its own under STATE), so its users, keys, configs, state,
 spool and logs are its own and several clusters of one chroot can run at once. Each cluster also gets:
 
+* a mount namespace whose root is the overlay (pivot_root, not chroot: a job's namespace of the tmpfs plugin,
+  unshared from it, must have the overlay as its root too, for the job and for a login that joins it);
+  the mounts the daemons make stay in it;
 * a network namespace holding only `lo` (tests/support/namespaces.py): nothing it sends can leave it;
 * a UTS namespace whose hostname is the NodeName (pam_slurm_adopt finds stepds under gethostname());
 * cgroup v1 freezer and cpuset directories /sys/fs/cgroup/<controller>/<name>, and a cgroup namespace
@@ -13,13 +16,17 @@ spool and logs are its own and several clusters of one chroot can run at once. E
 * auth/munge (a private munged with a fresh key) or auth/slurm (a fresh slurm.key, no munged; with
   jwks=True also a slurm.jwks of three keys, chroot_files.slurm_jwks, which the daemons use instead);
 * sshd on 127.0.0.1:2222 with the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a
-  catcher on the chroot's /dev/log for what the module logs.
+  catcher on the chroot's /dev/log for what the module logs; sshd_beside() starts another with an account
+  stack of the caller's, and install_project() puts the project's packages in, for the chroot's own
+  libpam-python (the in-process module);
+* with container=True, the release's tmpfs plugin (CONTAINER_PLUGIN): each job in a mount namespace with a
+  private /tmp and /dev/shm.
 
 node_sshd() runs the host's sshd in the same cgroups and namespaces, on the host's filesystem, for PAM modules
 of the host (the project's hook); host_conf() is slurm.conf with the host's paths of the spool dir and munged.
 
 Every Slurm command gets SLURM_CONF. Everything started is stopped by the pid we started, then whatever is
-left in our chroot or cgroups; the namespaces, mounts and cgroups are removed.
+left in our mount and network namespaces or cgroups; the namespaces, mounts and cgroups are removed.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import itertools
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -42,7 +50,7 @@ from fake_slurmd.processes import stop_process
 from tests.support import chroot_files as files
 from tests.support.chroot_files import AUTHS, NODE, SLURMD_PORT, SPOOL, SSHD_PORT
 from tests.support.lifecycle import Daemons
-from tests.support.namespaces import NetNs, OwnCgroups, pin_uts, unmount_below
+from tests.support.namespaces import NetNs, OwnCgroups, pin_root, pin_uts, unmount_below
 from tests.support.packets import PacketCapture
 from tests.support.procs import ensure_user, wait_for
 from tests.support.sshd import Sshd
@@ -52,10 +60,19 @@ CHROOTS = Path(os.environ.get("SAT_CHROOTS", "/var/lib/slurm-adopt-toolkit/chroo
 STATE = Path(os.environ.get("SAT_CLUSTER_STATE", "/run/slurm-adopt-toolkit"))
 RELEASES = {"24.11": "2411", "26.05": "2605"}
 """Release name -> chroot directory name (scripts/build-chroots)."""
+CONTAINER_PLUGIN = {"24.11": "JobContainerType=job_container/tmpfs", "26.05": "NamespaceType=namespace/tmpfs"}
+"""Each release's slurm.conf line for the tmpfs plugin (a private /tmp and /dev/shm per job, in a mount
+namespace of its own): 25.11 renamed job_container/tmpfs namespace/tmpfs. Both read job_container.conf.
+(26.05's namespace/linux needs cgroup v2; these clusters run cgroup v1.)"""
+CONTAINER_BASE = "/var/lib/slurm/containers"
+PROJECT_DIR = "/opt/slurm-adopt"
+"""Where install_project() puts the project's packages in the chroot."""
 CONF = "/etc/slurm/slurm.conf"
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 SACK_SOCKET = "/run/slurm/sack.socket"
 EXTERN_STEP = 0xFFFFFFFC
+DAEMONS = ("slurmd", "slurmctld", "munged")
+"""Stopped in this order, after the sshds."""
 _PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 _serial = itertools.count()
 
@@ -86,7 +103,8 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0, jwks: bool = False) -> None:
+                 start_timeout: float = 60.0, jwks: bool = False, container: bool = False) -> None:
+        """`container`: the release's tmpfs plugin (CONTAINER_PLUGIN), each job in a mount namespace."""
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if jwks and auth != "slurm":
@@ -94,8 +112,10 @@ class ChrootCluster(Daemons):
         self.release = release
         self.auth = auth
         self.jwks = jwks
+        self.container = container
         self.chroot = chroot_dir(release)
-        self.name = f"sat-{RELEASES[release]}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
+        flags = auth[0] + ("j" if jwks else "") + ("c" if container else "")
+        self.name = f"sat-{RELEASES[release]}{flags}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
         self.root = self.state / "root"
         """The cluster's own root: the overlay of the chroot."""
@@ -104,6 +124,8 @@ class ChrootCluster(Daemons):
         self.cgroups = OwnCgroups(self.name, self.state / "cgroup.ns")
         self.uts = self.state / "uts.ns"
         """A UTS namespace whose hostname is the NodeName, pinned on this file."""
+        self.mnt = self.state / "mnt.ns"
+        """A mount namespace whose root is `root`, pinned on this file."""
         self.users = list(users)
         self.start_timeout = start_timeout
         self.node_name = NODE
@@ -114,7 +136,8 @@ class ChrootCluster(Daemons):
         self._state_mounted = False
 
     def __repr__(self) -> str:
-        return f"<ChrootCluster {self.release} auth/{self.auth}{' jwks' if self.jwks else ''} {self.name}>"
+        extras = (" jwks" if self.jwks else "") + (" container" if self.container else "")
+        return f"<ChrootCluster {self.release} auth/{self.auth}{extras} {self.name}>"
 
     @property
     def conf(self) -> Path:
@@ -153,6 +176,7 @@ class ChrootCluster(Daemons):
         pin_uts(self.uts, NODE)
         self.cgroups.create()
         self._mount_inside()
+        pin_root(self.mnt, self.root)
         self._prepare()
         self.syslog.start()
         if self.auth == "munge":
@@ -194,6 +218,7 @@ class ChrootCluster(Daemons):
         self.state.mkdir(parents=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=512m", self.name, str(self.state)],
                        check=True)
+        subprocess.run(["mount", "--make-private", str(self.state)], check=True)  # for pin_root's pin
         self._state_mounted = True
         for sub in ("upper", "work", "root"):
             (self.state / sub).mkdir()
@@ -226,8 +251,11 @@ class ChrootCluster(Daemons):
         for entry in entries:
             files.add_user(root, entry)
         self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
-        self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth))
+        extra = [CONTAINER_PLUGIN[self.release]] if self.container else []
+        self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth, extra))
         self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
+        if self.container:  # AutoBasePath: slurmd creates BasePath/<NodeName> when it starts
+            self.host_path("/etc/slurm/job_container.conf").write_text(f"AutoBasePath=true\nBasePath={CONTAINER_BASE}\n")
         if self.auth == "munge":
             files.munge_key(root)
         else:
@@ -246,7 +274,7 @@ class ChrootCluster(Daemons):
         """argv run in our cgroups, the namespaces and the chroot, with a clean environment and SLURM_CONF."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         home = "/root" if user in (None, "root") else f"/home/{user}"
-        return [*self.node_prefix(), "chroot", str(self.root), *drop,
+        return [*self.node_prefix(), "nsenter", f"--mount={self.mnt}", "--", *drop,
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
 
     def node_prefix(self) -> list[str]:
@@ -285,7 +313,9 @@ class ChrootCluster(Daemons):
             if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
                 self._cancel_everything()
         finally:
-            for name in ("sshd", "slurmd", "slurmctld", "munged"):
+            # The sshds first (the cluster's and any started beside it), then the daemons.
+            sshds = [name for name in self.procs if name not in DAEMONS]
+            for name in [*sshds, *DAEMONS]:
                 if name in self.procs:
                     stop_process(self.procs.pop(name))
             self._stop_leftovers()
@@ -300,6 +330,8 @@ class ChrootCluster(Daemons):
 
     def _remove(self) -> None:
         unmount_below(self.root)
+        # The mount namespace's copies of the cgroup mounts would keep our cgroup directories busy.
+        unmount_below(self.mnt)
         problems = self.cgroups.remove()
         self.ns.remove()
         if self._state_mounted:
@@ -317,14 +349,14 @@ class ChrootCluster(Daemons):
         """Processes in our cgroups, or in our root and network namespace (slurmstepds, job tasks, sshd
         sessions: double-forked, not our children)."""
         found = self.cgroups.pids()
-        if not self.ns.path.exists():
+        if not (self.ns.path.exists() and self.mnt.exists()):
             return found
-        ino = self.ns.path.stat().st_ino
+        ino, mnt = self.ns.path.stat().st_ino, self.mnt.stat().st_ino
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
-                if os.readlink(proc / "root") == str(self.root) and (proc / "ns/net").stat().st_ino == ino:
+                if (proc / "ns/mnt").stat().st_ino == mnt and (proc / "ns/net").stat().st_ino == ino:
                     found.add(int(proc.name))
         return found
 
@@ -382,6 +414,11 @@ class ChrootCluster(Daemons):
             return (self.job_state(job_id) == "RUNNING" and self.extern_socket(job_id).exists()
                     and bool(self._extern_dirs(job_id)))
         self._wait(ready, f"job {job_id} running", timeout)
+
+    def wait_output(self, job_id: int, text: str, timeout: float = 30.0) -> None:
+        """Until the job's output (submit()'s /tmp/job-N.out, which slurmstepd opens outside any job
+        container) has `text`."""
+        self._wait(lambda: text in self._read(f"/tmp/job-{job_id}.out"), f"job {job_id} printing {text!r}", timeout)
 
     @contextlib.contextmanager
     def held_connection(self, user: str, timeout: float = 30.0) -> Iterator[HeldConnection]:
@@ -452,6 +489,46 @@ class ChrootCluster(Daemons):
             raise
         return sshd
 
+    @contextlib.contextmanager
+    def sshd_beside(self, service: str, account_lines: Sequence[str], port: int) -> Iterator[int]:
+        """`with cluster.sshd_beside(service, lines, port):` another sshd of the chroot's on 127.0.0.1:`port`,
+        with the PAM service `service` whose account stack is `account_lines` ("required MODULE ARGS" each);
+        the same host key and users' keys as the cluster's sshd, which stays. Log in with
+        ssh_argv(user, command, port)."""
+        if service in self.procs or not re.fullmatch(r"[a-z][a-z0-9-]*", service):
+            raise ValueError(f"{service!r}: not a new PAM service name")
+        pam = self.host_path(f"/etc/pam.d/{service}")
+        pam.write_text(files.pam_service(account_lines))
+        config = f"/etc/ssh/{service}_config"
+        self.host_path(config).write_text(files.sshd_config(port, service))
+        log = f"/var/log/{service}.log"
+        self.host_path(log).unlink(missing_ok=True)  # an earlier one's "listening" line
+        self._spawn(service, ["/usr/sbin/sshd", "-D", "-f", config, "-E", log])
+        try:
+            self._wait(lambda: f"port {port}" in self._read(log), f"{service} listening")
+            yield port
+        finally:
+            if service in self.procs:
+                stop_process(self.procs.pop(service))
+            pam.unlink()
+
+    def install_project(self) -> str:
+        """The project's packages (slurmproto, adopt: the ones this process imports) copied to PROJECT_DIR in
+        the overlay, root's and read-only to others, for the chroot's own python3; the in-process module's
+        file there, as the chroot sees it."""
+        import adopt
+        import slurmproto
+
+        target = self.host_path(PROJECT_DIR)
+        for package in (slurmproto, adopt):
+            source = Path(package.__file__ or "").parent
+            shutil.copytree(source, target / source.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        for path in (target, *target.rglob("*")):
+            os.chown(path, 0, 0, follow_symlinks=False)
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        return f"{PROJECT_DIR}/adopt/pam_module.py"
+
     def capture(self, port: int = SLURMD_PORT) -> PacketCapture:
         """`with cluster.capture() as cap: ...`: the TCP exchanges with `port` inside the namespace."""
         return PacketCapture(self.ns, port)
@@ -478,8 +555,9 @@ class ChrootCluster(Daemons):
 
     def log_tails(self, lines: int = 30) -> str:
         parts = []
+        beside = [f"/var/log/{name}.log" for name in self.procs if name not in (*DAEMONS, "sshd")]
         for name in ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log", "/var/log/slurmctld.out",
-                     "/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log"):
+                     "/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log", *beside):
             text = self._read(name).splitlines()[-lines:]
             if text:
                 parts.append(f"--- {name}:\n" + "\n".join(text))
