@@ -80,7 +80,7 @@ def _login_argv(cluster: ChrootCluster, sshd: Sshd, user: str, job: int | None, 
     return cluster.inside(ssh, user)
 
 
-def _report(text: str) -> tuple[int, dict[str, str], str]:
+def report(text: str) -> tuple[int, dict[str, str], str]:
     """The remote shell's pid, cgroup path per controller, and --session-env's output."""
     match = re.search(r"^pid (\d+)\n(.*?)^([^\n]*)\nend$", text, re.M | re.S)
     assert match, text
@@ -99,7 +99,7 @@ def login(cluster: ChrootCluster, sshd: Sshd, hook: str, user: str, job: int | N
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90, check=False)
     if proc.returncode != 0:
         return proc.returncode, None, "", proc.stderr
-    _pid, cgroups, env = _report(proc.stdout)
+    _pid, cgroups, env = report(proc.stdout)
     return proc.returncode, cgroups, env, proc.stderr
 
 
@@ -107,7 +107,7 @@ def _diagnostics(cluster: ChrootCluster, sshd: Sshd) -> str:
     return f"{sshd.log_text()[-2000:]}\n{cluster.log_tails(10)}"
 
 
-def _rpcs(cap: PacketCapture) -> list[tuple[int, int | None]]:
+def callerid_rpcs(cap: PacketCapture) -> list[tuple[int, int | None]]:
     """Each callerid RPC captured on slurmd's port: the request's header version and the job the reply names
     (None: none)."""
     found = []
@@ -119,7 +119,7 @@ def _rpcs(cap: PacketCapture) -> list[tuple[int, int | None]]:
     return found
 
 
-def _lands_in(cluster: ChrootCluster, cgroups: dict[str, str] | None, job: int) -> bool:
+def lands_in(cluster: ChrootCluster, cgroups: dict[str, str] | None, job: int) -> bool:
     """In the job's extern step in both of Slurm's controllers here (proctrack's freezer, task's cpuset)."""
     extern = cluster.extern_cgroup(job)
     return cgroups is not None and cgroups.get("freezer") == extern and cgroups.get("cpuset") == extern
@@ -134,8 +134,8 @@ def test_login_from_job_n_lands_in_job_n(cluster: ChrootCluster, sshd: Sshd, hoo
     job = jobs[which]
     with cluster.capture() as cap:
         status, cgroups, env, err = login(cluster, sshd, hook, OWNER, job)
-    assert status == 0 and _lands_in(cluster, cgroups, job), (cgroups, err, _diagnostics(cluster, sshd))
-    assert _rpcs(cap) == [(release_named(cluster.release).protocol_version, job)]
+    assert status == 0 and lands_in(cluster, cgroups, job), (cgroups, err, _diagnostics(cluster, sshd))
+    assert callerid_rpcs(cap) == [(release_named(cluster.release).protocol_version, job)]
     assert env == f"export SLURM_JOB_ID={job}"
 
 
@@ -147,9 +147,9 @@ def test_login_from_outside_lands_in_the_newest_job(cluster: ChrootCluster, sshd
         status, cgroups, env, err = login(cluster, sshd, hook, OWNER, None)
     running = cluster.run(["squeue", "-h", "-u", OWNER, "-t", "R", "-o", "%i"]).stdout.split()
     newest = max(map(int, running))
-    assert status == 0 and _lands_in(cluster, cgroups, newest), (cgroups, err, _diagnostics(cluster, sshd))
+    assert status == 0 and lands_in(cluster, cgroups, newest), (cgroups, err, _diagnostics(cluster, sshd))
     assert env == f"export SLURM_JOB_ID={newest}"
-    assert _rpcs(cap) == [(release_named(cluster.release).protocol_version, None)]
+    assert callerid_rpcs(cap) == [(release_named(cluster.release).protocol_version, None)]
 
 
 def test_user_without_jobs_is_refused(cluster: ChrootCluster, sshd: Sshd, hook: str, jobs: tuple[int, int]) -> None:
@@ -171,7 +171,7 @@ def test_adopted_login_stays_in_the_job_and_ends_with_it(cluster: ChrootCluster,
                 lines = []
                 while (line := proc.stdout.readline()) not in ("end\n", ""):
                     lines.append(line)
-                pid, _cgroups, _env = _report("".join(lines) + "end")
+                pid, _cgroups, _env = report("".join(lines) + "end")
                 assert cluster.in_extern_step(pid, job)
                 assert str(pid) in cluster.run(["scontrol", "listpids", str(job)]).stdout
             finally:
