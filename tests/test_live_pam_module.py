@@ -6,8 +6,8 @@ The project's packages are copied into the cluster's overlay (ChrootCluster.inst
 sshd has a PAM service of its own (ChrootCluster.sshd_beside); the cluster's sshd keeps pam_slurm_adopt.so
 with the same options. Users log in with the chroot's ssh from a step of a job (srun --overlap) or from
 outside any job. With auth/slurm the module signs the callerid RPC with slurm.key, as root inside sshd.
-On the container clusters (the release's tmpfs plugin: job_container/tmpfs on 24.11, namespace/tmpfs on
-26.05) a login that is adopted also enters the job's mount namespace and sees the job's private /tmp.
+On the container clusters (job_container/tmpfs on 24.11; namespace/tmpfs and namespace/linux on 26.05) a
+login that is adopted also enters the job's mount namespace and sees the job's private /tmp.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from slurmproto.k12 import kangarootwelve
 from slurmproto.versions import release_named
-from tests.support.chroot_cluster import PROJECT_DIR, RELEASES, ChrootCluster
+from tests.support.chroot_cluster import CONTAINERS, PROJECT_DIR, ChrootCluster
 from tests.support.chroot_files import ADOPT_OPTIONS, SSHD_PORT
 from tests.support.fixtures import LiveClusters
 from tests.support.sessions import CGROUP_JOB, SessionView, marker_job, marker_text, parse_session, probe_command
@@ -130,10 +130,14 @@ def test_packages_work_under_the_chroots_python(cluster: ChrootCluster) -> None:
 # -- the job's mount namespace (the release's tmpfs plugin) -------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=list(RELEASES))
+PLUGINS = [(release, plugin) for release, plugins in CONTAINERS.items() for plugin in plugins]
+
+
+@pytest.fixture(scope="module", params=PLUGINS, ids=[f"{r}-{p}" for r, p in PLUGINS])
 def container(request: pytest.FixtureRequest, live_clusters: LiveClusters) -> ChrootCluster:
-    """The release's cluster with its tmpfs plugin (auth/munge)."""
-    return live_clusters.get(request.param, "munge", container=True)
+    """Each release's cluster with each of its namespace plugins (auth/munge)."""
+    release, plugin = request.param
+    return live_clusters.get(release, "munge", container=plugin)
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ spool and logs are its own and several clusters of one chroot can run at once. E
   catcher on the chroot's /dev/log for what the module logs; sshd_beside() starts another with an account
   stack of the caller's, and install_project() puts the project's packages in, for the chroot's own
   libpam-python (the in-process module);
-* with container=True, the release's tmpfs plugin (CONTAINER_PLUGIN): each job in a mount namespace with a
-  private /tmp and /dev/shm.
+* with container=PLUGIN, one of the release's namespace plugins (CONTAINERS): each job in a mount namespace
+  with a private /tmp and /dev/shm.
 
 node_sshd() runs the host's sshd in the same cgroups and namespaces, on the host's filesystem, for PAM modules
 of the host (the project's hook); host_conf() is slurm.conf with the host's paths of the spool dir and munged.
@@ -60,11 +60,34 @@ CHROOTS = Path(os.environ.get("SAT_CHROOTS", "/var/lib/slurm-adopt-toolkit/chroo
 STATE = Path(os.environ.get("SAT_CLUSTER_STATE", "/run/slurm-adopt-toolkit"))
 RELEASES = {"24.11": "2411", "26.05": "2605"}
 """Release name -> chroot directory name (scripts/build-chroots)."""
-CONTAINER_PLUGIN = {"24.11": "JobContainerType=job_container/tmpfs", "26.05": "NamespaceType=namespace/tmpfs"}
-"""Each release's slurm.conf line for the tmpfs plugin (a private /tmp and /dev/shm per job, in a mount
-namespace of its own): 25.11 renamed job_container/tmpfs namespace/tmpfs. Both read job_container.conf.
-(26.05's namespace/linux needs cgroup v2; these clusters run cgroup v1.)"""
 CONTAINER_BASE = "/var/lib/slurm/containers"
+JOB_OUTPUT = "/var/lib/slurm/job-output"
+"""submit()'s jobs write their output here, outside /tmp: namespace/linux opens it in the job's private /tmp."""
+
+
+@dataclass(frozen=True)
+class Container:
+    """A plugin that gives each job a mount namespace with a private /tmp and /dev/shm: its slurm.conf line,
+    its config file beside slurm.conf (BasePath created by slurmd: AutoBasePath) and a letter for names."""
+
+    conf_line: str
+    file: str
+    text: str
+    letter: str
+
+
+_TMPFS_CONF = f"AutoBasePath=true\nBasePath={CONTAINER_BASE}\n"
+CONTAINERS = {
+    "24.11": {"job_container/tmpfs": Container("JobContainerType=job_container/tmpfs", "job_container.conf",
+                                               _TMPFS_CONF, "t")},
+    # 25.11 renamed job_container/tmpfs namespace/tmpfs (same config file) and added namespace/linux, which
+    # its documentation says needs cgroup v2: on these clusters' cgroup v1 it runs jobs in namespaces as well.
+    "26.05": {"namespace/tmpfs": Container("NamespaceType=namespace/tmpfs", "job_container.conf", _TMPFS_CONF, "t"),
+              "namespace/linux": Container("NamespaceType=namespace/linux", "namespace.yaml",
+                                           f"defaults:\n  auto_base_path: true\n  base_path: {CONTAINER_BASE}\n",
+                                           "l")},
+}
+"""Each release's namespace plugins the tests run."""
 PROJECT_DIR = "/opt/slurm-adopt"
 """Where install_project() puts the project's packages in the chroot."""
 CONF = "/etc/slurm/slurm.conf"
@@ -103,8 +126,8 @@ class ChrootCluster(Daemons):
     """`with ChrootCluster("24.11", auth="slurm") as c: c.run(["sinfo"])`: one release's cluster."""
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
-                 start_timeout: float = 60.0, jwks: bool = False, container: bool = False) -> None:
-        """`container`: the release's tmpfs plugin (CONTAINER_PLUGIN), each job in a mount namespace."""
+                 start_timeout: float = 60.0, jwks: bool = False, container: str | None = None) -> None:
+        """`container`: one of the release's namespace plugins (CONTAINERS), each job in a mount namespace."""
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if jwks and auth != "slurm":
@@ -113,8 +136,9 @@ class ChrootCluster(Daemons):
         self.auth = auth
         self.jwks = jwks
         self.container = container
+        self._container = CONTAINERS[release][container] if container else None
         self.chroot = chroot_dir(release)
-        flags = auth[0] + ("j" if jwks else "") + ("c" if container else "")
+        flags = auth[0] + ("j" if jwks else "") + (self._container.letter if self._container else "")
         self.name = f"sat-{RELEASES[release]}{flags}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
         self.root = self.state / "root"
@@ -136,7 +160,7 @@ class ChrootCluster(Daemons):
         self._state_mounted = False
 
     def __repr__(self) -> str:
-        extras = (" jwks" if self.jwks else "") + (" container" if self.container else "")
+        extras = (" jwks" if self.jwks else "") + (f" {self.container}" if self.container else "")
         return f"<ChrootCluster {self.release} auth/{self.auth}{extras} {self.name}>"
 
     @property
@@ -251,11 +275,12 @@ class ChrootCluster(Daemons):
         for entry in entries:
             files.add_user(root, entry)
         self.host_path("/etc/hosts").write_text(f"127.0.0.1 localhost {NODE}\n")
-        extra = [CONTAINER_PLUGIN[self.release]] if self.container else []
+        plugin = self._container
+        extra = [plugin.conf_line] if plugin else []
         self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth, extra))
         self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
-        if self.container:  # AutoBasePath: slurmd creates BasePath/<NodeName> when it starts
-            self.host_path("/etc/slurm/job_container.conf").write_text(f"AutoBasePath=true\nBasePath={CONTAINER_BASE}\n")
+        if plugin:
+            self.host_path(f"/etc/slurm/{plugin.file}").write_text(plugin.text)
         if self.auth == "munge":
             files.munge_key(root)
         else:
@@ -269,6 +294,8 @@ class ChrootCluster(Daemons):
             self.host_path(sub).mkdir(parents=True, exist_ok=True)
             if owner:
                 os.chown(self.host_path(sub), *owner)
+        self.host_path(JOB_OUTPUT).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.host_path(JOB_OUTPUT), 0o1777)
 
     def inside(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """argv run in our cgroups, the namespaces and the chroot, with a clean environment and SLURM_CONF."""
@@ -351,14 +378,21 @@ class ChrootCluster(Daemons):
         found = self.cgroups.pids()
         if not (self.ns.path.exists() and self.mnt.exists()):
             return found
-        ino, mnt = self.ns.path.stat().st_ino, self.mnt.stat().st_ino
+        ino = self.ns.path.stat().st_ino
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
-                if (proc / "ns/mnt").stat().st_ino == mnt and (proc / "ns/net").stat().st_ino == ino:
+                if self.runs_inside(int(proc.name)) and (proc / "ns/net").stat().st_ino == ino:
                     found.add(int(proc.name))
         return found
+
+    def runs_inside(self, pid: int) -> bool:
+        """Whether the process runs on our root: in our mount namespace (a job's, unshared from it, is not)."""
+        try:
+            return os.stat(f"/proc/{pid}/ns/mnt").st_ino == self.mnt.stat().st_ino
+        except OSError:
+            return False
 
     def _stop_leftovers(self) -> None:
         self.cgroups.thaw()
@@ -399,7 +433,7 @@ class ChrootCluster(Daemons):
 
     def submit(self, user: str, wrap: str) -> int:
         """sbatch --wrap as `user` (the script runs under /bin/sh); the job id."""
-        out = self.run(["sbatch", "--parsable", "--chdir=/tmp", "--output=/tmp/job-%j.out", "--wrap", wrap],
+        out = self.run(["sbatch", "--parsable", "--chdir=/tmp", f"--output={JOB_OUTPUT}/job-%j.out", "--wrap", wrap],
                        user=user)
         job_id = int(out.stdout.strip().split(";")[0])
         self.jobs.append(job_id)
@@ -416,9 +450,9 @@ class ChrootCluster(Daemons):
         self._wait(ready, f"job {job_id} running", timeout)
 
     def wait_output(self, job_id: int, text: str, timeout: float = 30.0) -> None:
-        """Until the job's output (submit()'s /tmp/job-N.out, which slurmstepd opens outside any job
-        container) has `text`."""
-        self._wait(lambda: text in self._read(f"/tmp/job-{job_id}.out"), f"job {job_id} printing {text!r}", timeout)
+        """Until the job's output (submit()'s) has `text`."""
+        self._wait(lambda: text in self._read(f"{JOB_OUTPUT}/job-{job_id}.out"), f"job {job_id} printing {text!r}",
+                   timeout)
 
     @contextlib.contextmanager
     def held_connection(self, user: str, timeout: float = 30.0) -> Iterator[HeldConnection]:

@@ -177,14 +177,15 @@ class LiveClusters:
     overlay of its chroot with namespaces and cgroups of its own, so all four can be up at once."""
 
     def __init__(self) -> None:
-        self._clusters: dict[tuple[str, str, bool, bool], ChrootCluster] = {}
-        self._failed: dict[tuple[str, str, bool, bool], str] = {}
+        self._clusters: dict[tuple[str, str, bool, str | None], ChrootCluster] = {}
+        self._failed: dict[tuple[str, str, bool, str | None], str] = {}
         self._held: dict[tuple[str, str, bool], HeldConnection] = {}
         self._jobs = contextlib.ExitStack()
 
-    def get(self, release: str, auth: str = "munge", jwks: bool = False, container: bool = False) -> ChrootCluster:
+    def get(self, release: str, auth: str = "munge", jwks: bool = False, container: str | None = None
+            ) -> ChrootCluster:
         """The running cluster (auth/slurm with jwks: its slurm.jwks; container: each job in a mount namespace
-        of the release's tmpfs plugin); a skip naming what is missing where it cannot run."""
+        of that plugin, one of chroot_cluster.CONTAINERS); a skip naming what is missing where it cannot run."""
         reason = missing_reason(release)
         if reason:
             pytest.skip(reason)
