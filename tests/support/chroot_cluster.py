@@ -558,6 +558,8 @@ class ChrootCluster(Daemons):
             source = Path(package.__file__ or "").parent
             shutil.copytree(source, target / source.name, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__"))
+        # Compiled by the chroot's python3, as an installation is (libpam-python's interpreter writes none).
+        self.run(["python3", "-I", "-m", "compileall", "-q", PROJECT_DIR])
         for path in (target, *target.rglob("*")):
             os.chown(path, 0, 0, follow_symlinks=False)
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
