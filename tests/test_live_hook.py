@@ -157,25 +157,29 @@ def test_user_without_jobs_is_refused(cluster: ChrootCluster, sshd: Sshd, hook: 
     assert status == 255 and cgroups is None and NO_JOBS in err, err
 
 
+def stays_until_cancelled(cluster: ChrootCluster, job: int, argv: list[str]) -> None:
+    """The login `argv`, from a step of `job`, whose remote shell prints "pid N" first and stays: that shell is
+    in the job's extern step and one of its pids (scontrol listpids) until the job is cancelled, which ends
+    the login."""
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first.startswith("pid "), (first, cluster.log_tails(10))
+            pid = int(first.split()[1])
+            assert cluster.in_extern_step(pid, job)
+            assert str(pid) in cluster.run(["scontrol", "listpids", str(job)]).stdout
+        finally:
+            cluster.run(["scancel", str(job)], check=False)
+            wait_for(lambda: proc.poll() is not None, 30, "the adopted login to end with its job")
+
+
 def test_adopted_login_stays_in_the_job_and_ends_with_it(cluster: ChrootCluster, sshd: Sshd, hook: str) -> None:
-    """A login that stays: its shell is one of the job's pids (scontrol listpids) until the job is cancelled,
-    which ends it."""
     job = cluster.submit(OWNER, "exec sleep 600")
     try:
         cluster.wait_running(job)
-        argv = _login_argv(cluster, sshd, OWNER, job, REPORT.format(hook=hook) + "; exec sleep 600")
-        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) as proc:
-            try:
-                assert proc.stdout is not None
-                lines = []
-                while (line := proc.stdout.readline()) not in ("end\n", ""):
-                    lines.append(line)
-                pid, _cgroups, _env = report("".join(lines) + "end")
-                assert cluster.in_extern_step(pid, job)
-                assert str(pid) in cluster.run(["scontrol", "listpids", str(job)]).stdout
-            finally:
-                cluster.run(["scancel", str(job)], check=False)
-                wait_for(lambda: proc.poll() is not None, 30, "the adopted login to end with its job")
+        stays_until_cancelled(cluster, job, _login_argv(cluster, sshd, OWNER, job,
+                                                        REPORT.format(hook=hook) + "; exec sleep 600"))
     finally:
         cluster.run(["scancel", str(job)], check=False)

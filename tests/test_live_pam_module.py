@@ -23,9 +23,8 @@ from slurmproto.versions import release_named
 from tests.support.chroot_cluster import CONTAINERS, PROJECT_DIR, ChrootCluster
 from tests.support.chroot_files import ADOPT_OPTIONS, SSHD_PORT
 from tests.support.fixtures import LiveClusters
-from tests.support.procs import wait_for
 from tests.support.sessions import CGROUP_JOB, SessionView, marker_job, marker_text, parse_session, probe_command
-from tests.test_live_hook import NO_JOBS, callerid_rpcs, jobs, lands_in, report
+from tests.test_live_hook import NO_JOBS, callerid_rpcs, jobs, lands_in, report, stays_until_cancelled
 
 __all__ = ["jobs"]  # the two-job fixture, shared with test_live_hook
 OWNER, OTHER = "alice", "bob"
@@ -118,23 +117,12 @@ def test_refusal_is_pam_perm_denied(cluster: ChrootCluster, which: str) -> None:
 
 
 def test_adopted_login_stays_in_the_job_and_ends_with_it(cluster: ChrootCluster, module_port: int) -> None:
-    """A login that stays: its shell is one of the job's pids (scontrol listpids) until the job is cancelled,
-    which ends it."""
     job = cluster.submit(OWNER, "exec sleep 600")
     try:
         cluster.wait_running(job)
-        argv = cluster.inside(["srun", f"--jobid={job}", "--overlap", "-N1", "-n1", "--quiet",
-                               *cluster.ssh_argv(OWNER, "echo pid $$; exec sleep 600", port=module_port)], OWNER)
-        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) as login:
-            try:
-                assert login.stdout is not None
-                pid = int(login.stdout.readline().removeprefix("pid "))
-                assert cluster.in_extern_step(pid, job)
-                assert str(pid) in cluster.run(["scontrol", "listpids", str(job)]).stdout
-            finally:
-                cluster.run(["scancel", str(job)], check=False)
-                wait_for(lambda: login.poll() is not None, 30, "the adopted login to end with its job")
+        ssh = cluster.ssh_argv(OWNER, "echo pid $$; exec sleep 600", port=module_port)
+        stays_until_cancelled(cluster, job, cluster.inside(["srun", f"--jobid={job}", "--overlap", "-N1", "-n1",
+                                                            "--quiet", *ssh], OWNER))
     finally:
         cluster.run(["scancel", str(job)], check=False)
 
