@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import pwd
 import re
 import subprocess
@@ -229,7 +228,7 @@ def test_pam_slurm_adopt_adopts_into_the_fake_stepd(stand_in: tuple[ChrootCluste
             # The process adopted is sshd's, whose session runs the remote shell.
             assert adopted in _ancestors(int(shell))
             assert Path(f"/proc/{adopted}/comm").read_text().startswith("sshd")
-            assert os.readlink(f"/proc/{adopted}/root") == str(cluster.root)
+            assert cluster.runs_inside(adopted)
         finally:
             login.kill()
     assert fake.server is not None and fake.server.requests == asked + 1

@@ -78,7 +78,7 @@ def _login_argv(cluster: ChrootCluster, sshd: Sshd, user: str, job: int | None, 
     return cluster.inside(ssh, user)
 
 
-def _report(text: str) -> tuple[int, dict[str, str], str]:
+def report(text: str) -> tuple[int, dict[str, str], str]:
     """The remote shell's pid, cgroup path per controller, and --session-env's output."""
     match = re.search(r"^pid (\d+)\n(.*?)^([^\n]*)\nend$", text, re.M | re.S)
     assert match, text
@@ -97,7 +97,7 @@ def login(cluster: ChrootCluster, sshd: Sshd, hook: str, user: str, job: int | N
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90, check=False)
     if proc.returncode != 0:
         return proc.returncode, None, "", proc.stderr
-    _pid, cgroups, env = _report(proc.stdout)
+    _pid, cgroups, env = report(proc.stdout)
     return proc.returncode, cgroups, env, proc.stderr
 
 
@@ -105,7 +105,7 @@ def _diagnostics(cluster: ChrootCluster, sshd: Sshd) -> str:
     return f"{sshd.log_text()[-2000:]}\n{cluster.log_tails(10)}"
 
 
-def _lands_in(cluster: ChrootCluster, cgroups: dict[str, str] | None, job: int) -> bool:
+def lands_in(cluster: ChrootCluster, cgroups: dict[str, str] | None, job: int) -> bool:
     """In the job's extern step in both of Slurm's controllers here (proctrack's freezer, task's cpuset)."""
     extern = cluster.extern_cgroup(job)
     return cgroups is not None and cgroups.get("freezer") == extern and cgroups.get("cpuset") == extern
@@ -120,7 +120,7 @@ def test_login_from_job_n_lands_in_job_n(cluster: ChrootCluster, sshd: Sshd, hoo
     job = jobs[which]
     with cluster.capture() as cap:
         status, cgroups, env, err = login(cluster, sshd, hook, OWNER, job)
-    assert status == 0 and _lands_in(cluster, cgroups, job), (cgroups, err, _diagnostics(cluster, sshd))
+    assert status == 0 and lands_in(cluster, cgroups, job), (cgroups, err, _diagnostics(cluster, sshd))
     assert callerid_rpcs(cap) == [(release_named(cluster.release).protocol_version, job)]
     assert env == f"export SLURM_JOB_ID={job}"
 
@@ -133,7 +133,7 @@ def test_login_from_outside_lands_in_the_newest_job(cluster: ChrootCluster, sshd
         status, cgroups, env, err = login(cluster, sshd, hook, OWNER, None)
     running = cluster.run(["squeue", "-h", "-u", OWNER, "-t", "R", "-o", "%i"]).stdout.split()
     newest = max(map(int, running))
-    assert status == 0 and _lands_in(cluster, cgroups, newest), (cgroups, err, _diagnostics(cluster, sshd))
+    assert status == 0 and lands_in(cluster, cgroups, newest), (cgroups, err, _diagnostics(cluster, sshd))
     assert env == f"export SLURM_JOB_ID={newest}"
     assert callerid_rpcs(cap) == [(release_named(cluster.release).protocol_version, None)]
 
@@ -143,25 +143,29 @@ def test_user_without_jobs_is_refused(cluster: ChrootCluster, sshd: Sshd, hook: 
     assert status == 255 and cgroups is None and NO_JOBS in err, err
 
 
+def stays_until_cancelled(cluster: ChrootCluster, job: int, argv: list[str]) -> None:
+    """The login `argv`, from a step of `job`, whose remote shell prints "pid N" first and stays: that shell is
+    in the job's extern step and one of its pids (scontrol listpids) until the job is cancelled, which ends
+    the login."""
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first.startswith("pid "), (first, cluster.log_tails(10))
+            pid = int(first.split()[1])
+            assert cluster.in_extern_step(pid, job)
+            assert str(pid) in cluster.run(["scontrol", "listpids", str(job)]).stdout
+        finally:
+            cluster.run(["scancel", str(job)], check=False)
+            wait_for(lambda: proc.poll() is not None, 30, "the adopted login to end with its job")
+
+
 def test_adopted_login_stays_in_the_job_and_ends_with_it(cluster: ChrootCluster, sshd: Sshd, hook: str) -> None:
-    """A login that stays: its shell is one of the job's pids (scontrol listpids) until the job is cancelled,
-    which ends it."""
     job = cluster.submit(OWNER, "exec sleep 600")
     try:
         cluster.wait_running(job)
-        argv = _login_argv(cluster, sshd, OWNER, job, REPORT.format(hook=hook) + "; exec sleep 600")
-        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) as proc:
-            try:
-                assert proc.stdout is not None
-                lines = []
-                while (line := proc.stdout.readline()) not in ("end\n", ""):
-                    lines.append(line)
-                pid, _cgroups, _env = _report("".join(lines) + "end")
-                assert cluster.in_extern_step(pid, job)
-                assert str(pid) in cluster.run(["scontrol", "listpids", str(job)]).stdout
-            finally:
-                cluster.run(["scancel", str(job)], check=False)
-                wait_for(lambda: proc.poll() is not None, 30, "the adopted login to end with its job")
+        stays_until_cancelled(cluster, job, _login_argv(cluster, sshd, OWNER, job,
+                                                        REPORT.format(hook=hook) + "; exec sleep 600"))
     finally:
         cluster.run(["scancel", str(job)], check=False)

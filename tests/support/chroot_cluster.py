@@ -4,6 +4,9 @@ The chroots are built by scripts/build-chroots (under CHROOTS) and never written
 overlay of its chroot (upper layer on a tmpfs of its own under STATE), so its users, keys, configs, state,
 spool and logs are its own and several clusters of one chroot can run at once. Each cluster also gets:
 
+* a mount namespace whose root is the overlay (pivot_root, not chroot: a job's namespace of the tmpfs plugin,
+  unshared from it, must have the overlay as its root too, for the job and for a login that joins it);
+  the mounts the daemons make stay in it;
 * a network namespace holding only `lo` (tests/support/namespaces.py): nothing it sends can leave it;
 * a UTS namespace whose hostname is the NodeName (pam_slurm_adopt finds stepds under gethostname());
 * cgroup v1 freezer and cpuset directories /sys/fs/cgroup/<controller>/<name>, and a cgroup namespace
@@ -14,13 +17,17 @@ spool and logs are its own and several clusters of one chroot can run at once. E
   jwks=True also a slurm.jwks of three keys, chroot_files.slurm_jwks, which the daemons use instead);
 * sshd on port 2222 of every address of the namespace (127.0.0.1, and those of a link a test adds) with
   the chroot's real pam_slurm_adopt in its "sshd" PAM account stack, and a catcher on the chroot's /dev/log
-  for what the module logs.
+  for what the module logs; sshd_beside() starts another with an account stack of the caller's, and
+  install_project() puts the project's packages in, for the chroot's own libpam-python (the in-process
+  module);
+* with container=PLUGIN, one of the release's namespace plugins (CONTAINERS): each job in a mount namespace
+  with a private /tmp and /dev/shm.
 
 node_sshd() runs the host's sshd in the same cgroups and namespaces, on the host's filesystem, for PAM modules
 of the host (the project's hook); host_conf() is slurm.conf with the host's paths of the spool dir and munged.
 
 Every Slurm command gets SLURM_CONF. Everything started is stopped by the pid we started, then whatever is
-left in our chroot or cgroups; the namespaces, mounts and cgroups are removed.
+left in our mount and network namespaces or cgroups; the namespaces, mounts and cgroups are removed.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import os
 import pwd
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -44,7 +52,7 @@ from fake_slurmd.processes import stop_process
 from tests.support import chroot_files as files
 from tests.support.chroot_files import AUTHS, NODE, SLURMD_PORT, SPOOL, SSHD_PORT
 from tests.support.lifecycle import Daemons
-from tests.support.namespaces import NetNs, OwnCgroups, pin_uts, unmount_below
+from tests.support.namespaces import NetNs, OwnCgroups, pin_root, pin_uts, unmount_below
 from tests.support.packets import PacketCapture
 from tests.support.procs import ensure_user, wait_for
 from tests.support.sshd import Sshd
@@ -54,10 +62,42 @@ CHROOTS = Path(os.environ.get("SAT_CHROOTS", "/var/lib/slurm-adopt-toolkit/chroo
 STATE = Path(os.environ.get("SAT_CLUSTER_STATE", "/run/slurm-adopt-toolkit"))
 RELEASES = {"24.11": "2411", "26.05": "2605"}
 """Release name -> chroot directory name (scripts/build-chroots)."""
+CONTAINER_BASE = "/var/lib/slurm/containers"
+JOB_OUTPUT = "/var/lib/slurm/job-output"
+"""submit()'s jobs write their output here, outside /tmp: namespace/linux opens it in the job's private /tmp."""
+
+
+@dataclass(frozen=True)
+class Container:
+    """A plugin that gives each job a mount namespace with a private /tmp and /dev/shm: its slurm.conf line,
+    its config file beside slurm.conf (BasePath created by slurmd: AutoBasePath) and a letter for names."""
+
+    conf_line: str
+    file: str
+    text: str
+    letter: str
+
+
+_TMPFS_CONF = f"AutoBasePath=true\nBasePath={CONTAINER_BASE}\n"
+CONTAINERS = {
+    "24.11": {"job_container/tmpfs": Container("JobContainerType=job_container/tmpfs", "job_container.conf",
+                                               _TMPFS_CONF, "t")},
+    # 25.11 renamed job_container/tmpfs namespace/tmpfs (same config file) and added namespace/linux, which
+    # its documentation says needs cgroup v2: on these clusters' cgroup v1 it runs jobs in namespaces as well.
+    "26.05": {"namespace/tmpfs": Container("NamespaceType=namespace/tmpfs", "job_container.conf", _TMPFS_CONF, "t"),
+              "namespace/linux": Container("NamespaceType=namespace/linux", "namespace.yaml",
+                                           f"defaults:\n  auto_base_path: true\n  base_path: {CONTAINER_BASE}\n",
+                                           "l")},
+}
+"""Each release's namespace plugins the tests run."""
+PROJECT_DIR = "/opt/slurm-adopt"
+"""Where install_project() puts the project's packages in the chroot."""
 CONF = "/etc/slurm/slurm.conf"
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 SACK_SOCKET = "/run/slurm/sack.socket"
 EXTERN_STEP = 0xFFFFFFFC
+DAEMONS = ("slurmd", "slurmctld", "munged")
+"""Stopped in this order, after the sshds."""
 _PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 _serial = itertools.count()
 
@@ -89,8 +129,9 @@ class ChrootCluster(Daemons):
 
     def __init__(self, release: str, auth: str = "munge", users: Sequence[str] = ("alice", "bob"),
                  start_timeout: float = 60.0, jwks: bool = False, chroot: str | None = None,
-                 auth_key: bytes | None = None) -> None:
-        """`chroot`: another chroot of scripts/build-chroots by its directory name (default: the release's)."""
+                 auth_key: bytes | None = None, container: str | None = None) -> None:
+        """`chroot`: another chroot of scripts/build-chroots by its directory name (default: the release's).
+        `container`: one of the release's namespace plugins (CONTAINERS), each job in a mount namespace."""
         if auth not in AUTHS:
             raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if jwks and auth != "slurm":
@@ -102,9 +143,12 @@ class ChrootCluster(Daemons):
         self.jwks = jwks
         self.auth_key = auth_key
         """munge.key or slurm.key: a fresh one unless given (clusters whose nodes trust each other)."""
+        self.container = container
+        self._container = CONTAINERS[release][container] if container else None
         chroot = chroot or RELEASES[release]
         self.chroot = CHROOTS / chroot
-        self.name = f"sat-{chroot}{auth[0]}{'j' if jwks else ''}-{os.getpid()}-{next(_serial)}"
+        flags = auth[0] + ("j" if jwks else "") + (self._container.letter if self._container else "")
+        self.name = f"sat-{chroot}{flags}-{os.getpid()}-{next(_serial)}"
         self.state = STATE / self.name
         self.root = self.state / "root"
         """The cluster's own root: the overlay of the chroot."""
@@ -113,6 +157,8 @@ class ChrootCluster(Daemons):
         self.cgroups = OwnCgroups(self.name, self.state / "cgroup.ns")
         self.uts = self.state / "uts.ns"
         """A UTS namespace whose hostname is the NodeName, pinned on this file."""
+        self.mnt = self.state / "mnt.ns"
+        """A mount namespace whose root is `root`, pinned on this file."""
         self.users = list(users)
         self.start_timeout = start_timeout
         self.node_name = NODE
@@ -123,7 +169,8 @@ class ChrootCluster(Daemons):
         self._state_mounted = False
 
     def __repr__(self) -> str:
-        return f"<ChrootCluster {self.release} auth/{self.auth}{' jwks' if self.jwks else ''} {self.name}>"
+        extras = (" jwks" if self.jwks else "") + (f" {self.container}" if self.container else "")
+        return f"<ChrootCluster {self.release} auth/{self.auth}{extras} {self.name}>"
 
     @property
     def conf(self) -> Path:
@@ -178,6 +225,7 @@ class ChrootCluster(Daemons):
         pin_uts(self.uts, NODE)
         self.cgroups.create()
         self._mount_inside()
+        pin_root(self.mnt, self.root)
 
     def _lock_chroot(self) -> None:
         """A shared lock on the chroot's .lock: scripts/build-chroots replaces a chroot only under an
@@ -207,6 +255,7 @@ class ChrootCluster(Daemons):
         self.state.mkdir(parents=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=512m", self.name, str(self.state)],
                        check=True)
+        subprocess.run(["mount", "--make-private", str(self.state)], check=True)  # for pin_root's pin
         self._state_mounted = True
         for sub in ("upper", "work", "root"):
             (self.state / sub).mkdir()
@@ -244,8 +293,12 @@ class ChrootCluster(Daemons):
         """Users with the host's ids, this cluster's key, config, sshd files, the daemons' dirs."""
         root = self.root
         entries = self._users_and_hosts()
-        self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth))
+        plugin = self._container
+        extra = [plugin.conf_line] if plugin else []
+        self.conf.write_text(files.slurm_conf(f"peer{RELEASES[self.release]}", self.auth, extra))
         self.host_path("/etc/slurm/cgroup.conf").write_text(files.CGROUP_CONF)
+        if plugin:
+            self.host_path(f"/etc/slurm/{plugin.file}").write_text(plugin.text)
         if self.auth == "munge":
             files.munge_key(root, self.auth_key)
         else:
@@ -259,6 +312,8 @@ class ChrootCluster(Daemons):
             self.host_path(sub).mkdir(parents=True, exist_ok=True)
             if owner:
                 os.chown(self.host_path(sub), *owner)
+        self.host_path(JOB_OUTPUT).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.host_path(JOB_OUTPUT), 0o1777)
 
     def inside(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """argv run in our cgroups, the namespaces and the chroot, with a clean environment and SLURM_CONF."""
@@ -269,7 +324,7 @@ class ChrootCluster(Daemons):
         process of another node's job using the chroot's ssh)."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         home = "/root" if user in (None, "root") else f"/home/{user}"
-        return ["chroot", str(self.root), *drop,
+        return [*self.node_prefix(), "nsenter", f"--mount={self.mnt}", "--", *drop,
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
 
     def node_prefix(self) -> list[str]:
@@ -308,7 +363,9 @@ class ChrootCluster(Daemons):
             if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
                 self._cancel_everything()
         finally:
-            for name in ("sshd", "slurmd", "slurmctld", "munged"):
+            # The sshds first (the cluster's and any started beside it), then the daemons.
+            sshds = [name for name in self.procs if name not in DAEMONS]
+            for name in [*sshds, *DAEMONS]:
                 if name in self.procs:
                     stop_process(self.procs.pop(name))
             self._stop_leftovers()
@@ -323,6 +380,8 @@ class ChrootCluster(Daemons):
 
     def _remove(self) -> None:
         unmount_below(self.root)
+        # The mount namespace's copies of the cgroup mounts would keep our cgroup directories busy.
+        unmount_below(self.mnt)
         problems = self.cgroups.remove()
         self.ns.remove()
         if self._state_mounted:
@@ -340,16 +399,23 @@ class ChrootCluster(Daemons):
         """Processes in our cgroups, or in our root and network namespace (slurmstepds, job tasks, sshd
         sessions: double-forked, not our children)."""
         found = self.cgroups.pids()
-        if not self.ns.path.exists():
+        if not (self.ns.path.exists() and self.mnt.exists()):
             return found
         ino = self.ns.path.stat().st_ino
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
-                if os.readlink(proc / "root") == str(self.root) and (proc / "ns/net").stat().st_ino == ino:
+                if self.runs_inside(int(proc.name)) and (proc / "ns/net").stat().st_ino == ino:
                     found.add(int(proc.name))
         return found
+
+    def runs_inside(self, pid: int) -> bool:
+        """Whether the process runs on our root: in our mount namespace (a job's, unshared from it, is not)."""
+        try:
+            return os.stat(f"/proc/{pid}/ns/mnt").st_ino == self.mnt.stat().st_ino
+        except OSError:
+            return False
 
     def _stop_leftovers(self) -> None:
         self.cgroups.thaw()
@@ -390,7 +456,7 @@ class ChrootCluster(Daemons):
 
     def submit(self, user: str, wrap: str) -> int:
         """sbatch --wrap as `user` (the script runs under /bin/sh); the job id."""
-        out = self.run(["sbatch", "--parsable", "--chdir=/tmp", "--output=/tmp/job-%j.out", "--wrap", wrap],
+        out = self.run(["sbatch", "--parsable", "--chdir=/tmp", f"--output={JOB_OUTPUT}/job-%j.out", "--wrap", wrap],
                        user=user)
         job_id = int(out.stdout.strip().split(";")[0])
         self.jobs.append(job_id)
@@ -405,6 +471,11 @@ class ChrootCluster(Daemons):
             return (self.job_state(job_id) == "RUNNING" and self.extern_socket(job_id).exists()
                     and bool(self._extern_dirs(job_id)))
         self._wait(ready, f"job {job_id} running", timeout)
+
+    def wait_output(self, job_id: int, text: str, timeout: float = 30.0) -> None:
+        """Until the job's output (submit()'s) has `text`."""
+        self._wait(lambda: text in self._read(f"{JOB_OUTPUT}/job-{job_id}.out"), f"job {job_id} printing {text!r}",
+                   timeout)
 
     @contextlib.contextmanager
     def held_connection(self, user: str, timeout: float = 30.0) -> Iterator[HeldConnection]:
@@ -477,6 +548,48 @@ class ChrootCluster(Daemons):
             raise
         return sshd
 
+    @contextlib.contextmanager
+    def sshd_beside(self, service: str, account_lines: Sequence[str], port: int) -> Iterator[int]:
+        """`with cluster.sshd_beside(service, lines, port):` another sshd of the chroot's on 127.0.0.1:`port`,
+        with the PAM service `service` whose account stack is `account_lines` ("required MODULE ARGS" each);
+        the same host key and users' keys as the cluster's sshd, which stays. Log in with
+        ssh_argv(user, command, port)."""
+        if service in self.procs or not re.fullmatch(r"[a-z][a-z0-9-]*", service):
+            raise ValueError(f"{service!r}: not a new PAM service name")
+        pam = self.host_path(f"/etc/pam.d/{service}")
+        pam.write_text(files.pam_service(account_lines))
+        config = f"/etc/ssh/{service}_config"
+        self.host_path(config).write_text(files.sshd_config(port, service))
+        log = f"/var/log/{service}.log"
+        self.host_path(log).unlink(missing_ok=True)  # an earlier one's "listening" line
+        self._spawn(service, ["/usr/sbin/sshd", "-D", "-f", config, "-E", log])
+        try:
+            self._wait(lambda: f"port {port}" in self._read(log), f"{service} listening")
+            yield port
+        finally:
+            if service in self.procs:
+                stop_process(self.procs.pop(service))
+            pam.unlink()
+
+    def install_project(self) -> str:
+        """The project's packages (slurmproto, adopt: the ones this process imports) copied to PROJECT_DIR in
+        the overlay, root's and read-only to others, for the chroot's own python3; the in-process module's
+        file there, as the chroot sees it."""
+        import adopt
+        import slurmproto
+
+        target = self.host_path(PROJECT_DIR)
+        for package in (slurmproto, adopt):
+            source = Path(package.__file__ or "").parent
+            shutil.copytree(source, target / source.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        # Compiled by the chroot's python3, as an installation is (libpam-python's interpreter writes none).
+        self.run(["python3", "-I", "-m", "compileall", "-q", PROJECT_DIR])
+        for path in (target, *target.rglob("*")):
+            os.chown(path, 0, 0, follow_symlinks=False)
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        return f"{PROJECT_DIR}/adopt/pam_module.py"
+
     def capture(self, port: int = SLURMD_PORT) -> PacketCapture:
         """`with cluster.capture() as cap: ...`: the TCP exchanges with `port` inside the namespace."""
         return PacketCapture(self.ns, port)
@@ -507,7 +620,8 @@ class ChrootCluster(Daemons):
 
     def log_tails(self, lines: int = 30) -> str:
         parts = []
-        for name in self.LOGS:
+        beside = [f"/var/log/{name}.log" for name in self.procs if name not in (*DAEMONS, "sshd")]
+        for name in (*self.LOGS, *beside):
             text = self._read(name).splitlines()[-lines:]
             if text:
                 parts.append(f"--- {name}:\n" + "\n".join(text))

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.slurm_cluster import JOB_CONF
@@ -30,7 +31,7 @@ ADOPT_OPTIONS = f"single_job_skip_rpc=0 log_level=debug5 nodename={NODE}"
 not the host's name."""
 
 
-def slurm_conf(cluster_name: str, auth: str) -> str:
+def slurm_conf(cluster_name: str, auth: str, extra: Sequence[str] = ()) -> str:
     return "\n".join([
         f"ClusterName={cluster_name}",
         "SlurmctldHost=localhost(127.0.0.1)",
@@ -49,6 +50,7 @@ def slurm_conf(cluster_name: str, auth: str) -> str:
         "SlurmctldDebug=debug",
         "SlurmdDebug=debug",
         *JOB_CONF,
+        *extra,
         f"NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={NODE} CPUs=2 State=UNKNOWN",
         f"PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8",
     ]) + "\n"
@@ -65,13 +67,15 @@ ConstrainDevices=no
 """
 
 
-def sshd_config() -> str:
+def sshd_config(port: int = SSHD_PORT, service: str = "sshd") -> str:
+    """The config of the cluster's sshd (port SSHD_PORT, PAM service sshd), or of another one beside it."""
     return "\n".join([
-        f"Port {SSHD_PORT}",
+        f"Port {port}",
         "ListenAddress 0.0.0.0",  # the namespace's: lo, and a link to another node a test adds
         f"HostKey {SSH_HOST_KEY}",
-        "PidFile /run/sat-sshd.pid",
+        f"PidFile /run/sat-{service}.pid",
         "UsePAM yes",
+        f"PAMServiceName {service}",
         "AuthenticationMethods publickey",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
@@ -87,12 +91,14 @@ def sshd_config() -> str:
     ]) + "\n"
 
 
-# sshd checks the key itself (AuthenticationMethods publickey) and never runs the auth stack.
-PAM_SSHD = f"""auth     required pam_deny.so
-account  required pam_slurm_adopt.so {ADOPT_OPTIONS}
-session  required pam_permit.so
-password required pam_deny.so
-"""
+def pam_service(account_lines: list[str]) -> str:
+    """A PAM service for our sshd: the account stack given ("required MODULE ARGS" each). sshd checks the
+    key itself (AuthenticationMethods publickey) and never runs the auth stack."""
+    return "".join(["auth     required pam_deny.so\n", *(f"account  {line}\n" for line in account_lines),
+                    "session  required pam_permit.so\n", "password required pam_deny.so\n"])
+
+
+PAM_SSHD = pam_service([f"required pam_slurm_adopt.so {ADOPT_OPTIONS}"])
 
 
 STATE_PATHS = ("var/lib/slurm/slurmctld", SPOOL.lstrip("/"), "var/log/slurm", "var/log/munge", "var/lib/munge",

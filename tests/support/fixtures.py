@@ -145,23 +145,24 @@ class LiveClusters:
     overlay of its chroot with namespaces and cgroups of its own, so all four can be up at once."""
 
     def __init__(self) -> None:
-        self._clusters: dict[tuple[str, str, bool], ChrootCluster] = {}
-        self._failed: dict[tuple[str, str, bool], str] = {}
+        self._clusters: dict[tuple[str, str, bool, str | None], ChrootCluster] = {}
+        self._failed: dict[tuple[str, str, bool, str | None], str] = {}
         self._held: dict[tuple[str, str, bool], HeldConnection] = {}
         self._jobs = contextlib.ExitStack()
 
-    def get(self, release: str, auth: str = "munge", jwks: bool = False) -> ChrootCluster:
-        """The running cluster (auth/slurm with jwks: its slurm.jwks); a skip naming what is missing where it
-        cannot run."""
+    def get(self, release: str, auth: str = "munge", jwks: bool = False, container: str | None = None
+            ) -> ChrootCluster:
+        """The running cluster (auth/slurm with jwks: its slurm.jwks; container: each job in a mount namespace
+        of that plugin, one of chroot_cluster.CONTAINERS); a skip naming what is missing where it cannot run."""
         reason = missing_reason(release)
         if reason:
             pytest.skip(reason)
-        key = (release, auth, jwks)
+        key = (release, auth, jwks, container)
         if key in self._failed:  # a start that failed once is not retried by every test
             raise RuntimeError(f"the Slurm {release} auth/{auth} cluster did not start:\n{self._failed[key]}")
         if key not in self._clusters:
             try:
-                self._clusters[key] = ChrootCluster(release, auth, jwks=jwks).start()
+                self._clusters[key] = ChrootCluster(release, auth, jwks=jwks, container=container).start()
             except Exception as e:
                 self._failed[key] = str(e)
                 raise

@@ -4,7 +4,8 @@
 thread joins the namespace, opens the socket and ends: the rest of the process stays where it was).
 `OwnCgroups`: cgroup v1 directories of ours under /sys/fs/cgroup/<controller>/<name>, a cgroup namespace
 rooted at them (pinned on a file), and the argv prefix that moves a command into both before it starts.
-`pin_uts`: a UTS namespace with a hostname of our choice, pinned on a file. `unmount_below`: every mount
+`pin_uts`: a UTS namespace with a hostname of our choice, pinned on a file; `pin_root`: a mount namespace
+whose root is a directory of ours, pinned on a file. `unmount_below`: every mount
 under a directory of ours. Everything is removed again by whoever made it; nothing here touches another
 cgroup or namespace.
 """
@@ -12,9 +13,11 @@ cgroup or namespace.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -169,6 +172,49 @@ def pin_uts(ns_file: Path, hostname: str) -> None:
     """
     ns_file.touch()
     subprocess.run(["unshare", f"--uts={ns_file}", "hostname", hostname], check=True)
+
+
+NS_GET_MNTNS_ID = 0x8008B705
+"""ioctl(2) on a mount namespace's file: its 64-bit id (Linux 6.8+)."""
+
+
+def mount_ns_id(path: Path | str) -> int | None:
+    """The id of the mount namespace whose file is `path`; None where the kernel does not say."""
+    try:
+        with open(path, "rb") as f:
+            return int.from_bytes(fcntl.ioctl(f.fileno(), NS_GET_MNTNS_ID, bytes(8)), sys.byteorder)
+    except OSError:
+        return None
+
+
+def pin_root(ns_file: Path, root: Path) -> None:
+    """A mount namespace whose root is `root` (pivot_root: unlike a chroot, setns() into it, or into a mount
+    namespace unshared from it, lands in `root`), pinned on `ns_file` (remove: umount the file). It starts
+    as a private copy of ours: what is mounted below `root` now is there, what is mounted in it stays in
+    it. `ns_file` must be on a mount of private propagation.
+
+    Its id is lower than that of any mount namespace made after it: Linux refuses (EINVAL) to bind-mount
+    the file of a mount namespace whose id is not higher than the caller's (mnt_ns_loop), which is how
+    job_container/tmpfs pins each job's namespace, and Linux 6.18 hands the ids out from per-CPU ranges
+    (measured here: a namespace made later on the other CPU had a lower id about every other time). So
+    one namespace is made on each CPU and the one of the lowest id is kept: each CPU's later ids are
+    higher than its own."""
+    made: list[tuple[int, Path]] = []
+    try:
+        for cpu in sorted(os.sched_getaffinity(0)):
+            candidate = ns_file.with_name(f"{ns_file.name}.cpu{cpu}")
+            candidate.touch()
+            made.append((cpu, candidate))
+            subprocess.run(["taskset", "-c", str(cpu), "unshare", f"--mount={candidate}", "--propagation",
+                            "private", "/bin/sh", "-c", 'cd "$1" && pivot_root . . && umount -l .', "sat-pin-root",
+                            str(root)], check=True)
+        lowest = min(made, key=lambda m: mount_ns_id(m[1]) or 0)[1]
+        ns_file.touch()
+        subprocess.run(["mount", "--bind", str(lowest), str(ns_file)], check=True)
+    finally:
+        for _cpu, candidate in made:
+            subprocess.run(["umount", str(candidate)], capture_output=True, check=False)
+            candidate.unlink()
 
 
 def unmount_below(top: Path) -> None:

@@ -28,6 +28,7 @@ from tests.support.sshd import Sshd
 
 if TYPE_CHECKING:  # fixtures imports this module
     from fake_slurmd.plugin import SshdFactory
+    from tests.support.chroot_cluster import ChrootCluster
 
 PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 """Debian's pam_slurm_adopt (libpam-slurm-adopt, Slurm 22.05)."""
@@ -97,7 +98,7 @@ def marker_text(job_id: int) -> str:
     return f"written by job {job_id}\n"
 
 
-def marker_job(cluster: SlurmCluster, user: str = "alice") -> int:
+def marker_job(cluster: SlurmCluster | ChrootCluster, user: str = "alice") -> int:
     """A running batch job of `user` that wrote marker_text(job) to MARKER in its own /tmp; the caller
     cancels it. On a job_container cluster only the job's namespace has that file."""
     job_id = cluster.submit(user, f'echo "written by job $SLURM_JOB_ID" > {MARKER} && echo {_WRITTEN} && '
