@@ -1,6 +1,9 @@
-"""The Debian package: scripts/build-deb's .deb, installed by apt into a clean Debian 12 (a chroot of
-scripts/build-chroots, no network), gives the three commands with Debian's python3, and the hook in that
-system's real sshd adopts alice's login into the job it comes from and refuses bob (no jobs there)."""
+"""The Debian package: scripts/build-deb's .deb, installed by apt with libpam-python into a clean Debian 12
+(a chroot of scripts/build-chroots, no network), gives the three commands with Debian's python3 and man
+pages that render; the hook in that system's real sshd adopts alice's login into the job it comes from and
+refuses bob (no jobs there), and so does the in-process module under Debian's pam_python.so, which adopts
+sshd's own process, puts SLURM_JOB_ID into the session, tells bob why through the PAM conversation, lets
+root in and imports nothing but Debian's python3 and the package."""
 
 from __future__ import annotations
 
@@ -14,13 +17,20 @@ from pathlib import Path
 import pytest
 from Crypto.Hash import KangarooTwelve
 
-from tests.support.package_node import JOBS, PackageNode, missing_reason
+from tests.support.package_node import HOOK_OPTIONS, JOBS, PROBE, PROBE_LOG, PackageNode, missing_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = next(line.split("=", 1)[1].strip() for line in (ROOT / "setup.cfg").read_text().splitlines()
                if line.startswith("version"))
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 COMMANDS = ("slurm-adopt", "slurm-callerid", "fake-slurmd")
+MAN_PAGES = {"/usr/share/man/man8/slurm-adopt.8.gz": "--print-pam-module",
+             "/usr/share/man/man1/slurm-callerid.1.gz": "--version",
+             "/usr/share/man/man1/fake-slurmd.1.gz": "--scenario"}
+"""Each installed man page, and an option its rendering must show."""
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+MODULE_FILE = f"{DIST_PACKAGES}/adopt/pam_module.py"
+STDLIB = "/usr/lib/python3.11"
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +46,24 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(built.stdout.split()[-1])
 
 
-@pytest.fixture(scope="module")
-def node(deb: Path) -> Iterator[PackageNode]:
+def _started(deb: Path, module: bool) -> Iterator[PackageNode]:
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
-    with PackageNode(deb) as started:
+    with PackageNode(deb, module=module) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def node(deb: Path) -> Iterator[PackageNode]:
+    """The hook (pam_exec) in the node's sshd."""
+    yield from _started(deb, module=False)
+
+
+@pytest.fixture(scope="module")
+def module_node(deb: Path) -> Iterator[PackageNode]:
+    """The in-process module (pam_python) in the node's sshd."""
+    yield from _started(deb, module=True)
 
 
 def test_package_declares_debian_dependencies(deb: Path) -> None:
@@ -69,6 +90,19 @@ def test_installed_with_debian_python(node: PackageNode) -> None:
     assert where[0] == "/usr" and all(f.startswith("/usr/lib/python3/dist-packages/") for f in where[1:]), where
     for command in COMMANDS:
         assert node.run(["head", "-n1", f"/usr/bin/{command}"]).stdout.strip() == "#!/usr/bin/python3"
+
+
+def test_man_pages_render(node: PackageNode) -> None:
+    """man-db (a standard Debian system has it) renders each page with no groff warning."""
+    if not node.host_path("/usr/bin/man").exists():
+        pytest.skip("the Debian 12 chroot has no man-db (rebuild it: scripts/build-chroots deb12)")
+    for page, option in MAN_PAGES.items():
+        shown = node.run(["/usr/bin/env", "MANWIDTH=100", "man", "--warnings", "-E", "ascii", "-P", "cat",
+                          "-l", page], check=False)
+        name = Path(page).name.split(".")[0]
+        assert (shown.returncode, shown.stderr) == (0, ""), (page, shown.stderr)
+        assert shown.stdout.startswith(name.upper()) and "\nNAME\n" in shown.stdout, shown.stdout[:300]
+        assert f"{name} -" in shown.stdout and option in shown.stdout, shown.stdout
 
 
 def test_kangarootwelve_of_every_size_without_a_crypto_library(node: PackageNode) -> None:
@@ -108,9 +142,10 @@ def test_alice_adopted_into_her_job(node: PackageNode, job: int) -> None:
     comes from, and the job's extern step receives sshd's process."""
     since, before = node.syslog.mark(), len(_adoptions(node))
     asked = len(_fake_log(node, "callerid", verdict=f"job {job}"))
-    login = node.run(["/usr/bin/env", f"SLURM_JOB_ID={job}", *node.ssh_argv("alice", "echo logged-in")],
-                     user="alice", check=False)
-    assert (login.returncode, login.stdout.strip()) == (0, "logged-in"), (login.stderr, node.log_tails())
+    login = node.run(["/usr/bin/env", f"SLURM_JOB_ID={job}",
+                      *node.ssh_argv("alice", "echo logged-in ${SLURM_JOB_ID:-none}")], user="alice", check=False)
+    # ssh sends no environment, and a pam_exec hook cannot set the session's (the module does)
+    assert (login.returncode, login.stdout.strip()) == (0, "logged-in none"), (login.stderr, node.log_tails())
     assert len(_fake_log(node, "callerid", verdict=f"job {job}")) == asked + 1
     [adoption] = _adoptions(node)[before:]
     assert (adoption.get("job_id"), adoption.get("rc")) == (job, 0), adoption
@@ -124,3 +159,105 @@ def test_bob_refused(node: PackageNode) -> None:
     assert login.returncode == 255 and NO_JOBS in login.stderr, (login.stderr, node.log_tails())
     assert "logged-in" not in login.stdout and "Traceback" not in login.stderr
     assert len(_adoptions(node)) == before
+
+
+# --- the in-process module under Debian's pam_python.so ---------------------------------------------------
+
+SESSION = "echo SLURM_JOB_ID=${SLURM_JOB_ID:-none}; m=$(ps -o ppid= -p $PPID); echo MONITOR=$m; ps -o args= -p $m"
+"""In the session: its SLURM_JOB_ID, and sshd's privileged process for the connection (the shell's
+parent's parent, which ran the account stack) with its title."""
+
+
+def _session(node: PackageNode, user: str, job: int | None = None) -> tuple[subprocess.CompletedProcess[str],
+                                                                              dict[str, str]]:
+    """Log `user` in (from job `job`'s processes, if given); the session's KEY=value lines and the title."""
+    env = ["/usr/bin/env", f"SLURM_JOB_ID={job}"] if job else []
+    login = node.run([*env, *node.ssh_argv(user, SESSION)], user=None if user == "root" else user, check=False)
+    lines = login.stdout.splitlines()
+    seen = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("sshd"))
+    seen["title"] = next((line for line in lines if line.startswith("sshd")), "")
+    return login, seen
+
+
+def _probes(node: PackageNode, user: str) -> list[dict[str, object]]:
+    """The probe's records of `user`'s logins (the probe runs after the module, in the same interpreter)."""
+    path = node.host_path(PROBE_LOG)
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [record for record in map(json.loads, lines) if record["user"] == user]
+
+
+def test_print_pam_module_names_the_installed_file(module_node: PackageNode) -> None:
+    """The file the pam.d line names is the package's, in Debian's dist-packages, and nobody but root
+    can change it or a directory above it."""
+    assert module_node.module_file == MODULE_FILE
+    owner = module_node.run(["dpkg", "-S", MODULE_FILE]).stdout.strip()
+    assert owner == f"slurm-adopt-toolkit: {MODULE_FILE}", owner
+    paths = [MODULE_FILE, *(str(p) for p in Path(MODULE_FILE).parents)]
+    stats = module_node.run(["stat", "-c", "%u %a %n", *paths]).stdout.splitlines()
+    assert [line.split(" ", 2)[2] for line in stats] == paths, stats
+    for line in stats:
+        uid, mode, _ = line.split(" ", 2)
+        assert uid == "0" and not int(mode, 8) & 0o022, line
+    pam_d = module_node.host_path("/etc/pam.d/sshd").read_text()
+    assert f"account required pam_python.so {MODULE_FILE} {' '.join(HOOK_OPTIONS)}\n" in pam_d, pam_d
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_module_adopts_sshd_itself_into_the_job(module_node: PackageNode, job: int) -> None:
+    """alice logs in from one of her two jobs: the module asks fake-slurmd which, the job's extern step
+    receives the pid of sshd's privileged process for the connection (getpid(), as the C module adopts),
+    and the session has SLURM_JOB_ID from the PAM environment (ssh sends no environment here)."""
+    node = module_node
+    since, before = node.syslog.mark(), len(_adoptions(node))
+    asked = len(_fake_log(node, "callerid", verdict=f"job {job}"))
+    login, seen = _session(node, "alice", job)
+    assert login.returncode == 0 and seen.get("SLURM_JOB_ID") == str(job), (login.stderr, node.log_tails())
+    assert len(_fake_log(node, "callerid", verdict=f"job {job}")) == asked + 1
+    [adoption] = _adoptions(node)[before:]
+    assert (adoption.get("job_id"), adoption.get("rc")) == (job, 0), adoption
+    assert adoption.get("pid") == int(seen["MONITOR"]) == _probes(node, "alice")[-1]["pid"], (adoption, seen)
+    assert seen["title"] == "sshd: alice [priv]", seen
+    [logged] = [r for r in node.syslog.messages(ident="slurm-adopt", since=since) if "adopted into job" in r.message]
+    pid = adoption.get("pid")
+    assert (logged.pid, logged.message) == (pid, f"Process {pid} adopted into job {job}"), logged
+
+
+def test_module_refuses_bob_through_the_conversation(module_node: PackageNode) -> None:
+    node = module_node
+    since, before = node.syslog.mark(), len(_adoptions(node))
+    login, seen = _session(node, "bob")
+    assert login.returncode == 255 and NO_JOBS in login.stderr, (login.stderr, node.log_tails())
+    assert "SLURM_JOB_ID" not in seen and "Traceback" not in login.stderr
+    assert len(_adoptions(node)) == before
+    node.syslog.wait_for(f"send_user_msg: {NO_JOBS}", ident="slurm-adopt", since=since)
+
+
+def test_module_admits_root(module_node: PackageNode) -> None:
+    """root goes through the module's own line (no pam_succeed_if in front): PAM_IGNORE, so the rest of
+    the stack lets it in, in no job."""
+    node = module_node
+    before, probed = len(_adoptions(node)), len(_probes(node, "root"))
+    login, seen = _session(node, "root")
+    assert login.returncode == 0 and seen.get("SLURM_JOB_ID") == "none", (login.stderr, node.log_tails())
+    assert len(_adoptions(node)) == before
+    assert len(_probes(node, "root")) == probed + 1  # the account stack ran past the module
+
+
+def test_module_imports_only_debian_python_and_the_package(module_node: PackageNode) -> None:
+    """After a login that needs everything (the RPC, munge, the stepd), every module loaded in sshd's
+    interpreter is Debian's python3's own or in dist-packages, the package's first on sys.path, and nothing
+    outside Debian's python3 (/opt, a venv, a home) is on it; /usr/local's dist-packages, on Debian's own
+    path, stays there but gives nothing."""
+    node = module_node
+    login, seen = _session(node, "alice", min(JOBS))
+    assert login.returncode == 0 and seen.get("SLURM_JOB_ID") == str(min(JOBS)), login.stderr
+    record = _probes(node, "alice")[-1]
+    path, files = record["path"], record["files"]
+    assert isinstance(path, list) and isinstance(files, dict) and record["prefix"] == "/usr", record
+    assert path[0] == DIST_PACKAGES and all(p == DIST_PACKAGES or p.startswith(STDLIB) or p == "/usr/lib/python311.zip"
+                                            or p.startswith("/usr/local/lib/python3") for p in path), path
+    loaded = {name: file for name, file in files.items() if file and file != PROBE}
+    for name in ("adopt.hook", "adopt.inprocess", "slurmproto.stepd", "slurmproto.munge", "construct"):
+        assert str(loaded.get(name, "")).startswith(f"{DIST_PACKAGES}/"), (name, loaded.get(name))
+    outside = {n: f for n, f in loaded.items() if not f.startswith((f"{DIST_PACKAGES}/", f"{STDLIB}/"))}
+    assert outside == {}, outside

@@ -1,28 +1,32 @@
 """A clean Debian 12 node with the project's .deb installed by apt, in a chroot + namespaces of its own.
 
-The chroot is scripts/build-chroots' deb12 (bookworm minbase, munge and OpenSSH; the .deb's dependencies and
-Debian's python3 are in its apt cache, not installed). Each node is a ChrootCluster overlay of it
-(tests/support/chroot_cluster.py: tmpfs upper layer, a network namespace holding only `lo`, hostname node1,
-cgroups of its own), in which:
+The chroot is scripts/build-chroots' deb12 (bookworm minbase, munge, OpenSSH and man-db; the .deb's
+dependencies, libpam-python and Debian's python3 are in its apt cache, not installed). Each node is a
+ChrootCluster overlay of it (tests/support/chroot_cluster.py: tmpfs upper layer, a network namespace holding
+only `lo`, hostname node1, cgroups of its own), in which:
 
-* apt installs the .deb and what it needs from the cache (no network is needed, none is reachable);
+* apt installs the .deb and libpam-python, and what they need, from the cache (no network is needed, none is reachable);
 * munged runs with a fresh key;
 * the package's fake-slurmd simulates node1 on 127.0.0.1:6818 with JOBS (environ = true: a process is in a
   job when its environment has SLURM_JOB_ID=N) and writes slurm.conf for it;
 * the chroot's sshd (127.0.0.1:2222) runs the package's hook in its "sshd" account stack, behind the
-  README's lock-out-safe lines, with Debian's /usr/bin/python3 as the interpreter.
+  README's lock-out-safe lines, with Debian's /usr/bin/python3 as the interpreter; or (module=True) the
+  package's in-process module through libpam-python, on its own `account required` line, followed by
+  PROBE (a pam_python module of the test's that records what the shared interpreter has loaded), and
+  root may log in with a key.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from pathlib import Path
 
 from tests.support import chroot_files as files
 from tests.support.chroot_cluster import CHROOTS, CONF, MUNGE_SOCKET, ChrootCluster
 from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, SSHD_PORT
-from tests.support.deploy import DEBIAN_COMMON_ACCOUNT, README_ADMIN_GROUP, lockout_safe_stanza
+from tests.support.deploy import DEBIAN_COMMON_ACCOUNT, README_ADMIN_GROUP, lockout_safe_stanza, pam_python_line
 from tests.support.namespaces import OwnCgroups
 
 CHROOT = "deb12"
@@ -33,6 +37,20 @@ JOBS = {501: ("alice", 1000), 502: ("alice", 2000)}
 """job id -> (user, start time): two jobs, so the hook must ask fake-slurmd which one a login comes from."""
 SCENARIO = "/etc/fake-slurmd/node1.toml"
 HOOK_OPTIONS = ["action_adopt_failure=deny", "log_level=debug"]
+PROBE = "/etc/security/sat_probe.py"
+PROBE_LOG = "/run/sat-probe.log"
+PROBE_SOURCE = f"""import json, os, sys
+
+
+def pam_sm_acct_mgmt(pamh, flags, argv):
+    # libpam-python runs every pam_python.so line in one interpreter: what the module imported is here.
+    files = {{name: getattr(m, "__file__", None) for name, m in list(sys.modules.items())}}
+    with open({PROBE_LOG!r}, "a") as log:
+        log.write(json.dumps({{"user": pamh.user, "pid": os.getpid(), "path": sys.path, "prefix": sys.prefix,
+                              "files": files}}) + "\\n")
+    return pamh.PAM_SUCCESS
+"""
+"""Written into the module node's /etc/security; its JSON lines go to PROBE_LOG."""
 
 
 def missing_reason() -> str | None:
@@ -51,9 +69,13 @@ def scenario() -> str:
             f'[[nodes]]\nname = "{NODE}"\naddress = "127.0.0.1"\nport = {SLURMD_PORT}\n{jobs}')
 
 
-def pam_sshd() -> str:
-    """Debian 12's account modules, then the README's stanza with the package's interpreter."""
+def pam_sshd(module_file: str | None = None) -> str:
+    """Debian 12's account modules, then the README's stanza with the package's interpreter; or, given the
+    module's file, its own line (root too goes through it) and the probe."""
     account = [*DEBIAN_COMMON_ACCOUNT, *lockout_safe_stanza(PYTHON_PREFIX, README_ADMIN_GROUP, HOOK_OPTIONS)]
+    if module_file:
+        account = [*DEBIAN_COMMON_ACCOUNT, f"account required {pam_python_line(module_file, HOOK_OPTIONS)}",
+                   f"account optional {pam_python_line(PROBE)}"]
     return "\n".join(["auth     required pam_deny.so", *account, "session  required pam_permit.so",
                       "password required pam_deny.so", ""])
 
@@ -63,9 +85,12 @@ class PackageNode(ChrootCluster):
 
     LOGS = ("/var/log/slurmd.out", "/var/log/munged.out", "/var/log/sshd.log")
 
-    def __init__(self, deb: Path, start_timeout: float = 120.0) -> None:
+    def __init__(self, deb: Path, module: bool = False, start_timeout: float = 120.0) -> None:
         super().__init__("Debian 12", users=("alice", "bob"), start_timeout=start_timeout, chroot=CHROOT)
         self.deb = deb
+        self.module = module
+        self.module_file = ""
+        """The module's file as the installed `slurm-adopt --print-pam-module` names it (module=True)."""
         self.install_log = ""
 
     def __repr__(self) -> str:
@@ -79,10 +104,14 @@ class PackageNode(ChrootCluster):
         # cache. (Not --no-download: apt 2.6 then fails on the local .deb, "Pathname to install is not
         # absolute".)
         installed = self.run(["/usr/bin/env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-                              f"/tmp/{self.deb.name}"], timeout=300)
+                              f"/tmp/{self.deb.name}", "libpam-python"], timeout=300)
         self.install_log = installed.stdout + installed.stderr
         if "Need to get 0 B" not in installed.stdout:
             raise RuntimeError(f"apt needed more than the chroot's cache:\n{self.install_log}")
+        if self.module:
+            self.module_file = self.run(["slurm-adopt", "--print-pam-module"]).stdout.strip()
+            self.host_path("/etc/pam.d/sshd").write_text(pam_sshd(self.module_file))
+            self.host_path(PROBE).write_text(PROBE_SOURCE)
         self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
                                "/usr/sbin/munged", "-F", "--force"])
         self._wait(self.munge_socket.exists, "munged socket")
@@ -97,7 +126,12 @@ class PackageNode(ChrootCluster):
         root = self.root
         entries = self._users_and_hosts()
         files.munge_key(root)
-        files.sshd_files(root, entries)
+        # root's key where ssh_argv looks (/home/root/.ssh), used where root may log in (module=True)
+        self.host_path("/home/root").mkdir(mode=0o700, exist_ok=True)
+        files.sshd_files(root, [*entries, pwd.getpwuid(0)])
+        if self.module:
+            config = self.host_path(files.SSHD_CONFIG)
+            config.write_text(config.read_text().replace("PermitRootLogin no", "PermitRootLogin prohibit-password"))
         self.host_path("/etc/pam.d/sshd").write_text(pam_sshd())
         for sub in ("etc/slurm", "etc/fake-slurmd", SPOOL.lstrip("/")):
             self.host_path(sub).mkdir(mode=0o755, parents=True, exist_ok=True)
