@@ -75,7 +75,8 @@ def sshd_config(port: int = SSHD_PORT, service: str = "sshd") -> str:
         f"HostKey {SSH_HOST_KEY}",
         f"PidFile /run/sat-{service}.pid",
         "UsePAM yes",
-        f"PAMServiceName {service}",
+        # sshd's own default when "sshd": OpenSSH before 10 (Debian 12's) knows no PAMServiceName.
+        *([f"PAMServiceName {service}"] if service != "sshd" else []),
         "AuthenticationMethods publickey",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
