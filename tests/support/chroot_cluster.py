@@ -320,11 +320,11 @@ class ChrootCluster(Daemons):
         return [*self.node_prefix(), *self.chrooted(argv, user)]
 
     def chrooted(self, argv: Sequence[str], user: str | None = None) -> list[str]:
-        """argv run in the chroot as inside() runs it, but in the caller's namespaces and cgroups (e.g. a
-        process of another node's job using the chroot's ssh)."""
+        """argv run on our root (our mount namespace) as inside() runs it, but in the caller's other
+        namespaces and cgroups (e.g. a process of another node's job using the chroot's ssh)."""
         drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         home = "/root" if user in (None, "root") else f"/home/{user}"
-        return [*self.node_prefix(), "nsenter", f"--mount={self.mnt}", "--", *drop,
+        return ["nsenter", f"--mount={self.mnt}", "--", *drop,
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
 
     def node_prefix(self) -> list[str]:
