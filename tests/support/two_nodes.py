@@ -35,7 +35,7 @@ from tests.support.job_agent import read_all
 from tests.support.munged import Munged
 from tests.support.namespaces import CGROUP_V1, NetNs, pin_uts
 from tests.support.procs import ensure_user
-from tests.support.slurm_cluster import _CLIENT_ENV_PREFIXES, EXTERN_STEP, SlurmCluster, _tail
+from tests.support.slurm_cluster import EXTERN_STEP, SlurmCluster, tail
 
 NODES = ("xn1", "xn2")
 SLURMCTLD_PORT = 6817
@@ -122,8 +122,7 @@ class TwoNodes(SlurmCluster):
         xn1 = self.nodes[NODES[0]]
         self.client_prefix = xn1.enter([])
         self._write_config()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(_CLIENT_ENV_PREFIXES)}
-        self.env["SLURM_CONF"] = str(self.conf)
+        self.env = self.client_env()
         self.slurmctld = self._spawn("slurmctld", xn1.enter([
             "/usr/sbin/slurmctld", "-D", "-c", "-f", str(self.conf)]))
         self._wait(self._ctld_up, "slurmctld answering scontrol ping", self.slurmctld)
@@ -241,8 +240,7 @@ class TwoNodes(SlurmCluster):
         def listening() -> bool:
             state = self.job_state(job_id)
             if state not in ("PENDING", "CONFIGURING", "RUNNING"):
-                raise RuntimeError(f"job {job_id} is {state}\n{_tail(self.output_file(job_id), 20)}\n"
-                                   f"{self.log_tails()}")
+                raise RuntimeError(f"job {job_id} is {state}\n{self.job_report(job_id)}")
             return sock.exists()
 
         self._wait(listening, f"job {job_id}'s agent listening on {sock}")
@@ -297,6 +295,6 @@ class TwoNodes(SlurmCluster):
         return self.spool_dir / node / f"{node}_{job_id}.{EXTERN_STEP}"
 
     def log_tails(self, lines: int = 40) -> str:
-        return "\n".join([_tail(self.slurmctld_log, lines), _tail(self.base / "slurmctld.out", 10),
-                          *(_tail(n.log, lines) for n in self.nodes.values()),
-                          *(_tail(self.base / f"slurmd-{n}.out", 10) for n in NODES)])
+        return "\n".join([tail(self.slurmctld_log, lines), tail(self.base / "slurmctld.out", 10),
+                          *(tail(n.log, lines) for n in self.nodes.values()),
+                          *(tail(self.base / f"slurmd-{n}.out", 10) for n in NODES)])
