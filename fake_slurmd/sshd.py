@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fake_slurmd.lifecycle import Daemons
-from fake_slurmd.network import in_netns, netns_path
+from fake_slurmd.network import in_netns, nsenter_argv
 from fake_slurmd.processes import stop_process
 
 if TYPE_CHECKING:
@@ -402,8 +402,7 @@ class Sshd(Daemons):
             # Errors before sshd opens -E (bad config, missing /run/sshd) go to stderr: into the log as well.
             with open(self.log, "ab") as log:
                 # nsenter execs sshd: the pid is sshd's.
-                enter = [] if self.netns is None else ["nsenter", f"--net={netns_path(self.netns)}",
-                                                       *([f"--uts={self.uts}"] if self.uts else []), "--"]
+                enter = [] if self.netns is None else nsenter_argv([], net=self.netns, uts=self.uts)
                 self._proc = subprocess.Popen(
                     [*enter, *self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log),
                      *self.args],

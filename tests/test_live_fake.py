@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd, JobConnection
+from fake_slurmd.network import nsenter_argv
 from fake_slurmd.scenario import Job
 from slurmproto.conf import parse_file
 from slurmproto.messages import NetworkCallerIdResponse
@@ -138,9 +139,9 @@ def test_fake_slurmd_command_in_the_namespace(cluster: ChrootCluster, node: Fake
                                 for job_id, conn in node.held.items()))
     auth = (["--munge-socket", str(cluster.munge_socket)] if cluster.auth == "munge"
             else ["--auth", "slurm", "--key", str(cluster.key_path)])
-    argv = ["nsenter", f"--net={cluster.ns.path}", "--", script, "--scenario", str(scenario), "--release",
-            cluster.release, "--listen", f"{NODE}=127.0.0.1:0", "--cluster",
-            str(parse_file(cluster.conf, env={}).cluster_name), *auth]
+    argv = nsenter_argv([script, "--scenario", str(scenario), "--release", cluster.release, "--listen",
+                         f"{NODE}=127.0.0.1:0", "--cluster", str(parse_file(cluster.conf, env={}).cluster_name),
+                         *auth], net=cluster.ns.path)
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
         assert proc.stdout is not None and proc.stderr is not None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_slurmd.network import nsenter_argv
 from tests.support.deploy import hook_command, pam_python_line
 from tests.support.procs import installed_or_skip, need_programs, pam_module_or_skip
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
@@ -162,8 +163,8 @@ def login(job: AgentJob, sshd: Sshd, host: str = "10.77.0.2", options: tuple[str
 
 def login_from_outside(two_nodes: TwoNodes, sshd: Sshd, user: str) -> Landing:
     """ssh from the login namespace (a host that is no node) to xn2."""
-    argv = ["nsenter", f"--net={two_nodes.login.path}", "--", "runuser", "-u", user, "--",
-            *sshd.ssh_argv(user, REMOTE, host=NODE2_LOGIN_SIDE)]
+    argv = nsenter_argv(["runuser", "-u", user, "--", *sshd.ssh_argv(user, REMOTE, host=NODE2_LOGIN_SIDE)],
+                        net=two_nodes.login.path)
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=40, check=False)
     return _landing(proc.returncode, proc.stdout, proc.stderr)
 

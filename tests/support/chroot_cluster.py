@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from fake_slurmd.network import nsenter_argv
 from fake_slurmd.processes import stop_process
 from tests.support import chroot_files as files
 from tests.support.chroot_files import AUTHS, NODE, SLURMD_PORT, SPOOL, SSHD_PORT
@@ -216,13 +217,12 @@ class ChrootCluster(Daemons):
     def _mount_inside(self) -> None:
         """proc; sysfs of our network namespace; the two cgroup hierarchies from inside our cgroup namespace
         (their root is then our directories); a private devpts and shm."""
-        net, cgroup = [f"--net={self.ns.path}"], [self.cgroups.nsenter_option()]
         mounts: list[tuple[str, list[str], list[str]]] = [
             ("proc", ["-t", "proc", "proc"], []),
-            ("sys", ["-t", "sysfs", "sysfs"], ["nsenter", *net, "--"]),
+            ("sys", ["-t", "sysfs", "sysfs"], nsenter_argv([], net=self.ns.path)),
             ("sys/fs/cgroup", ["-t", "tmpfs", "-o", "mode=0755,size=1m", "cgroup_root"], []),
             *((f"sys/fs/cgroup/{d.parent.name}", ["-t", "cgroup", "-o", d.parent.name, "cgroup"],
-               ["nsenter", *cgroup, "--"]) for d in self.cgroups.dirs),
+               nsenter_argv([], cgroup=self.cgroups.ns_file)) for d in self.cgroups.dirs),
             ("dev/pts", ["-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=620", "devpts"], []),
             ("dev/shm", ["-t", "tmpfs", "-o", "mode=1777,size=64m", "shm"], []),
         ]
@@ -276,8 +276,8 @@ class ChrootCluster(Daemons):
         """argv prefix: the command starts in our cgroups and our network, UTS and cgroup namespaces (the
         node's, as its daemons have them) but on the host's filesystem. It execs in turn: the pid is the
         command's own."""
-        return [*self.cgroups.enter_prefix(), "nsenter", f"--net={self.ns.path}", f"--uts={self.uts}",
-                self.cgroups.nsenter_option(), "--"]
+        return [*self.cgroups.enter_prefix(),
+                *nsenter_argv([], net=self.ns.path, uts=self.uts, cgroup=self.cgroups.ns_file)]
 
     def host_conf(self) -> Path:
         """A copy of slurm.conf for a host program in node_prefix(): SlurmdSpoolDir and munged's socket

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Self
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.network import add_veth, ip
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.codec import decode_stream
 from slurmproto.conf import parse_file
@@ -60,15 +61,11 @@ class LinkedNode:
             self.ns.create()
         try:
             there, here = self.cluster.netns, self.ns.name
-            for args in (
-                ["-n", here, "link", "add", self.interface, "type", "veth", "peer", "name", self.interface,
-                 "netns", there],
-                ["-n", there, "addr", "add", f"{self.cluster_addr}/24", "dev", self.interface],
-                ["-n", here, "addr", "add", f"{self.address}/24", "dev", self.interface],
-                ["-n", there, "link", "set", self.interface, "up"],
-                ["-n", here, "link", "set", self.interface, "up"],
-            ):
-                subprocess.run(["ip", *args], check=True, capture_output=True)
+            add_veth(here, self.interface, there, self.interface)
+            ip(there, "addr", "add", f"{self.cluster_addr}/24", "dev", self.interface)
+            ip(here, "addr", "add", f"{self.address}/24", "dev", self.interface)
+            ip(there, "link", "set", self.interface, "up")
+            ip(here, "link", "set", self.interface, "up")
         except BaseException:
             self.remove()
             raise

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fake_slurmd.network import add_veth, ip, nsenter_argv
 from fake_slurmd.processes import stop_process
 from tests.support.job_agent import read_all
 from tests.support.munged import Munged
@@ -64,7 +65,7 @@ class Node:
 
     def enter(self, argv: Sequence[str], uts: Path | None = None) -> list[str]:
         """argv run in this node's namespaces (or with another host name: a UTS namespace of `uts`)."""
-        return ["nsenter", f"--net={self.netns.path}", f"--uts={uts or self.uts}", "--", *argv]
+        return nsenter_argv(argv, net=self.netns.path, uts=uts or self.uts)
 
 
 @dataclass(frozen=True)
@@ -134,22 +135,22 @@ class TwoNodes(SlurmCluster):
         xn1, xn2 = (self.nodes[n].netns for n in NODES)
         for ns in (xn1, xn2, self.login):
             ns.create()
-        for args in (
-            ["-n", xn1.name, "link", "add", "vx", "type", "veth", "peer", "name", "vx", "netns", xn2.name],
-            ["-n", xn2.name, "link", "add", "vl", "type", "veth", "peer", "name", "vl", "netns", self.login.name],
-            ["-n", xn1.name, "addr", "add", "10.77.0.1/24", "dev", "vx"],
-            ["-n", xn1.name, "addr", "add", f"{EXTRA_ADDR}/24", "dev", "vx"],
-            ["-n", xn1.name, "addr", "add", "fd77::1/64", "dev", "vx", "nodad"],
-            ["-n", xn2.name, "addr", "add", "10.77.0.2/24", "dev", "vx"],
-            ["-n", xn2.name, "addr", "add", "fd77::2/64", "dev", "vx", "nodad"],
-            ["-n", xn2.name, "addr", "add", f"{NODE2_LOGIN_SIDE}/24", "dev", "vl"],
-            ["-n", self.login.name, "addr", "add", f"{LOGIN_ADDR}/24", "dev", "vl"],
-            ["-n", xn1.name, "link", "set", "vx", "up"],
-            ["-n", xn2.name, "link", "set", "vx", "up"],
-            ["-n", xn2.name, "link", "set", "vl", "up"],
-            ["-n", self.login.name, "link", "set", "vl", "up"],
+        add_veth(xn1.name, "vx", xn2.name, "vx")
+        add_veth(xn2.name, "vl", self.login.name, "vl")
+        for ns, args in (
+            (xn1, ["addr", "add", "10.77.0.1/24", "dev", "vx"]),
+            (xn1, ["addr", "add", f"{EXTRA_ADDR}/24", "dev", "vx"]),
+            (xn1, ["addr", "add", "fd77::1/64", "dev", "vx", "nodad"]),
+            (xn2, ["addr", "add", "10.77.0.2/24", "dev", "vx"]),
+            (xn2, ["addr", "add", "fd77::2/64", "dev", "vx", "nodad"]),
+            (xn2, ["addr", "add", f"{NODE2_LOGIN_SIDE}/24", "dev", "vl"]),
+            (self.login, ["addr", "add", f"{LOGIN_ADDR}/24", "dev", "vl"]),
+            (xn1, ["link", "set", "vx", "up"]),
+            (xn2, ["link", "set", "vx", "up"]),
+            (xn2, ["link", "set", "vl", "up"]),
+            (self.login, ["link", "set", "vl", "up"]),
         ):
-            subprocess.run(["ip", *args], check=True, capture_output=True)
+            ip(ns.name, *args)
 
     def hostname_ns(self, hostname: str) -> Path:
         """The pin of a UTS namespace with that host name (made on first use, removed at stop)."""
@@ -266,7 +267,7 @@ class TwoNodes(SlurmCluster):
         ]
         with contextlib.ExitStack() as undo:
             for add, remove in steps:
-                subprocess.run(["ip", "-n", ns, *add], check=True, capture_output=True)
+                ip(ns, *add)
                 undo.callback(subprocess.run, ["ip", "-n", ns, *remove], check=False, capture_output=True)
             yield
 
