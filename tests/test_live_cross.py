@@ -42,6 +42,7 @@ from tests.support.linked_node import LinkedNode, ask_scontrol, authorize, fake_
 from tests.support.namespaces import NetNs
 from tests.support.packets import PacketCapture, callerid_rpcs
 from tests.support.procs import installed_or_skip
+from tests.support.slurm_cluster import srun_argv
 from tests.support.sshd import Sshd
 
 OWNER = "alice"
@@ -161,7 +162,7 @@ def real_pairing(pair: RealPair, node: str, other: str) -> Pairing:
     source, newest = pair.jobs
 
     def login(ssh: Sequence[str]) -> subprocess.Popen[str]:
-        step = ["srun", f"--jobid={source}", "--overlap", "-N1", "-n1", "--quiet", *ssh]
+        step = srun_argv(source, ssh)
         return subprocess.Popen(there.inside(step, OWNER), **PIPES)
 
     return Pairing(cluster, release_named(other), source, newest, address, there.ns, link.interface, login, there)
@@ -285,7 +286,7 @@ def twins(request: pytest.FixtureRequest, real_pairs: RealPairs) -> Iterator[Twi
         port = int(listener.getsockname()[1])
         # The real node: a step of `source` holding a connection to the listener over the pair's link.
         script = f"exec 3<>/dev/tcp/{address}/{port}; exec sleep 600"
-        step = ["srun", f"--jobid={source}", "--overlap", "-N1", "-n1", "--quiet", "bash", "-c", script]
+        step = srun_argv(source, ["bash", "-c", script])
         holder = stack.enter_context(subprocess.Popen(there.inside(step, OWNER), stdin=subprocess.DEVNULL))
         stack.callback(holder.kill)
         conn, peer = listener.accept()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fake_slurmd.controller import FakeSlurmd
-from tests.support.slurm_cluster import SlurmCluster
+from tests.support.slurm_cluster import SlurmCluster, srun_argv
 from tests.support.sshd import Sshd
 
 if TYPE_CHECKING:  # fixtures imports this module
@@ -137,7 +137,7 @@ def login_from_job(cluster: SlurmCluster, sshd: Sshd, job_id: int | None, user: 
     """`user` logs in to `sshd` from a step of `job_id` (srun --overlap), or from outside any job (None)."""
     argv = sshd.ssh_argv(user, probe_command(marker), host=host)
     if job_id is not None:
-        argv = cluster.srun_argv(job_id, argv)
+        argv = srun_argv(job_id, argv)
     return parse_session(cluster.run(argv, user=user, check=False, timeout=60))
 
 

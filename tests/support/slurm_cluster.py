@@ -83,6 +83,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def srun_argv(job_id: int, argv: Sequence[str]) -> list[str]:
+    """`argv` as a step of the running job (one task, sharing the job's resources with its other steps), as
+    any release's srun takes it."""
+    return ["srun", f"--jobid={job_id}", "--overlap", "-N1", "-n1", "--quiet", *argv]
+
+
 def tail(path: Path, lines: int) -> str:
     """The last `lines` lines of a log file, under a line naming it (for failure messages)."""
     try:
@@ -227,11 +233,6 @@ class SlurmCluster(Daemons):
             except FileNotFoundError:
                 return False
         self._wait(printed, f"job {job_id} printing {text!r}", timeout=timeout)
-
-    @staticmethod
-    def srun_argv(job_id: int, argv: Sequence[str]) -> list[str]:
-        """`argv` as a step of the running job (one task, sharing the job's resources with its other steps)."""
-        return ["srun", f"--jobid={job_id}", "--overlap", "-N1", "-n1", "--quiet", *argv]
 
     def job_state(self, job_id: int) -> str | None:
         """The job's state as squeue reports it, or None once squeue no longer lists it."""
