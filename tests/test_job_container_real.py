@@ -24,7 +24,7 @@ from tests.support.sessions import (
     container_login,
     container_sshd,
     host_mount_ns,
-    login_from_job,
+    login_from_step,
     marker_job,
     marker_text,
 )
@@ -111,7 +111,7 @@ def test_refused_login_reports_no_session(container_cluster: SlurmCluster, conta
     """bob has no job here: the same helper reports the refusal."""
     sshd = container_sshd(container_cluster, sshd_factory,
                           f"required {c_module} service={{service}} nodename={container_cluster.node_name}")
-    view = login_from_job(container_cluster, sshd, None, user="bob")
+    view = login_from_step(container_cluster, sshd, None, user="bob")
     assert not view.allowed and view.status == 255
     assert "you have no active jobs on this node" in view.stderr
 

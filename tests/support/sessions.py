@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
 import shlex
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.sshd import login_from_job
 from tests.support.slurm_cluster import SlurmCluster, srun_argv
 from tests.support.sshd import Sshd
 
@@ -132,7 +132,7 @@ def fake_node_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, conf: Path, acco
                         env={"SLURM_CONF": str(conf)} if env is None else dict(env))
 
 
-def login_from_job(cluster: SlurmCluster, sshd: Sshd, job_id: int | None, user: str = "alice",
+def login_from_step(cluster: SlurmCluster, sshd: Sshd, job_id: int | None, user: str = "alice",
                    marker: str = MARKER, host: str = "127.0.0.1") -> SessionView:
     """`user` logs in to `sshd` from a step of `job_id` (srun --overlap), or from outside any job (None)."""
     argv = sshd.ssh_argv(user, probe_command(marker), host=host)
@@ -143,25 +143,15 @@ def login_from_job(cluster: SlurmCluster, sshd: Sshd, job_id: int | None, user: 
 
 def container_login(cluster: SlurmCluster, job_id: int, sshd_factory: SshdFactory, account_line: str, *,
                     user: str = "alice", marker: str = MARKER, env: Mapping[str, str] | None = None) -> SessionView:
-    """container_sshd(account_line), then login_from_job: what a login from inside `job_id` sees."""
+    """container_sshd(account_line), then login_from_step: what a login from inside `job_id` sees."""
     sshd = container_sshd(cluster, sshd_factory, account_line, env=env, users=[user])
-    return login_from_job(cluster, sshd, job_id, user, marker)
+    return login_from_step(cluster, sshd, job_id, user, marker)
 
 
 def fake_job_login(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str = "alice",
                    marker: str = MARKER) -> SessionView:
     """`user` logs in to `sshd` from a process of the fake node's job `job_id`."""
-    argv = sshd.ssh_argv(user, probe_command(marker))
-    proc = fake.spawn_in_job(job_id, argv, user=user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd="/",
-                             env={"HOME": pwd.getpwnam(user).pw_dir, "PATH": "/usr/bin:/bin"})
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"login from fake job {job_id} hung: {err}") from None
-    return parse_session(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    return parse_session(login_from_job(fake, sshd, job_id, user, probe_command(marker)))
 
 
 @contextlib.contextmanager
