@@ -55,6 +55,22 @@ _CLIENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _LOG_LEVELS = ("VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
 
 
+def _check_arguments(account_lines: Sequence[str], auth_lines: Sequence[str], loopback: Sequence[str],
+                     log_level: str) -> None:
+    """Sshd's arguments that would make a broken sshd, or one reachable from beyond this host."""
+    if isinstance(account_lines, str):
+        raise TypeError("account_lines is a sequence of lines, not one string")
+    if not account_lines:
+        raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
+    if isinstance(auth_lines, str) or not auth_lines:
+        raise ValueError("auth_lines is a non-empty sequence of lines")
+    for host in loopback:
+        _check_loopback(host)
+    if log_level.upper() not in _LOG_LEVELS:
+        # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
+        raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+
+
 def _check_loopback(host: str) -> None:
     """Refuse anything but a loopback address: tests never talk to the network."""
     try:
@@ -226,21 +242,11 @@ class Sshd(Daemons):
         uts: Path | None = None,
         args: Sequence[str] = (),
     ) -> None:
-        if isinstance(account_lines, str):
-            raise TypeError("account_lines is a sequence of lines, not one string")
-        if not account_lines:
-            raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
+        _check_arguments(account_lines, auth_lines, listen if netns is None else (), log_level)
         self.netns = netns
         self.uts = uts
-        for host in listen if netns is None else ():
-            _check_loopback(host)
-        if log_level.upper() not in _LOG_LEVELS:
-            # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
-            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         self.service = _new_service()
         self.account_lines = [self._stack_line("account", line) for line in account_lines]
-        if isinstance(auth_lines, str) or not auth_lines:
-            raise ValueError("auth_lines is a non-empty sequence of lines")
         self.auth_lines = [self._stack_line("auth", line) for line in auth_lines]
         self.keyboard_interactive = keyboard_interactive
         self.env = dict(env or {})
