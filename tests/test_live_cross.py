@@ -38,7 +38,7 @@ from tests.support.chroot_cluster import RELEASES, ChrootCluster, missing_reason
 from tests.support.chroot_files import AUTHORIZED_KEYS, AUTHS, NODE, SLURMD_PORT, SSHD_PORT
 from tests.support.deploy import hook_command
 from tests.support.fixtures import LiveClusters
-from tests.support.linked_node import LinkedNode, ask_scontrol, authorize, fake_for
+from tests.support.linked_node import LinkedNode, ask_scontrol, fake_for
 from tests.support.namespaces import NetNs
 from tests.support.packets import PacketCapture, callerid_rpcs
 from tests.support.procs import installed_or_skip
@@ -117,8 +117,8 @@ class RealPairs:
                 raise RuntimeError(f"fresh clusters gave different job ids: {jobs}")
             first, second = clusters.values()
             link = self.stack.enter_context(LinkedNode(first, second))
-            authorize(first, second.host_path(AUTHORIZED_KEYS))
-            authorize(second, first.host_path(AUTHORIZED_KEYS))
+            first.authorize(second.host_path(AUTHORIZED_KEYS))
+            second.authorize(first.host_path(AUTHORIZED_KEYS))
             self.pairs[auth] = RealPair(clusters, link, jobs[first.release])
         return self.pairs[auth]
 
@@ -190,7 +190,7 @@ def hook_sshds(pairing: Pairing) -> Iterator[dict[str, Sshd]]:
             sshds[adopter] = cluster.node_sshd(["required pam_unix.so", line + extra], listen=[pairing.address])
             stack.callback(sshds[adopter].stop)
             if pairing.keys_from is not cluster:
-                authorize(pairing.keys_from, sshds[adopter].authorized_keys)
+                pairing.keys_from.authorize(sshds[adopter].authorized_keys)
         yield sshds
 
 

@@ -468,14 +468,20 @@ class ChrootCluster(Daemons):
         sshd = Sshd(account_lines, prefix=self.node_prefix(), listen=listen, netns=str(self.ns.path),
                     **kwargs).start()
         try:
-            for user in self.users:
-                keys = sshd.authorized_keys / user
-                keys.write_text(self.host_path(f"/home/{user}/.ssh/id_ed25519.pub").read_text())
-                keys.chmod(0o644)
+            self.authorize(sshd.authorized_keys)
         except BaseException:
             sshd.stop()
             raise
         return sshd
+
+    def authorize(self, keys: Path) -> None:
+        """Let our users in with their chroot keys too: `keys` is an sshd's directory of authorized_keys
+        files, one per user (AuthorizedKeysFile DIR/%u), which sshd reads only when no one else may write it."""
+        for user in self.users:
+            path = keys / user
+            with open(path, "a") as out:
+                out.write(self.host_path(f"/home/{user}/.ssh/id_ed25519.pub").read_text())
+            path.chmod(0o644)
 
     def capture(self, port: int = SLURMD_PORT) -> PacketCapture:
         """`with cluster.capture() as cap: ...`: the TCP exchanges with `port` inside the namespace."""
