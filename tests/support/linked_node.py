@@ -56,9 +56,9 @@ class LinkedNode:
         self.address = f"10.79.{serial}.2"
 
     def create(self) -> Self:
-        if self._own:
-            self.ns.create()
         try:
+            if self._own:
+                self.ns.create()  # it may fail after making the namespace: remove() then deletes it
             there, here = self.cluster.netns, self.ns.name
             add_veth(here, self.interface, there, self.interface)
             ip(there, "addr", "add", f"{self.cluster_addr}/24", "dev", self.interface)
