@@ -42,6 +42,7 @@ from tests.support.linked_node import LinkedNode, ask_scontrol, fake_for
 from tests.support.namespaces import NetNs
 from tests.support.packets import PacketCapture, callerid_rpcs
 from tests.support.procs import installed_or_skip
+from tests.support.sessions import shell_line
 from tests.support.slurm_cluster import srun_argv
 from tests.support.sshd import Sshd
 
@@ -217,12 +218,8 @@ def test_login_from_a_node_of_another_release(pairing: Pairing, hook_sshds: dict
     with PacketCapture(pairing.other_ns, SLURMD_PORT, interface=pairing.interface) as cap, \
          pairing.login(ssh) as login:
         try:
-            assert login.stdout is not None and login.stderr is not None
-            first = login.stdout.readline()
-            if not first.startswith("pid "):
-                login.kill()
-                logs = cluster.log_tails(10) if adopter == "module" else hook_sshds[adopter].log_text()[-2000:]
-                pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{logs}")
+            first = shell_line(login, lambda: cluster.log_tails(10) if adopter == "module"
+                               else hook_sshds[adopter].log_text()[-2000:])
             shell = int(first.split()[1])
             landed = [job for job in (pairing.source, pairing.newest) if cluster.in_extern_step(shell, job)]
             where = cluster.cgroup_of(shell) or ""

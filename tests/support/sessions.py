@@ -16,10 +16,12 @@ import re
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.sshd import login_from_job
@@ -170,6 +172,17 @@ def mount_namespace(marker: str | None = None) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def shell_line(login: subprocess.Popen[str], logs: Callable[[], str]) -> str:
+    """The first line of a login whose remote command starts with `echo pid $$`; anything else (a refused
+    login prints nothing) kills the login and fails the test with ssh's stderr and `logs()`."""
+    assert login.stdout is not None and login.stderr is not None
+    first = login.stdout.readline()
+    if not first.startswith("pid "):
+        login.kill()
+        pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{logs()}")
+    return first
 
 
 def host_mount_ns() -> str:
