@@ -63,6 +63,11 @@ _PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 _serial = itertools.count()
 
 
+def _drop_to(user: str | None) -> list[str]:
+    """argv prefix: the rest runs as `user` with its groups (nothing for root or None)."""
+    return [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+
+
 def chroot_dir(release: str) -> Path:
     return CHROOTS / RELEASES[release]
 
@@ -161,15 +166,18 @@ class ChrootCluster(Daemons):
         self._prepare()
         self.syslog.start()
         if self.auth == "munge":
-            self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
-                                   "/usr/sbin/munged", "-F", "--force"])
-            self._wait(self.munge_socket.exists, "munged socket")
+            self._start_munged()
         self._spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-c", "-i"])
         self._wait(lambda: "is UP" in self.run(["scontrol", "ping"], check=False).stdout, "slurmctld up")
         self._spawn("slurmd", ["/usr/sbin/slurmd", "-D", "-N", NODE])
         self._spawn("sshd", ["/usr/sbin/sshd", "-D", "-f", files.SSHD_CONFIG, "-E", "/var/log/sshd.log"])
         self._wait(self._node_idle, f"{NODE} idle")
         self._wait(lambda: f"port {SSHD_PORT}" in self._read("/var/log/sshd.log"), "sshd listening")
+
+    def _start_munged(self) -> None:
+        """The chroot's munged, as the munge user, in the foreground (-F) like every daemon here."""
+        self._spawn("munged", [*_drop_to("munge"), "/usr/sbin/munged", "-F", "--force"])
+        self._wait(self.munge_socket.exists, "munged socket")
 
     def _enter(self) -> None:
         """The overlay, namespaces, cgroups and mounts: a node of our own, nothing started in it yet."""
@@ -267,7 +275,7 @@ class ChrootCluster(Daemons):
     def chrooted(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """argv run in the chroot as inside() runs it, but in the caller's namespaces and cgroups (e.g. a
         process of another node's job using the chroot's ssh)."""
-        drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        drop = _drop_to(user)
         home = "/root" if user in (None, "root") else f"/home/{user}"
         return ["chroot", str(self.root), *drop,
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
@@ -290,10 +298,10 @@ class ChrootCluster(Daemons):
         path.write_text(text)
         return path
 
-    def in_netns(self, argv: Sequence[str], user: str | None = None) -> list[str]:
+    def host_argv(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf and,
         for auth/slurm, SLURM_SACK_SOCKET = slurmd's sack socket (where 25.05+ clients look first)."""
-        drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        drop = _drop_to(user)
         sack = [f"SLURM_SACK_SOCKET={self.sack_socket}"] if self.auth == "slurm" else []
         return ["ip", "netns", "exec", self.netns, *drop, "/usr/bin/env", f"SLURM_CONF={self.conf}", *sack, *argv]
 
@@ -378,7 +386,7 @@ class ChrootCluster(Daemons):
     def run_host(self, argv: Sequence[str], user: str | None = None, check: bool = False,
                  timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """A host program in the namespace (SLURM_CONF = the chroot's slurm.conf, as the host sees it)."""
-        return self._run(self.in_netns(argv, user), check, timeout)
+        return self._run(self.host_argv(argv, user), check, timeout)
 
     @staticmethod
     def _run(cmd: list[str], check: bool, timeout: float) -> subprocess.CompletedProcess[str]:

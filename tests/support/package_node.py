@@ -83,9 +83,7 @@ class PackageNode(ChrootCluster):
         self.install_log = installed.stdout + installed.stderr
         if "Need to get 0 B" not in installed.stdout:
             raise RuntimeError(f"apt needed more than the chroot's cache:\n{self.install_log}")
-        self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
-                               "/usr/sbin/munged", "-F", "--force"])
-        self._wait(self.munge_socket.exists, "munged socket")
+        self._start_munged()
         # Named slurmd: ChrootCluster.stop() stops it with the others.
         self._spawn("slurmd", ["/usr/bin/fake-slurmd", "--scenario", SCENARIO, "--slurm-conf", CONF,
                                "--log-format", "json", "--log-level", "debug"])
