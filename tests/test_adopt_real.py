@@ -22,13 +22,10 @@ from slurmproto.versions import SLURM_22_05
 from tests.support.deploy import hook_command
 from tests.support.peers import DroppingHost
 from tests.support.procs import installed_or_skip
+from tests.support.sessions import CGROUP_JOB, NO_JOBS, PAM_SLURM_ADOPT
 from tests.support.slurm_cluster import ConnectedJob, SlurmCluster, srun_argv
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
-
-PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
-CGROUP_JOB = re.compile(r"/job_(\d+)/step_extern")
 
 
 @pytest.fixture(scope="module")

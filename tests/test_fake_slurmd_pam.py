@@ -17,7 +17,9 @@ from tests.support.deploy import pam_python_line
 from tests.support.procs import need_programs, pam_module_or_skip
 from tests.support.sessions import (
     MARKER,
+    NO_JOBS,
     PAM_SLURM_ADOPT,
+    UNKNOWN,
     fake_job_login,
     fake_node_sshd,
     host_mount_ns,
@@ -25,10 +27,6 @@ from tests.support.sessions import (
 )
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
-
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
-UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
-
 
 MODULES = ["pam_slurm_adopt.so", "pam_python"]
 """The two modules that run inside sshd: Debian's C module, and the in-process one under libpam-python."""

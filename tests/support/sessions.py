@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # fixtures imports this module
 
 PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 """Debian's pam_slurm_adopt (libpam-slurm-adopt, Slurm 22.05)."""
+NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
+"""What pam_slurm_adopt (and the hook, in its words) tells a refused user: no job here; a job here, but which
+one the connection comes from is unknown and action_unknown refuses."""
 MARKER = "/tmp/job-marker"
 """Where `marker_job` writes in the job's /tmp, and what the probe reads."""
 _WRITTEN = "marker-written"
