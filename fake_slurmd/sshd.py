@@ -557,13 +557,17 @@ class Sshd(Daemons):
 
 
 def login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int | None, user: str = "alice", command: str = "true",
-                   timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """ssh as `user` to `sshd` from a process of the simulated node's job `job_id` (None: from outside any job)."""
-    argv = sshd.ssh_argv(user, command)
+                   timeout: float = 60, *, node: str | None = None,
+                   host: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+    """ssh as `user` to `sshd` at `host` from a process of the simulated node's job `job_id` (None: from
+    outside any job); with `node`, from the job's process on that node of a cluster, bound to its address."""
+    source = ["-b", fake.node(node).address] if node is not None else []
+    argv = sshd.ssh_argv(user, command, host=host, options=source)
     env = {"HOME": pwd.getpwnam(user).pw_dir, "PATH": "/usr/bin:/bin"}
     options: dict[str, Any] = {"user": user, "stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE,
                                "stderr": subprocess.PIPE, "text": True, "env": env, "cwd": "/"}
-    proc = fake.spawn_in_job(job_id, argv, **options) if job_id is not None else subprocess.Popen(argv, **options)
+    proc = (fake.spawn_in_job(job_id, argv, node=node, **options) if job_id is not None
+            else subprocess.Popen(argv, **options))
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
