@@ -82,7 +82,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def _parser() -> argparse.ArgumentParser:
+def main_parser() -> argparse.ArgumentParser:
+    """fake-slurmd's options (its man page is written from this)."""
     summary, _, rest = (__doc__ or "").partition("\n\n")
     parser = argparse.ArgumentParser(prog="fake-slurmd", description=summary.split(": ", 1)[-1],
                                      epilog=rest.partition("\n\n")[2],
@@ -205,7 +206,7 @@ def _failed(log_format: str, exc: Exception, status: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = main_parser().parse_args(argv)
     logger = _setup_logging(args.log_format, args.log_level)
     # Every held client connection is a descriptor: allow as many as the hard limit does.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

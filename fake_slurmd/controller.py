@@ -42,7 +42,14 @@ from typing import Any, Self, TypeVar
 
 from fake_slurmd.loop_thread import LoopThread
 from fake_slurmd.membership import adopted_on, job_contains
-from fake_slurmd.network import ClusterNetwork, in_netns, loopback_address, namespaces_unavailable, netns_path
+from fake_slurmd.network import (
+    ClusterNetwork,
+    in_netns,
+    loopback_address,
+    namespaces_unavailable,
+    netns_path,
+    nsenter_argv,
+)
 from fake_slurmd.processes import stop_process
 from fake_slurmd.sack import SackServer
 from fake_slurmd.scenario import AUTH_MODES, Job, NodeSpec, Scenario, job_from_dict
@@ -329,7 +336,7 @@ class FakeSlurmd:
             # the job's pid is the holder's own.
             ids = _ids_of(user) if user is not None else None
             drop = ["--setuid", str(ids[0]), "--setgid", str(ids[1])] if ids else []
-            argv, user = ["nsenter", f"--net={netns}", *drop, "--", *argv], None
+            argv, user = nsenter_argv(argv, net=netns, options=drop), None
         proc = self.spawn_in_job(job_id, argv, node=node, user=user, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, cwd="/")
         assert proc.stdout is not None

@@ -3,16 +3,12 @@ cleans up after itself."""
 
 from __future__ import annotations
 
-import time
 from types import TracebackType
 from typing import Self
 
 
 class Daemons:
     """Subclasses write `_start()` and `stop()` (which must cope with a half-done start)."""
-
-    startup_seconds = 0.0
-    """How long the last start() took."""
 
     def _start(self) -> None:
         raise NotImplementedError
@@ -21,13 +17,11 @@ class Daemons:
         raise NotImplementedError
 
     def start(self) -> Self:
-        began = time.monotonic()
         try:
             self._start()
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - began
         return self
 
     def __enter__(self) -> Self:

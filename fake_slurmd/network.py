@@ -5,7 +5,8 @@ processes it starts live there, the rest of the process stays where it was. `Clu
 namespace per node, each with `eth0` at its own address (and at fd78::N, where IPv6 works), and joins
 them with a bridge in one more namespace: nothing of it touches the host's network, and another cluster
 with the same subnet does not collide with it. Everything is made with `ip` (iproute2) and removed by
-`remove()`.
+`remove()`. `nsenter_argv`, `ip`, `add_netns`, `add_veth` and `del_netns` are the pieces every other
+namespace of the project (the tests' clusters among them) is built from as well.
 """
 
 from __future__ import annotations
@@ -31,6 +32,44 @@ SUBNET6 = ipaddress.IPv6Network("fd78::/64")
 
 def netns_path(name: str) -> str:
     return name if name.startswith("/") else f"{NETNS_DIR}/{name}"
+
+
+def nsenter_argv(argv: Sequence[str], *, net: str | os.PathLike[str] | None = None,
+                 uts: str | os.PathLike[str] | None = None, cgroup: str | os.PathLike[str] | None = None,
+                 options: Sequence[str] = ()) -> list[str]:
+    """argv started by nsenter in the namespaces given (`net`: a /run/netns name or a path; `uts`, `cgroup`:
+    a namespace's pin file) with nsenter's other `options` (e.g. --setuid). nsenter execs argv: its pid is
+    argv's own."""
+    joins = [f"--net={netns_path(os.fspath(net))}"] if net is not None else []
+    joins += [f"--uts={os.fspath(uts)}"] if uts is not None else []
+    joins += [f"--cgroup={os.fspath(cgroup)}"] if cgroup is not None else []
+    return ["nsenter", *joins, *options, "--", *argv]
+
+
+def ip(netns: str, *args: str) -> None:
+    """`ip -n NETNS ARGS`; an OSError with ip's message when it fails."""
+    _run(["ip", "-n", netns, *args])
+
+
+def add_netns(netns: str) -> None:
+    """`ip netns add`, and its lo up (the namespace is gone again when that fails)."""
+    _run(["ip", "netns", "add", netns])
+    try:
+        ip(netns, "link", "set", "lo", "up")
+    except BaseException:
+        del_netns(netns)
+        raise
+
+
+def del_netns(netns: str) -> None:
+    """`ip netns del`: the namespace, its interfaces and their veth peers go (a missing one is no error)."""
+    subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+
+
+def add_veth(netns: str, name: str, peer_netns: str, peer_name: str) -> None:
+    """A veth pair: `name` in `netns`, `peer_name` in `peer_netns` (made in netns: the peer goes straight to
+    its own namespace, never into the host's)."""
+    ip(netns, "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", peer_netns)
 
 
 def enter_netns(name: str) -> None:
@@ -101,18 +140,16 @@ class ClusterNetwork:
     def create(self) -> ClusterNetwork:
         try:
             self._add(self.switch)
-            self._ip(self.switch, "link", "add", "br0", "type", "bridge")
-            self._ip(self.switch, "link", "set", "br0", "up")
+            ip(self.switch, "link", "add", "br0", "type", "bridge")
+            ip(self.switch, "link", "set", "br0", "up")
             for i, (netns, address) in enumerate(zip(self.namespaces, self.addresses, strict=True)):
                 self._add(netns)
-                # The veth is made in the switch's namespace; its eth0 end goes straight to the node's.
-                self._ip(self.switch, "link", "add", f"port{i}", "type", "veth", "peer", "name", "eth0",
-                         "netns", netns)
-                self._ip(self.switch, "link", "set", f"port{i}", "master", "br0", "up")
-                self._ip(netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
+                add_veth(self.switch, f"port{i}", netns, "eth0")
+                ip(self.switch, "link", "set", f"port{i}", "master", "br0", "up")
+                ip(netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
                 if self.addresses6:
                     self._add6(netns, self.addresses6[i])
-                self._ip(netns, "link", "set", "eth0", "up")
+                ip(netns, "link", "set", "eth0", "up")
         except BaseException:
             self.remove()
             raise
@@ -121,25 +158,20 @@ class ClusterNetwork:
     def remove(self) -> None:
         """Delete every namespace made (their veths and the bridge go with them)."""
         for netns in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+            del_netns(netns)
         self._made.clear()
 
     def _add6(self, netns: str, address: str) -> None:
         try:  # nodad: usable at once, no duplicate-address probe to wait for
-            self._ip(netns, "addr", "add", f"{address}/{SUBNET6.prefixlen}", "dev", "eth0", "nodad")
+            ip(netns, "addr", "add", f"{address}/{SUBNET6.prefixlen}", "dev", "eth0", "nodad")
         except OSError:
             if netns != self.namespaces[0]:
                 raise
             self.addresses6 = []  # IPv6 is off (ipv6.disable=1): the cluster is IPv4 only
 
     def _add(self, netns: str) -> None:
-        _run(["ip", "netns", "add", netns])
+        add_netns(netns)
         self._made.append(netns)
-        self._ip(netns, "link", "set", "lo", "up")
-
-    @staticmethod
-    def _ip(netns: str, *args: str) -> None:
-        _run(["ip", "-n", netns, *args])
 
 
 def _run(argv: Sequence[str]) -> None:

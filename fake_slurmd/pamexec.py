@@ -3,9 +3,13 @@
     account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ \
         <ENV>/bin/python3 -I -m adopt [OPTIONS...]
 
-`-I` (isolated mode) makes Python ignore every PYTHON* variable, the user site and the current directory.
-CPython 3.11 and later still read PYTHONEXECUTABLE and __PYVENV_LAUNCHER__ on Linux in isolated mode
-(python/cpython gh-133525), which choose the venv and so its .pth files: /usr/bin/env removes them first.
+`-I` (isolated mode) makes Python ignore every PYTHON* variable, the user site and the current directory:
+the PAM environment cannot change what runs as root. Not quite: CPython 3.11 and later read
+PYTHONEXECUTABLE (documented as macOS-only, but not since 3.11) and __PYVENV_LAUNCHER__ on Linux even in
+isolated mode (python/cpython gh-133525). They set sys.executable, so Python looks for pyvenv.cfg, and
+hence site-packages and .pth files, where they point: code of the caller's choosing would run as root
+before the hook's first line. Only removing them before the interpreter starts helps, which is why the
+command starts with `/usr/bin/env -u`.
 
 What pam_exec (Linux-PAM's modules/pam_exec/pam_exec.c, account stack) gives its command, and so run_hook:
 - the environment is the PAM environment (pam_getenvlist), then the PAM items PAM_SERVICE, PAM_USER,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fake_slurmd.lifecycle import Daemons
-from fake_slurmd.network import in_netns, netns_path
+from fake_slurmd.network import in_netns, nsenter_argv
 from fake_slurmd.processes import stop_process
 
 if TYPE_CHECKING:
@@ -53,6 +53,22 @@ PRIVSEP_DIR = Path("/run/sshd")
 SERVICE_PREFIX = "sat-"
 _CLIENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _LOG_LEVELS = ("VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
+
+
+def _check_arguments(account_lines: Sequence[str], auth_lines: Sequence[str], loopback: Sequence[str],
+                     log_level: str) -> None:
+    """Sshd's arguments that would make a broken sshd, or one reachable from beyond this host."""
+    if isinstance(account_lines, str):
+        raise TypeError("account_lines is a sequence of lines, not one string")
+    if not account_lines:
+        raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
+    if isinstance(auth_lines, str) or not auth_lines:
+        raise ValueError("auth_lines is a non-empty sequence of lines")
+    for host in loopback:
+        _check_loopback(host)
+    if log_level.upper() not in _LOG_LEVELS:
+        # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
+        raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
 
 
 def _check_loopback(host: str) -> None:
@@ -226,21 +242,11 @@ class Sshd(Daemons):
         uts: Path | None = None,
         args: Sequence[str] = (),
     ) -> None:
-        if isinstance(account_lines, str):
-            raise TypeError("account_lines is a sequence of lines, not one string")
-        if not account_lines:
-            raise ValueError("an empty account stack would let PAM fail every login (PAM_PERM_DENIED)")
+        _check_arguments(account_lines, auth_lines, listen if netns is None else (), log_level)
         self.netns = netns
         self.uts = uts
-        for host in listen if netns is None else ():
-            _check_loopback(host)
-        if log_level.upper() not in _LOG_LEVELS:
-            # Readiness is seen in "Server listening on ..." lines, logged at VERBOSE.
-            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         self.service = _new_service()
         self.account_lines = [self._stack_line("account", line) for line in account_lines]
-        if isinstance(auth_lines, str) or not auth_lines:
-            raise ValueError("auth_lines is a non-empty sequence of lines")
         self.auth_lines = [self._stack_line("auth", line) for line in auth_lines]
         self.keyboard_interactive = keyboard_interactive
         self.env = dict(env or {})
@@ -402,8 +408,7 @@ class Sshd(Daemons):
             # Errors before sshd opens -E (bad config, missing /run/sshd) go to stderr: into the log as well.
             with open(self.log, "ab") as log:
                 # nsenter execs sshd: the pid is sshd's.
-                enter = [] if self.netns is None else ["nsenter", f"--net={netns_path(self.netns)}",
-                                                       *([f"--uts={self.uts}"] if self.uts else []), "--"]
+                enter = [] if self.netns is None else nsenter_argv([], net=self.netns, uts=self.uts)
                 self._proc = subprocess.Popen(
                     [*enter, *self.prefix, str(self.program), "-D", "-f", str(self.config), "-E", str(self.log),
                      *self.args],
@@ -552,13 +557,17 @@ class Sshd(Daemons):
 
 
 def login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int | None, user: str = "alice", command: str = "true",
-                   timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """ssh as `user` to `sshd` from a process of the simulated node's job `job_id` (None: from outside any job)."""
-    argv = sshd.ssh_argv(user, command)
+                   timeout: float = 60, *, node: str | None = None,
+                   host: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+    """ssh as `user` to `sshd` at `host` from a process of the simulated node's job `job_id` (None: from
+    outside any job); with `node`, from the job's process on that node of a cluster, bound to its address."""
+    source = ["-b", fake.node(node).address] if node is not None else []
+    argv = sshd.ssh_argv(user, command, host=host, options=source)
     env = {"HOME": pwd.getpwnam(user).pw_dir, "PATH": "/usr/bin:/bin"}
     options: dict[str, Any] = {"user": user, "stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE,
                                "stderr": subprocess.PIPE, "text": True, "env": env, "cwd": "/"}
-    proc = fake.spawn_in_job(job_id, argv, **options) if job_id is not None else subprocess.Popen(argv, **options)
+    proc = (fake.spawn_in_job(job_id, argv, node=node, **options) if job_id is not None
+            else subprocess.Popen(argv, **options))
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

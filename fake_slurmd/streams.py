@@ -14,5 +14,5 @@ async def finish(writer: asyncio.StreamWriter, timeout: float) -> None:
     writer.close()
     try:
         await asyncio.wait_for(writer.wait_closed(), timeout)
-    except (Exception, asyncio.CancelledError):
+    except (OSError, asyncio.CancelledError):  # the reset, a timeout, or the server closing meanwhile
         writer.transport.abort()

@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the source tr
 from adopt import admin
 from adopt.options import OPTIONS
 from fake_slurmd import cli as fake_cli
+from fake_slurmd.pamexec import hook_line
 from slurmproto import cli as callerid_cli
 from slurmproto import package_version
 
-HOOK = "/usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ {python} -I -m adopt"
-PAM_LINE = "account required pam_exec.so stdout quiet " + HOOK + " action_adopt_failure=deny"
+PAGE_OPTIONS = ["action_adopt_failure=deny"]
+"""The options the page's pam.d lines show."""
 
 
 def esc(text: str) -> str:
@@ -92,7 +93,7 @@ def page(name: str, section: int, summary: str, body: Iterable[str]) -> str:
 
 
 def slurm_callerid() -> str:
-    main, batch, decode = (callerid_cli._parser(), callerid_cli._batch_parser(), callerid_cli._decode_parser())
+    main, batch, decode = (callerid_cli.main_parser(), callerid_cli.batch_parser(), callerid_cli.decode_parser())
     return page("slurm-callerid", 1, "ask a slurmd which Slurm job holds a TCP connection", [
         ".SH SYNOPSIS", *usage(main), *usage(batch), *usage(decode),
         ".SH DESCRIPTION", *paragraphs(main.description or ""),
@@ -108,7 +109,7 @@ def slurm_callerid() -> str:
 
 
 def fake_slurmd() -> str:
-    parser = fake_cli._parser()
+    parser = fake_cli.main_parser()
     return page("fake-slurmd", 1, "a simulated Slurm compute node for tests", [
         ".SH SYNOPSIS", *usage(parser),
         ".SH DESCRIPTION", *paragraphs(parser.description or ""), *paragraphs(parser.epilog or ""),
@@ -125,7 +126,7 @@ def slurm_adopt() -> str:
         hook_options += [".TP", f"\\fB{esc(option.name)}\\fR=\\fIVALUE\\fR{esc(whose)}",
                          esc(f"{option.doc}. Values (default first): {option.values}.")]
     return page("slurm-adopt", 8, "pam_slurm_adopt as a pam_exec hook", [
-        ".SH SYNOPSIS", ".HP 4", esc(PAM_LINE.format(python="/usr/bin/python3") + " [OPTION=VALUE...]"),
+        ".SH SYNOPSIS", ".HP 4", esc(hook_line("/usr", PAGE_OPTIONS) + " [OPTION=VALUE...]"),
         *usage(parser),
         ".SH DESCRIPTION", *paragraphs(parser.description or ""),
         *paragraphs("Run by pam_exec in sshd's account stack, it lets a user in who has a job on this node "
@@ -136,9 +137,9 @@ def slurm_adopt() -> str:
             "In /etc/pam.d/sshd, in place of pam_slurm_adopt's account line, after the distribution's "
             "account modules; run Python isolated (-I) with the variables removed that choose its venv in "
             "spite of -I. Installed from the Debian or RPM package:\n\n"
-            f"    {PAM_LINE.format(python='/usr/bin/python3')}\n\n"
+            f"    {hook_line('/usr', PAGE_OPTIONS)}\n\n"
             "Installed in a virtualenv at /opt/slurm-adopt:\n\n"
-            f"    {PAM_LINE.format(python='/opt/slurm-adopt/bin/python3')}\n\n"
+            f"    {hook_line('/opt/slurm-adopt', PAGE_OPTIONS)}\n\n"
             "Put these two lines in front, so that root and the slurm-admins group never depend on the hook:\n\n"
             "    account [success=2 default=ignore] pam_succeed_if.so quiet uid eq 0\n"
             "    account [success=1 default=ignore] pam_succeed_if.so quiet user ingroup slurm-admins"),

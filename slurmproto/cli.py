@@ -120,7 +120,8 @@ def _options() -> argparse.ArgumentParser:
     return options
 
 
-def _parser() -> argparse.ArgumentParser:
+def main_parser() -> argparse.ArgumentParser:
+    """slurm-callerid's own options (its man page is written from this and the two below)."""
     parser = argparse.ArgumentParser(
         prog=PROG, parents=[_options()],
         description="Ask the slurmd on IP_SRC which Slurm job holds the TCP connection "
@@ -138,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _batch_parser() -> argparse.ArgumentParser:
+def batch_parser() -> argparse.ArgumentParser:
+    """`slurm-callerid batch`."""
     parser = argparse.ArgumentParser(
         prog=f"{PROG} batch", parents=[_options()],
         description="Read queries `IP_SRC PORT_SRC IP_DST PORT_DST [4|6]`, one a line, and print one answer "
@@ -148,7 +150,8 @@ def _batch_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _decode_parser() -> argparse.ArgumentParser:
+def decode_parser() -> argparse.ArgumentParser:
+    """`slurm-callerid decode`."""
     parser = _common(argparse.ArgumentParser(
         prog=f"{PROG} decode",
         description="Decode captured Slurm frames (whole TCP payloads, length prefix included) to JSON. "
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["decode"]:
-        parser = _decode_parser()
+        parser = decode_parser()
         args = parser.parse_args(argv[1:])
         if args.pcap is None:
             from slurmproto.capture import run as decode
@@ -210,8 +213,8 @@ def _dispatch(argv: list[str]) -> int:
 
         return decode_pcap(args)
     if argv[:1] == ["batch"]:
-        return _batch(_batch_parser().parse_args(argv[1:]))
-    parser = _parser()
+        return _batch(batch_parser().parse_args(argv[1:]))
+    parser = main_parser()
     return _callerid(parser.parse_args(argv), parser)
 
 

@@ -15,6 +15,13 @@ from __future__ import annotations
 CHUNK = 8192
 RATE = 168  # TurboSHAKE128: 1344-bit rate
 MASK = (1 << 64) - 1
+# KangarooTwelve's domain bytes (RFC 9861): a message of one chunk, a further chunk's chaining
+# value, and the final node of the tree.
+SINGLE_NODE, CHAINING_VALUE, FINAL_NODE = 0x07, 0x0B, 0x06
+CHAIN_LENGTH = 32
+FINAL_NODE_MARK = b"\x03" + bytes(7)
+"""What follows the first chunk in the final node: it says chaining values come next."""
+FINAL_NODE_END = b"\xff\xff"
 
 # Keccak-f[1600] round constants of rounds 12..23: Keccak-p[1600, 12] is the last 12 rounds.
 ROUND_CONSTANTS = (
@@ -82,8 +89,9 @@ def kangarootwelve(message: bytes, custom: bytes = b"", length: int = 32) -> byt
     """KangarooTwelve(M, C, L)."""
     s = message + custom + length_encode(len(custom))
     if len(s) <= CHUNK:
-        return turboshake128(s, 0x07, length)
-    # Tree mode: the first chunk, then the 32-byte chaining value of each further chunk, into one final node.
-    chains = [turboshake128(s[start:start + CHUNK], 0x0B, 32) for start in range(CHUNK, len(s), CHUNK)]
-    final = s[:CHUNK] + b"\x03" + bytes(7) + b"".join(chains) + length_encode(len(chains)) + b"\xff\xff"
-    return turboshake128(final, 0x06, length)
+        return turboshake128(s, SINGLE_NODE, length)
+    # Tree mode: the first chunk, then the chaining value of each further chunk, into one final node.
+    chains = [turboshake128(s[start:start + CHUNK], CHAINING_VALUE, CHAIN_LENGTH)
+              for start in range(CHUNK, len(s), CHUNK)]
+    final = s[:CHUNK] + FINAL_NODE_MARK + b"".join(chains) + length_encode(len(chains)) + FINAL_NODE_END
+    return turboshake128(final, FINAL_NODE, length)

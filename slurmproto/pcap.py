@@ -29,6 +29,7 @@ MAX_BLOCK = MAX_PACKET + 4096
 MAX_BUFFERED = 16 * 1024 * 1024
 """Bytes one direction of a connection may hold waiting (out of order, or an unfinished frame)."""
 MAX_INTERFACES = 4096
+"""Interface description blocks one capture may hold: a bound on the table, far above any real capture's."""
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 Endpoint = tuple[str, int]

@@ -13,11 +13,10 @@ from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.plugin import FakeSshdFactory, SshdFactory
 from fake_slurmd.sshd import login_from_job
 from tests.support.peers import DroppingHost
+from tests.support.sessions import NO_JOBS
 from tests.support.slurm_cluster import free_port
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
-
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 
 
 @pytest.fixture

@@ -22,13 +22,10 @@ from slurmproto.versions import SLURM_22_05
 from tests.support.deploy import hook_command
 from tests.support.peers import DroppingHost
 from tests.support.procs import installed_or_skip
-from tests.support.slurm_cluster import ConnectedJob, SlurmCluster
+from tests.support.sessions import CGROUP_JOB, NO_JOBS, PAM_SLURM_ADOPT
+from tests.support.slurm_cluster import ConnectedJob, SlurmCluster, srun_argv
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
-
-PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
-CGROUP_JOB = re.compile(r"/job_(\d+)/step_extern")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +79,7 @@ def run_login(cluster: SlurmCluster, sshd: Sshd, user: str, job: int | None, com
     """ssh as `user` running `command`, from inside `job` (a step started with srun) or from outside any job."""
     argv = sshd.ssh_argv(user, command, host=host)
     if job is not None:
-        argv = ["srun", f"--jobid={job}", "--overlap", "-N1", "-n1", "--quiet", *argv]
+        argv = srun_argv(job, argv)
     return cluster.run(argv, user=user, check=False, timeout=60)
 
 
@@ -137,8 +134,7 @@ def test_login_from_outside_lands_in_the_newest_job(slurm_cluster: SlurmCluster,
 
 def test_session_env(slurm_cluster: SlurmCluster, jobs: tuple[int, int], sshds: dict[str, Sshd], hook: str) -> None:
     """What pam_putenv would have set, for /etc/profile.d: the adopted shell learns its job."""
-    argv = ["srun", f"--jobid={jobs[0]}", "--overlap", "-N1", "-n1", "--quiet",
-            *sshds["hook"].ssh_argv("alice", f"{hook} --session-env")]
+    argv = srun_argv(jobs[0], sshds["hook"].ssh_argv("alice", f"{hook} --session-env"))
     proc = slurm_cluster.run(argv, user="alice", check=False, timeout=60)
     assert proc.stdout.strip() == f"export SLURM_JOB_ID={jobs[0]}", proc.stderr
 

@@ -22,9 +22,9 @@ from slurmproto.constants import SLURM_EXTERN_CONT
 from slurmproto.stepd import StepdClient, step_socket
 from tests.support.munged import Munged
 from tests.support.procs import ensure_user, installed_or_skip, need_root
+from tests.support.sessions import NO_JOBS
 from tests.support.sshd import Sshd
 
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 BOTH = ["node1", "node2"]
 LOOPBACK_LINES = [["listening", "node1", "127.0.0.1"], ["listening", "node2", "127.0.0.2"]]
 

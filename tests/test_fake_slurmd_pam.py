@@ -5,8 +5,6 @@ assertions."""
 from __future__ import annotations
 
 import os
-import pwd
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +12,14 @@ import pytest
 
 from fake_slurmd.controller import FakeSlurmd
 from fake_slurmd.plugin import SshdFactory
+from fake_slurmd.sshd import login_from_job
 from tests.support.deploy import pam_python_line
 from tests.support.procs import need_programs, pam_module_or_skip
 from tests.support.sessions import (
     MARKER,
+    NO_JOBS,
     PAM_SLURM_ADOPT,
+    UNKNOWN,
     fake_job_login,
     fake_node_sshd,
     host_mount_ns,
@@ -26,10 +27,6 @@ from tests.support.sessions import (
 )
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
-
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
-UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
-
 
 MODULES = ["pam_slurm_adopt.so", "pam_python"]
 """The two modules that run inside sshd: Debian's C module, and the in-process one under libpam-python."""
@@ -57,22 +54,12 @@ def adopt_sshd(fake_slurmd: FakeSlurmd, sshd_factory: SshdFactory, shared_dir: P
     return module_sshd(fake_slurmd, sshd_factory, shared_dir, module)
 
 
-def _login_from_job(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str) -> subprocess.CompletedProcess[str]:
-    argv = sshd.ssh_argv(user, "cat /proc/self/status")
-    home = pwd.getpwnam(user).pw_dir
-    proc = fake.spawn_in_job(job_id, argv, user=user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={"HOME": home, "PATH": "/usr/bin:/bin"},
-                             cwd="/")
-    out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
 def test_login_from_job_2_is_adopted_into_job_2(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd,
                                                 devlog: DevLogCatcher) -> None:
     fake_slurmd.add_job({"job_id": 301, "user": "alice", "start_time": 1000})
     fake_slurmd.add_job({"job_id": 302, "user": "alice", "start_time": 2000})
     since = devlog.mark()
-    login = _login_from_job(fake_slurmd, adopt_sshd, 302, "alice")
+    login = login_from_job(fake_slurmd, adopt_sshd, 302, "alice", "cat /proc/self/status")
     assert login.returncode == 0, (login.stderr, adopt_sshd.log_text())
     # Two jobs: the module had to ask the callerid RPC, and adopted its sshd process into job 302.
     [adopted] = fake_slurmd.adopted(302)
@@ -85,7 +72,7 @@ def test_login_from_job_2_is_adopted_into_job_2(fake_slurmd: FakeSlurmd, adopt_s
 def test_login_from_job_1_is_adopted_into_job_1(fake_slurmd: FakeSlurmd, adopt_sshd: Sshd) -> None:
     fake_slurmd.add_job({"job_id": 311, "user": "alice", "start_time": 1000})
     fake_slurmd.add_job({"job_id": 312, "user": "alice", "start_time": 2000})
-    login = _login_from_job(fake_slurmd, adopt_sshd, 311, "alice")
+    login = login_from_job(fake_slurmd, adopt_sshd, 311, "alice", "cat /proc/self/status")
     assert login.returncode == 0, login.stderr
     assert len(fake_slurmd.adopted(311)) == 1 and fake_slurmd.adopted(312) == []
 

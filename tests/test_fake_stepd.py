@@ -28,7 +28,7 @@ from slurmproto.constants import OtherStepRequest as OtherRequest
 from slurmproto.stepd import CLONE_NEWNS, StepdClient, StepdError, StepdRefused, StepRequest, handshake
 from slurmproto.versions import BY_NAME, NEWEST, OLDEST, RELEASES, STEPD_SLUID, Release, release_at_or_below
 from tests.support.procs import need_programs, need_root
-from tests.support.sessions import mount_namespace
+from tests.support.sessions import PAM_SLURM_ADOPT, mount_namespace
 
 JOB_UID = 4242
 NOBODY = 65534
@@ -497,7 +497,6 @@ def test_listing_calls(harness: Harness, release: Release, mem_bytes: int) -> No
 
 # --- real Slurm 22.05 clients --------------------------------------------------------------------
 
-PAM_MODULE = "/lib/security/pam_slurm_adopt.so"
 PAM_DRIVER = """
 import ctypes, ctypes.util, sys
 pam = ctypes.CDLL("libpam.so.0", mode=ctypes.RTLD_GLOBAL)  # the module resolves pam_syslog from it
@@ -532,14 +531,15 @@ def real_slurm_conf(directory: Path, spool: str) -> dict[str, str]:
                          ids=["any", "23.11", "24.11"])
 def test_real_pam_slurm_adopt(harness: Harness, tmp_path: Path, release: Release | None, adopted: bool) -> None:
     """Debian's 22.05 module adopts into a stepd that accepts 0x2600 clients (24.11 no longer does)."""
-    reason = need_root("pam_slurm_adopt's adoption") or (None if os.path.exists(PAM_MODULE) else
-                                                          f"needs {PAM_MODULE} (apt-get install libpam-slurm-adopt)")
+    missing = (None if os.path.exists(PAM_SLURM_ADOPT)
+               else f"needs {PAM_SLURM_ADOPT} (apt-get install libpam-slurm-adopt)")
+    reason = need_root("pam_slurm_adopt's adoption") or missing
     if reason:
         pytest.skip(reason)
     stepd = harness.start(release, job=Job(job_id=4321, uid=NOBODY))
     harness.start(release, job=stepd.job, step_id=SLURM_BATCH_SCRIPT)
     (tmp_path / "pam.d").mkdir()
-    (tmp_path / "pam.d" / "sshd").write_text(f"account required {PAM_MODULE}\n")
+    (tmp_path / "pam.d" / "sshd").write_text(f"account required {PAM_SLURM_ADOPT}\n")
     proc = subprocess.run([sys.executable, "-c", PAM_DRIVER, "nobody", str(tmp_path / "pam.d")],
                           env=real_slurm_conf(tmp_path, harness.dir), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

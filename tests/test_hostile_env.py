@@ -36,10 +36,10 @@ from fake_slurmd.controller import FakeSlurmd
 from tests.support import pam_inject
 from tests.support.deploy import hook_line
 from tests.support.procs import installed_or_skip, need_programs, need_root
+from tests.support.sessions import NO_JOBS
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 JOB = 700
 USERS = ("root", "bob", "alice")
 PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"

@@ -24,11 +24,11 @@ from tests.support.sessions import (
     container_login,
     container_sshd,
     host_mount_ns,
-    login_from_job,
+    login_from_step,
     marker_job,
     marker_text,
 )
-from tests.support.slurm_cluster import SlurmCluster
+from tests.support.slurm_cluster import SlurmCluster, srun_argv
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,13 @@ def module(request: pytest.FixtureRequest, container_cluster: SlurmCluster) -> s
 def test_the_job_has_a_private_tmp(container_cluster: SlurmCluster, container_job: int) -> None:
     """The premise: the marker is in the job's namespace only."""
     assert not os.path.exists(MARKER)
-    step = container_cluster.run(container_cluster.srun_argv(container_job, ["cat", MARKER]), user="alice")
+    step = container_cluster.run(srun_argv(container_job, ["cat", MARKER]), user="alice")
     assert step.stdout == marker_text(container_job)
 
 
 def test_the_stepd_hands_out_the_jobs_namespace(container_cluster: SlurmCluster, container_job: int) -> None:
     """What fake_slurmd's `namespaces` imitates: GET_NS_FD gives the namespace the job's steps run in."""
-    step = container_cluster.run(container_cluster.srun_argv(container_job, ["readlink", "/proc/self/ns/mnt"]),
+    step = container_cluster.run(srun_argv(container_job, ["readlink", "/proc/self/ns/mnt"]),
                                  user="alice")
     holder = container_cluster.container_dir / container_cluster.node_name / str(container_job) / ".ns"
     socket = str(container_cluster.extern_socket(container_job))
@@ -111,7 +111,7 @@ def test_refused_login_reports_no_session(container_cluster: SlurmCluster, conta
     """bob has no job here: the same helper reports the refusal."""
     sshd = container_sshd(container_cluster, sshd_factory,
                           f"required {c_module} service={{service}} nodename={container_cluster.node_name}")
-    view = login_from_job(container_cluster, sshd, None, user="bob")
+    view = login_from_step(container_cluster, sshd, None, user="bob")
     assert not view.allowed and view.status == 255
     assert "you have no active jobs on this node" in view.stderr
 

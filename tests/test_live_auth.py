@@ -22,6 +22,7 @@ from tests.support.chroot_files import AUTHS, ids_of
 from tests.support.fixtures import LiveClusters
 from tests.support.packets import msg_type
 from tests.support.procs import installed_or_skip, wait_for
+from tests.support.sessions import shell_line
 
 OWNER, OTHER = "alice", "bob"
 
@@ -130,11 +131,8 @@ def _freezer(cgroup_lines: str) -> str:
 
 def _login_output(cluster: ChrootCluster, login: subprocess.Popen[str]) -> tuple[int, str]:
     """The remote shell's pid and /proc/self/cgroup, as it printed them before "end"."""
-    assert login.stdout is not None and login.stderr is not None
-    first = login.stdout.readline()
-    if not first.startswith("pid "):
-        login.kill()
-        pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{cluster.log_tails()}")
+    first = shell_line(login, cluster.log_tails)
+    assert login.stdout is not None
     lines = []
     while (line := login.stdout.readline()) not in ("end\n", ""):
         lines.append(line)

@@ -38,10 +38,12 @@ from tests.support.chroot_cluster import RELEASES, ChrootCluster, missing_reason
 from tests.support.chroot_files import AUTHORIZED_KEYS, AUTHS, NODE, SLURMD_PORT, SSHD_PORT
 from tests.support.deploy import hook_command
 from tests.support.fixtures import LiveClusters
-from tests.support.linked_node import LinkedNode, ask_scontrol, authorize, fake_for
+from tests.support.linked_node import LinkedNode, ask_scontrol, fake_for
 from tests.support.namespaces import NetNs
 from tests.support.packets import PacketCapture, callerid_rpcs
 from tests.support.procs import installed_or_skip
+from tests.support.sessions import shell_line
+from tests.support.slurm_cluster import srun_argv
 from tests.support.sshd import Sshd
 
 OWNER = "alice"
@@ -116,8 +118,8 @@ class RealPairs:
                 raise RuntimeError(f"fresh clusters gave different job ids: {jobs}")
             first, second = clusters.values()
             link = self.stack.enter_context(LinkedNode(first, second))
-            authorize(first, second.host_path(AUTHORIZED_KEYS))
-            authorize(second, first.host_path(AUTHORIZED_KEYS))
+            first.authorize(second.host_path(AUTHORIZED_KEYS))
+            second.authorize(first.host_path(AUTHORIZED_KEYS))
             self.pairs[auth] = RealPair(clusters, link, jobs[first.release])
         return self.pairs[auth]
 
@@ -161,7 +163,7 @@ def real_pairing(pair: RealPair, node: str, other: str) -> Pairing:
     source, newest = pair.jobs
 
     def login(ssh: Sequence[str]) -> subprocess.Popen[str]:
-        step = ["srun", f"--jobid={source}", "--overlap", "-N1", "-n1", "--quiet", *ssh]
+        step = srun_argv(source, ssh)
         return subprocess.Popen(there.inside(step, OWNER), **PIPES)
 
     return Pairing(cluster, release_named(other), source, newest, address, there.ns, link.interface, login, there)
@@ -189,7 +191,7 @@ def hook_sshds(pairing: Pairing) -> Iterator[dict[str, Sshd]]:
             sshds[adopter] = cluster.node_sshd(["required pam_unix.so", line + extra], listen=[pairing.address])
             stack.callback(sshds[adopter].stop)
             if pairing.keys_from is not cluster:
-                authorize(pairing.keys_from, sshds[adopter].authorized_keys)
+                pairing.keys_from.authorize(sshds[adopter].authorized_keys)
         yield sshds
 
 
@@ -216,12 +218,8 @@ def test_login_from_a_node_of_another_release(pairing: Pairing, hook_sshds: dict
     with PacketCapture(pairing.other_ns, SLURMD_PORT, interface=pairing.interface) as cap, \
          pairing.login(ssh) as login:
         try:
-            assert login.stdout is not None and login.stderr is not None
-            first = login.stdout.readline()
-            if not first.startswith("pid "):
-                login.kill()
-                logs = cluster.log_tails(10) if adopter == "module" else hook_sshds[adopter].log_text()[-2000:]
-                pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{logs}")
+            first = shell_line(login, lambda: cluster.log_tails(10) if adopter == "module"
+                               else hook_sshds[adopter].log_text()[-2000:])
             shell = int(first.split()[1])
             landed = [job for job in (pairing.source, pairing.newest) if cluster.in_extern_step(shell, job)]
             where = cluster.cgroup_of(shell) or ""
@@ -285,7 +283,7 @@ def twins(request: pytest.FixtureRequest, real_pairs: RealPairs) -> Iterator[Twi
         port = int(listener.getsockname()[1])
         # The real node: a step of `source` holding a connection to the listener over the pair's link.
         script = f"exec 3<>/dev/tcp/{address}/{port}; exec sleep 600"
-        step = ["srun", f"--jobid={source}", "--overlap", "-N1", "-n1", "--quiet", "bash", "-c", script]
+        step = srun_argv(source, ["bash", "-c", script])
         holder = stack.enter_context(subprocess.Popen(there.inside(step, OWNER), stdin=subprocess.DEVNULL))
         stack.callback(holder.kill)
         conn, peer = listener.accept()

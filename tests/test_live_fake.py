@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from fake_slurmd.controller import FakeSlurmd, JobConnection
+from fake_slurmd.network import nsenter_argv
 from fake_slurmd.scenario import Job
 from slurmproto.conf import parse_file
 from slurmproto.messages import NetworkCallerIdResponse
@@ -32,6 +33,7 @@ from tests.support.chroot_files import NODE, SLURMD_PORT, SPOOL, ids_of
 from tests.support.fixtures import LIVE_COMBOS
 from tests.support.linked_node import Asked, ask_scontrol, fake_for
 from tests.support.procs import installed_or_skip
+from tests.support.sessions import shell_line
 
 OWNER, OTHER = "alice", "bob"
 JOBS = (900001, 900002)
@@ -137,9 +139,9 @@ def test_fake_slurmd_command_in_the_namespace(cluster: ChrootCluster, node: Fake
                                 for job_id, conn in node.held.items()))
     auth = (["--munge-socket", str(cluster.munge_socket)] if cluster.auth == "munge"
             else ["--auth", "slurm", "--key", str(cluster.key_path)])
-    argv = ["nsenter", f"--net={cluster.ns.path}", "--", script, "--scenario", str(scenario), "--release",
-            cluster.release, "--listen", f"{NODE}=127.0.0.1:0", "--cluster",
-            str(parse_file(cluster.conf, env={}).cluster_name), *auth]
+    argv = nsenter_argv([script, "--scenario", str(scenario), "--release", cluster.release, "--listen",
+                         f"{NODE}=127.0.0.1:0", "--cluster", str(parse_file(cluster.conf, env={}).cluster_name),
+                         *auth], net=cluster.ns.path)
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
         assert proc.stdout is not None and proc.stderr is not None
@@ -213,11 +215,7 @@ def test_pam_slurm_adopt_adopts_into_the_fake_stepd(stand_in: tuple[ChrootCluste
     with (fake.spawn_in_job(source_job, argv, stdin=subprocess.DEVNULL, **pipes) if source_job
           else subprocess.Popen(argv, stdin=subprocess.DEVNULL, **pipes)) as login:
         try:
-            assert login.stdout is not None and login.stderr is not None
-            first = login.stdout.readline()
-            if not first.startswith("pid "):
-                login.kill()
-                pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{cluster.log_tails()}")
+            first = shell_line(login, cluster.log_tails)
             shell, job = first.split()[1], int(first.split()[3])
             # The job pam_putenv names after a successful ADD_EXTERN_PID: the source job; from neither, the
             # one action_unknown picks (24.11 by its job cgroup's mtime, which the fake's jobs have none

@@ -26,10 +26,11 @@ from tests.support.deploy import hook_command
 from tests.support.fixtures import LiveClusters
 from tests.support.packets import callerid_rpcs
 from tests.support.procs import installed_or_skip, wait_for
+from tests.support.sessions import NO_JOBS
+from tests.support.slurm_cluster import srun_argv
 from tests.support.sshd import Sshd
 
 OWNER, OTHER = "alice", "bob"
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 COMBOS = [(release, auth) for release in RELEASES for auth in AUTHS]
 REPORT = "echo pid $$; cat /proc/self/cgroup; {hook} --session-env; echo end"
 """What the remote shell prints: its pid, its cgroups, what the profile.d line would export."""
@@ -74,7 +75,7 @@ def _login_argv(cluster: ChrootCluster, sshd: Sshd, user: str, job: int | None, 
     """ssh as `user` from a step of `job` (or from outside any job), run inside the chroot."""
     ssh = cluster.ssh_argv(user, command, port=sshd.port)
     if job is not None:
-        ssh = ["srun", f"--jobid={job}", "--overlap", "-N1", "-n1", "--quiet", *ssh]
+        ssh = srun_argv(job, ssh)
     return cluster.inside(ssh, user)
 
 

@@ -28,10 +28,10 @@ import adopt
 from fake_slurmd.controller import FakeSlurmd
 from tests.support.deploy import DEBIAN_COMMON_ACCOUNT, README_ADMIN_GROUP, README_ENV, find_stanza, lockout_safe_stanza
 from tests.support.procs import ensure_user, installed_or_skip, need_programs, need_root
+from tests.support.sessions import NO_JOBS
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 ADMIN_GROUP = "sat-admins"
 ADMIN = "carol"
 JOB = 710

@@ -20,8 +20,8 @@ from slurmproto import cli as callerid_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PARSERS = {
-    "slurm-callerid.1": [callerid_cli._parser(), callerid_cli._batch_parser(), callerid_cli._decode_parser()],
-    "fake-slurmd.1": [fake_cli._parser()],
+    "slurm-callerid.1": [callerid_cli.main_parser(), callerid_cli.batch_parser(), callerid_cli.decode_parser()],
+    "fake-slurmd.1": [fake_cli.main_parser()],
     "slurm-adopt.8": [admin._parser()],
 }
 

@@ -18,11 +18,11 @@ import pytest
 from Crypto.Hash import KangarooTwelve
 
 from tests.support.package_node import HOOK_OPTIONS, JOBS, PROBE, PROBE_LOG, PackageNode, missing_reason
+from tests.support.sessions import NO_JOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = next(line.split("=", 1)[1].strip() for line in (ROOT / "setup.cfg").read_text().splitlines()
                if line.startswith("version"))
-NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 COMMANDS = ("slurm-adopt", "slurm-callerid", "fake-slurmd")
 MAN_PAGES = {"/usr/share/man/man8/slurm-adopt.8.gz": "--print-pam-module",
              "/usr/share/man/man1/slurm-callerid.1.gz": "--version",

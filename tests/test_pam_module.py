@@ -32,11 +32,12 @@ from slurmproto.constants import SLURM_EXTERN_CONT
 from tests.support.deploy import pam_python_line
 from tests.support.peers import DroppingHost
 from tests.support.procs import ensure_user, installed_or_skip, pam_module_or_skip, wait_for
+from tests.support.sessions import NO_JOBS, PAM_SLURM_ADOPT
 from tests.support.slurm_cluster import SlurmCluster, free_port
 from tests.support.sshd import Sshd
 from tests.support.stuck_munged import StuckMunged
 from tests.support.syslog import DevLogCatcher
-from tests.test_adopt_real import NO_JOBS, PAM_SLURM_ADOPT, jobs, landed_in, newest_job, run_login
+from tests.test_adopt_real import jobs, landed_in, newest_job, run_login
 
 __all__ = ["jobs"]  # the two-job fixture, shared with test_adopt_real
 # Linux-PAM's values (security/_pam_types.h), as libpam-python's PamHandle has them.

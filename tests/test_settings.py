@@ -141,11 +141,11 @@ def test_the_hook_asks_with_slurm_confs_settings(tmp_path: Path) -> None:
 
 
 def test_the_cli_asks_with_slurm_confs_settings(tmp_path: Path) -> None:
-    from slurmproto.cli import _batch_parser, _settings
+    from slurmproto.cli import _settings, batch_parser
 
     conf = tmp_path / "slurm.conf"
     conf.write_text("SlurmdPort=7000\nTCPTimeout=3\nMessageTimeout=4\nCommunicationParameters=block_null_hash\n")
-    args = _batch_parser().parse_args(["--conf", str(conf), "--protocol-version", "24.11", "--port", "7001"])
+    args = batch_parser().parse_args(["--conf", str(conf), "--protocol-version", "24.11", "--port", "7001"])
     started = time.monotonic()
     options, deadline = _settings(args, lambda text: None, started)
     assert deadline == started + 7.0 and options == {

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from fake_slurmd.network import nsenter_argv
 from tests.support.deploy import hook_command, pam_python_line
 from tests.support.procs import installed_or_skip, need_programs, pam_module_or_skip
+from tests.support.sessions import PAM_SLURM_ADOPT, UNKNOWN
 from tests.support.sshd import PROGRAMS as SSHD_PROGRAMS
 from tests.support.sshd import Sshd
 from tests.support.syslog import DevLogCatcher
 from tests.support.two_nodes import EXTRA_ADDR, LOGIN_ADDR, NODE2_LOGIN_SIDE, AgentJob, TwoNodes
 
-PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
-UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
 CGROUP = re.compile(r"^\d+:freezer:/slurm_(\w+)/uid_\d+/job_(\d+)/step_extern", re.M)
 OTHER_HOSTNAME = "localhost"
 """A host name slurm.conf does not know. One /etc/hosts resolves: 22.05's module looks an unknown host name
@@ -162,8 +162,8 @@ def login(job: AgentJob, sshd: Sshd, host: str = "10.77.0.2", options: tuple[str
 
 def login_from_outside(two_nodes: TwoNodes, sshd: Sshd, user: str) -> Landing:
     """ssh from the login namespace (a host that is no node) to xn2."""
-    argv = ["nsenter", f"--net={two_nodes.login.path}", "--", "runuser", "-u", user, "--",
-            *sshd.ssh_argv(user, REMOTE, host=NODE2_LOGIN_SIDE)]
+    argv = nsenter_argv(["runuser", "-u", user, "--", *sshd.ssh_argv(user, REMOTE, host=NODE2_LOGIN_SIDE)],
+                        net=two_nodes.login.path)
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=40, check=False)
     return _landing(proc.returncode, proc.stdout, proc.stderr)
 

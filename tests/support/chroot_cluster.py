@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from fake_slurmd.network import nsenter_argv
 from fake_slurmd.processes import stop_process
 from tests.support import chroot_files as files
 from tests.support.chroot_files import AUTHS, NODE, SLURMD_PORT, SPOOL, SSHD_PORT
@@ -100,6 +101,11 @@ DAEMONS = ("slurmd", "slurmctld", "munged")
 """Stopped in this order, after the sshds."""
 _PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 _serial = itertools.count()
+
+
+def _drop_to(user: str | None) -> list[str]:
+    """argv prefix: the rest runs as `user` with its groups (nothing for root or None)."""
+    return [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
 
 
 def chroot_dir(release: str) -> Path:
@@ -207,15 +213,18 @@ class ChrootCluster(Daemons):
         self._prepare()
         self.syslog.start()
         if self.auth == "munge":
-            self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
-                                   "/usr/sbin/munged", "-F", "--force"])
-            self._wait(self.munge_socket.exists, "munged socket")
+            self._start_munged()
         self._spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-c", "-i"])
         self._wait(lambda: "is UP" in self.run(["scontrol", "ping"], check=False).stdout, "slurmctld up")
         self._spawn("slurmd", ["/usr/sbin/slurmd", "-D", "-N", NODE])
         self._spawn("sshd", ["/usr/sbin/sshd", "-D", "-f", files.SSHD_CONFIG, "-E", "/var/log/sshd.log"])
         self._wait(self._node_idle, f"{NODE} idle")
         self._wait(lambda: f"port {SSHD_PORT}" in self._read("/var/log/sshd.log"), "sshd listening")
+
+    def _start_munged(self) -> None:
+        """The chroot's munged, as the munge user, in the foreground (-F) like every daemon here."""
+        self._spawn("munged", [*_drop_to("munge"), "/usr/sbin/munged", "-F", "--force"])
+        self._wait(self.munge_socket.exists, "munged socket")
 
     def _enter(self) -> None:
         """The overlay, namespaces, cgroups and mounts: a node of our own, nothing started in it yet."""
@@ -265,13 +274,12 @@ class ChrootCluster(Daemons):
     def _mount_inside(self) -> None:
         """proc; sysfs of our network namespace; the two cgroup hierarchies from inside our cgroup namespace
         (their root is then our directories); a private devpts and shm."""
-        net, cgroup = [f"--net={self.ns.path}"], [self.cgroups.nsenter_option()]
         mounts: list[tuple[str, list[str], list[str]]] = [
             ("proc", ["-t", "proc", "proc"], []),
-            ("sys", ["-t", "sysfs", "sysfs"], ["nsenter", *net, "--"]),
+            ("sys", ["-t", "sysfs", "sysfs"], nsenter_argv([], net=self.ns.path)),
             ("sys/fs/cgroup", ["-t", "tmpfs", "-o", "mode=0755,size=1m", "cgroup_root"], []),
             *((f"sys/fs/cgroup/{d.parent.name}", ["-t", "cgroup", "-o", d.parent.name, "cgroup"],
-               ["nsenter", *cgroup, "--"]) for d in self.cgroups.dirs),
+               nsenter_argv([], cgroup=self.cgroups.ns_file)) for d in self.cgroups.dirs),
             ("dev/pts", ["-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=620", "devpts"], []),
             ("dev/shm", ["-t", "tmpfs", "-o", "mode=1777,size=64m", "shm"], []),
         ]
@@ -322,7 +330,7 @@ class ChrootCluster(Daemons):
     def chrooted(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """argv run on our root (our mount namespace) as inside() runs it, but in the caller's other
         namespaces and cgroups (e.g. a process of another node's job using the chroot's ssh)."""
-        drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        drop = _drop_to(user)
         home = "/root" if user in (None, "root") else f"/home/{user}"
         return ["nsenter", f"--mount={self.mnt}", "--", *drop,
                 "/usr/bin/env", "-i", _PATH, "LANG=C.UTF-8", f"HOME={home}", f"SLURM_CONF={CONF}", *argv]
@@ -331,8 +339,8 @@ class ChrootCluster(Daemons):
         """argv prefix: the command starts in our cgroups and our network, UTS and cgroup namespaces (the
         node's, as its daemons have them) but on the host's filesystem. It execs in turn: the pid is the
         command's own."""
-        return [*self.cgroups.enter_prefix(), "nsenter", f"--net={self.ns.path}", f"--uts={self.uts}",
-                self.cgroups.nsenter_option(), "--"]
+        return [*self.cgroups.enter_prefix(),
+                *nsenter_argv([], net=self.ns.path, uts=self.uts, cgroup=self.cgroups.ns_file)]
 
     def host_conf(self) -> Path:
         """A copy of slurm.conf for a host program in node_prefix(): SlurmdSpoolDir and munged's socket
@@ -345,10 +353,10 @@ class ChrootCluster(Daemons):
         path.write_text(text)
         return path
 
-    def in_netns(self, argv: Sequence[str], user: str | None = None) -> list[str]:
+    def host_argv(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """A host program (e.g. our slurm-callerid) run inside the namespace, with SLURM_CONF = our conf and,
         for auth/slurm, SLURM_SACK_SOCKET = slurmd's sack socket (where 25.05+ clients look first)."""
-        drop = [] if user in (None, "root") else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        drop = _drop_to(user)
         sack = [f"SLURM_SACK_SOCKET={self.sack_socket}"] if self.auth == "slurm" else []
         return ["ip", "netns", "exec", self.netns, *drop, "/usr/bin/env", f"SLURM_CONF={self.conf}", *sack, *argv]
 
@@ -444,7 +452,7 @@ class ChrootCluster(Daemons):
     def run_host(self, argv: Sequence[str], user: str | None = None, check: bool = False,
                  timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """A host program in the namespace (SLURM_CONF = the chroot's slurm.conf, as the host sees it)."""
-        return self._run(self.in_netns(argv, user), check, timeout)
+        return self._run(self.host_argv(argv, user), check, timeout)
 
     @staticmethod
     def _run(cmd: list[str], check: bool, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -539,10 +547,7 @@ class ChrootCluster(Daemons):
         sshd = Sshd(account_lines, prefix=self.node_prefix(), listen=listen, netns=str(self.ns.path),
                     **kwargs).start()
         try:
-            for user in self.users:
-                keys = sshd.authorized_keys / user
-                keys.write_text(self.host_path(f"/home/{user}/.ssh/id_ed25519.pub").read_text())
-                keys.chmod(0o644)
+            self.authorize(sshd.authorized_keys)
         except BaseException:
             sshd.stop()
             raise
@@ -589,6 +594,15 @@ class ChrootCluster(Daemons):
             os.chown(path, 0, 0, follow_symlinks=False)
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         return f"{PROJECT_DIR}/adopt/pam_module.py"
+
+    def authorize(self, keys: Path) -> None:
+        """Let our users in with their chroot keys too: `keys` is an sshd's directory of authorized_keys
+        files, one per user (AuthorizedKeysFile DIR/%u), which sshd reads only when no one else may write it."""
+        for user in self.users:
+            path = keys / user
+            with open(path, "a") as out:
+                out.write(self.host_path(f"/home/{user}/.ssh/id_ed25519.pub").read_text())
+            path.chmod(0o644)
 
     def capture(self, port: int = SLURMD_PORT) -> PacketCapture:
         """`with cluster.capture() as cap: ...`: the TCP exchanges with `port` inside the namespace."""

@@ -1,19 +1,9 @@
 """The pam.d lines the README recommends for the hook, built in one place for the tests and the README check.
 
-    account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ \
-        <ENV>/bin/python3 -I -m adopt [OPTIONS...]
-
-`-I` (isolated mode) makes Python ignore every PYTHON* variable, the user site and the current directory:
-the PAM environment cannot change what runs as root. The lock-out-safe stanza puts two pam_succeed_if
-lines in front, so that root and an admin group never depend on the hook (a missing venv, a broken
-interpreter, a hook that crashes or hangs): `success=2` jumps over the group line and the hook,
-`success=1` over the hook.
-
-`-I` is not the whole story: CPython 3.11 and later read PYTHONEXECUTABLE (documented as macOS-only,
-but not since 3.11) and __PYVENV_LAUNCHER__ on Linux even in isolated mode (python/cpython gh-133525).
-They set sys.executable, so Python looks for pyvenv.cfg, and hence site-packages and .pth files, where
-they point: code of the caller's choosing runs as root before the hook's first line. Only removing them
-before the interpreter starts helps, which is why the command starts with `/usr/bin/env -u`.
+The hook's own line is fake_slurmd.pamexec's (hook_line, hook_command; that module says why it reads as it
+does). The lock-out-safe stanza puts two pam_succeed_if lines in front, so that root and an admin group
+never depend on the hook (a missing venv, a broken interpreter, a hook that crashes or hangs): `success=2`
+jumps over the group line and the hook, `success=1` over the hook.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@
 
 Listens on the unix socket SOCKET (created under a temporary name, then renamed: once it exists it accepts).
 Each connection carries one JSON request {"argv": [...], "timeout": seconds}, ended by the client shutting
-down its side, and gets back {"rc": N, "stdout": "...", "stderr": "..."} (rc -9 when the command ran past
-its timeout). The command runs in the job's cgroup, network and UTS namespaces, as the job's user: what a
-user's process inside a job would do (ssh to another node of the job), even while slurmd is down, which
-srun could not. Standard library only: the job runs the system's python3.
+down its side, and gets back {"rc": N, "stdout": "...", "stderr": "..."} (rc -9 when the command ran past its
+timeout, 127 when it cannot be started). The command runs in the job's cgroup, network and UTS namespaces, as
+the job's user: what a user's process inside a job would do (ssh to another node of the job), even while
+slurmd is down, which srun could not. Standard library only: the job runs the system's python3.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def serve(path: str) -> None:
                     reply = {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
                 except subprocess.TimeoutExpired as e:
                     reply = {"rc": -9, "stdout": e.stdout or b"", "stderr": e.stderr or b""}
+                except OSError as e:  # no such program: the agent stays up for the next request
+                    reply = {"rc": 127, "stdout": b"", "stderr": str(e)}
                 conn.sendall(json.dumps({k: v.decode(errors="replace") if isinstance(v, bytes) else v
                                          for k, v in reply.items()}).encode())
 

@@ -10,10 +10,10 @@ reaches the cluster's sshd at `cluster_addr`, and the node's pam_slurm_adopt ask
 (the connection's source) which job it comes from. Removing a namespace of our own removes the veth pair
 with it; another cluster's keeps its namespace and loses the veth.
 
-`authorize()`: a cluster's users' ssh keys let in by another sshd. `fake_for()`: a FakeSlurmd with the
-cluster's munged or slurm.key and ClusterName, as node1 in the cluster's namespace, or as any node (another
-release's, in a linked namespace). `ask_scontrol()`: the chroot's `scontrol callerid`, and the replies on the
-wire.
+`fake_for()`: a FakeSlurmd with the cluster's munged or slurm.key and ClusterName, as node1 in the cluster's
+namespace, or as any node (another release's, in a linked namespace). `ask_scontrol()`: the chroot's
+`scontrol callerid`, and the replies on the wire. (ChrootCluster.authorize lets a cluster's users in to
+another sshd.)
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from __future__ import annotations
 import itertools
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from fake_slurmd.controller import FakeSlurmd
+from fake_slurmd.network import add_veth, ip
 from fake_slurmd.scenario import Job, NodeSpec, Scenario
 from slurmproto.codec import decode_stream
 from slurmproto.conf import parse_file
@@ -56,19 +56,15 @@ class LinkedNode:
         self.address = f"10.79.{serial}.2"
 
     def create(self) -> Self:
-        if self._own:
-            self.ns.create()
         try:
+            if self._own:
+                self.ns.create()  # it may fail after making the namespace: remove() then deletes it
             there, here = self.cluster.netns, self.ns.name
-            for args in (
-                ["-n", here, "link", "add", self.interface, "type", "veth", "peer", "name", self.interface,
-                 "netns", there],
-                ["-n", there, "addr", "add", f"{self.cluster_addr}/24", "dev", self.interface],
-                ["-n", here, "addr", "add", f"{self.address}/24", "dev", self.interface],
-                ["-n", there, "link", "set", self.interface, "up"],
-                ["-n", here, "link", "set", self.interface, "up"],
-            ):
-                subprocess.run(["ip", *args], check=True, capture_output=True)
+            add_veth(here, self.interface, there, self.interface)
+            ip(there, "addr", "add", f"{self.cluster_addr}/24", "dev", self.interface)
+            ip(here, "addr", "add", f"{self.address}/24", "dev", self.interface)
+            ip(there, "link", "set", self.interface, "up")
+            ip(here, "link", "set", self.interface, "up")
         except BaseException:
             self.remove()
             raise
@@ -86,14 +82,6 @@ class LinkedNode:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.remove()
-
-
-def authorize(source: ChrootCluster, keys: Path) -> None:
-    """Let the source cluster's users in with their chroot keys too: `keys` is an sshd's directory of
-    authorized_keys files, one per user (AuthorizedKeysFile DIR/%u)."""
-    for user in source.users:
-        with open(keys / user, "a") as out:
-            out.write(source.host_path(f"/home/{user}/.ssh/id_ed25519.pub").read_text())
 
 
 def fake_for(cluster: ChrootCluster, jobs: dict[int, Job], port: int = 0, spool_dir: str | None = None,

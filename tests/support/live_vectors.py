@@ -127,7 +127,7 @@ def _dumpcap(cluster: ChrootCluster, path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    argv = cluster.in_netns(["dumpcap", "-q", "-i", "lo", "-f", "tcp port 6818", "-w", str(path)])
+    argv = cluster.host_argv(["dumpcap", "-q", "-i", "lo", "-f", "tcp port 6818", "-w", str(path)])
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from fake_slurmd.network import in_netns
+from fake_slurmd.network import add_netns, del_netns, in_netns, ip
 
 T = TypeVar("T")
 CGROUP_V1 = Path("/sys/fs/cgroup")
@@ -42,14 +42,13 @@ class NetNs:
         self._made = False
 
     def create(self) -> None:
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        add_netns(self.name)
         self._made = True
-        for args in (["link", "set", "lo", "up"], ["addr", "add", "127.0.1.1/32", "dev", "lo"]):
-            subprocess.run(["ip", "-n", self.name, *args], check=True)
+        ip(self.name, "addr", "add", "127.0.1.1/32", "dev", "lo")
 
     def remove(self) -> None:
         if self._made:
-            subprocess.run(["ip", "netns", "del", self.name], check=False)
+            del_netns(self.name)
             self._made = False
 
     def run_inside(self, fn: Callable[[], T]) -> T:
@@ -108,9 +107,6 @@ class OwnCgroups:
         /proc/PID/cgroup)."""
         script = "".join(f'echo $$ > "{d}/cgroup.procs" && ' for d in self.dirs) + 'exec "$@"'
         return ["/bin/sh", "-c", script, "sat-cgroups"]
-
-    def nsenter_option(self) -> str:
-        return f"--cgroup={self.ns_file}"
 
     def _tree(self, top: Path) -> list[Path]:
         """Every directory of a hierarchy below and including `top`, deepest first."""

@@ -112,9 +112,7 @@ class PackageNode(ChrootCluster):
             self.module_file = self.run(["slurm-adopt", "--print-pam-module"]).stdout.strip()
             self.host_path("/etc/pam.d/sshd").write_text(pam_sshd(self.module_file))
             self.host_path(PROBE).write_text(PROBE_SOURCE)
-        self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
-                               "/usr/sbin/munged", "-F", "--force"])
-        self._wait(self.munge_socket.exists, "munged socket")
+        self._start_munged()
         # Named slurmd: ChrootCluster.stop() stops it with the others.
         self._spawn("slurmd", ["/usr/bin/fake-slurmd", "--scenario", SCENARIO, "--slurm-conf", CONF,
                                "--log-format", "json", "--log-level", "debug"])

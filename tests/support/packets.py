@@ -24,6 +24,8 @@ from typing import Self
 from slurmproto.codec import decode_stream
 from slurmproto.constants import NO_VAL, MsgType
 from slurmproto.pcap import (
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
@@ -44,6 +46,10 @@ from tests.support.namespaces import NetNs
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+ARPHRD_LOOPBACK = 772
+"""The hardware type a Linux cooked header gives `lo` (linux/if_arp.h)."""
+NULL_AF = {4: 2, 6: 30}
+"""A LINKTYPE_NULL header's address family, by IP version: AF_INET, and AF_INET6 as macOS numbers it."""
 
 
 @dataclass
@@ -89,20 +95,20 @@ def tcp_packet(src: Endpoint, dst: Endpoint, seq: int, flags: int, payload: byte
     a, b = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
     if a.version == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, a.packed, b.packed) + tcp
-        ethertype = 0x0800
+        ethertype = ETHERTYPE_IPV4
     else:
         ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, a.packed, b.packed) + tcp
-        ethertype = 0x86DD
+        ethertype = ETHERTYPE_IPV6
     if linktype == LINKTYPE_ETHERNET:
         return bytes(12) + ethertype.to_bytes(2, "big") + ip
     if linktype == LINKTYPE_LINUX_SLL:
-        return struct.pack("!HHH8sH", 0, 772, 6, bytes(8), ethertype) + ip
+        return struct.pack("!HHH8sH", 0, ARPHRD_LOOPBACK, 6, bytes(8), ethertype) + ip
     if linktype == LINKTYPE_LINUX_SLL2:
-        return struct.pack("!HHIHBB8s", ethertype, 0, 1, 772, 0, 6, bytes(8)) + ip
+        return struct.pack("!HHIHBB8s", ethertype, 0, 1, ARPHRD_LOOPBACK, 0, 6, bytes(8)) + ip
     if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         return ip
     if linktype == LINKTYPE_NULL:
-        return (2 if a.version == 4 else 30).to_bytes(4, "little") + ip
+        return NULL_AF[a.version].to_bytes(4, "little") + ip
     raise ValueError(f"no builder for link type {linktype}")
 
 

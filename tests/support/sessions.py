@@ -12,18 +12,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from fake_slurmd.controller import FakeSlurmd
-from tests.support.slurm_cluster import SlurmCluster
+from fake_slurmd.sshd import login_from_job
+from tests.support.slurm_cluster import SlurmCluster, srun_argv
 from tests.support.sshd import Sshd
 
 if TYPE_CHECKING:  # fixtures imports this module
@@ -32,6 +34,10 @@ if TYPE_CHECKING:  # fixtures imports this module
 
 PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 """Debian's pam_slurm_adopt (libpam-slurm-adopt, Slurm 22.05)."""
+NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
+"""What pam_slurm_adopt (and the hook, in its words) tells a refused user: no job here; a job here, but which
+one the connection comes from is unknown and action_unknown refuses."""
 MARKER = "/tmp/job-marker"
 """Where `marker_job` writes in the job's /tmp, and what the probe reads."""
 _WRITTEN = "marker-written"
@@ -133,36 +139,26 @@ def fake_node_sshd(fake: FakeSlurmd, sshd_factory: SshdFactory, conf: Path, acco
                         env={"SLURM_CONF": str(conf)} if env is None else dict(env))
 
 
-def login_from_job(cluster: SlurmCluster, sshd: Sshd, job_id: int | None, user: str = "alice",
+def login_from_step(cluster: SlurmCluster, sshd: Sshd, job_id: int | None, user: str = "alice",
                    marker: str = MARKER, host: str = "127.0.0.1") -> SessionView:
     """`user` logs in to `sshd` from a step of `job_id` (srun --overlap), or from outside any job (None)."""
     argv = sshd.ssh_argv(user, probe_command(marker), host=host)
     if job_id is not None:
-        argv = cluster.srun_argv(job_id, argv)
+        argv = srun_argv(job_id, argv)
     return parse_session(cluster.run(argv, user=user, check=False, timeout=60))
 
 
 def container_login(cluster: SlurmCluster, job_id: int, sshd_factory: SshdFactory, account_line: str, *,
                     user: str = "alice", marker: str = MARKER, env: Mapping[str, str] | None = None) -> SessionView:
-    """container_sshd(account_line), then login_from_job: what a login from inside `job_id` sees."""
+    """container_sshd(account_line), then login_from_step: what a login from inside `job_id` sees."""
     sshd = container_sshd(cluster, sshd_factory, account_line, env=env, users=[user])
-    return login_from_job(cluster, sshd, job_id, user, marker)
+    return login_from_step(cluster, sshd, job_id, user, marker)
 
 
 def fake_job_login(fake: FakeSlurmd, sshd: Sshd, job_id: int, user: str = "alice",
                    marker: str = MARKER) -> SessionView:
     """`user` logs in to `sshd` from a process of the fake node's job `job_id`."""
-    argv = sshd.ssh_argv(user, probe_command(marker))
-    proc = fake.spawn_in_job(job_id, argv, user=user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd="/",
-                             env={"HOME": pwd.getpwnam(user).pw_dir, "PATH": "/usr/bin:/bin"})
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"login from fake job {job_id} hung: {err}") from None
-    return parse_session(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    return parse_session(login_from_job(fake, sshd, job_id, user, probe_command(marker)))
 
 
 @contextlib.contextmanager
@@ -181,6 +177,17 @@ def mount_namespace(marker: str | None = None) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def shell_line(login: subprocess.Popen[str], logs: Callable[[], str]) -> str:
+    """The first line of a login whose remote command starts with `echo pid $$`; anything else (a refused
+    login prints nothing) kills the login and fails the test with ssh's stderr and `logs()`."""
+    assert login.stdout is not None and login.stderr is not None
+    first = login.stdout.readline()
+    if not first.startswith("pid "):
+        login.kill()
+        pytest.fail(f"the login printed {first!r}; ssh said {login.stderr.read()!r}\n{logs()}")
+    return first
 
 
 def host_mount_ns() -> str:

@@ -31,7 +31,7 @@ PROGRAMS = (SLURMCTLD, SLURMD, "scontrol", "sbatch", "squeue", "sinfo", "scancel
 # The extern step's id (SLURM_EXTERN_CONT); with PrologFlags=contain its stepd exists from allocation on.
 EXTERN_STEP = 0xFFFFFFFC
 # Environment variables that would change what the Slurm clients print or submit.
-_CLIENT_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SQUEUE_", "SINFO_", "SALLOC_", "SRUN_", "SCANCEL_", "SCONTROL_")
+CLIENT_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SQUEUE_", "SINFO_", "SALLOC_", "SRUN_", "SCANCEL_", "SCONTROL_")
 _ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
                  "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
 
@@ -83,7 +83,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _tail(path: Path, lines: int) -> str:
+def srun_argv(job_id: int, argv: Sequence[str]) -> list[str]:
+    """`argv` as a step of the running job (one task, sharing the job's resources with its other steps), as
+    any release's srun takes it."""
+    return ["srun", f"--jobid={job_id}", "--overlap", "-N1", "-n1", "--quiet", *argv]
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file, under a line naming it (for failure messages)."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
@@ -155,9 +162,7 @@ class SlurmCluster(Daemons):
         while self.slurmd_port == self.slurmctld_port:
             self.slurmd_port = free_port()
         self._write_config()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_CLIENT_ENV_PREFIXES)}
-        env["SLURM_CONF"] = str(self.conf)
-        self.env = env
+        self.env = self.client_env()
 
         # -c: never pick up saved state (the directory is fresh anyway, but a reused `base` may not be).
         self.slurmctld = self._spawn("slurmctld", [SLURMCTLD, "-D", "-c", "-f", str(self.conf)])
@@ -185,6 +190,13 @@ class SlurmCluster(Daemons):
 
 
     # -- clients -----------------------------------------------------------------------------------------
+
+    def client_env(self) -> dict[str, str]:
+        """Our environment without the variables Slurm's clients read (a job's own among them), and our
+        SLURM_CONF."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(CLIENT_ENV_PREFIXES)}
+        env["SLURM_CONF"] = str(self.conf)
+        return env
 
     def run(self, argv: Sequence[str], user: str | None = None, check: bool = True,
             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -222,11 +234,6 @@ class SlurmCluster(Daemons):
                 return False
         self._wait(printed, f"job {job_id} printing {text!r}", timeout=timeout)
 
-    @staticmethod
-    def srun_argv(job_id: int, argv: Sequence[str]) -> list[str]:
-        """`argv` as a step of the running job (one task, sharing the job's resources with its other steps)."""
-        return ["srun", f"--jobid={job_id}", "--overlap", "-N1", "-n1", "--quiet", *argv]
-
     def job_state(self, job_id: int) -> str | None:
         """The job's state as squeue reports it, or None once squeue no longer lists it."""
         out = self.run(["squeue", "-h", "--states=all", "-j", str(job_id), "-o", "%T"], check=False)
@@ -239,7 +246,7 @@ class SlurmCluster(Daemons):
             state = self.job_state(job_id)
             if state is None or state in _ENDED_STATES:
                 raise RuntimeError(f"job {job_id} is {state or 'gone'}, not running\n"
-                                   f"{_tail(self.output_file(job_id), 20)}\n{self.log_tails()}")
+                                   + self.job_report(job_id))
             return state == "RUNNING"
         self._wait(running, f"job {job_id} running", timeout=timeout)
 
@@ -268,7 +275,7 @@ class SlurmCluster(Daemons):
                     state = self.job_state(job_id)
                     if time.monotonic() > deadline or state not in ("PENDING", "CONFIGURING", "RUNNING"):
                         raise RuntimeError(f"job {job_id} ({state}) did not connect\n"
-                                           f"{_tail(self.output_file(job_id), 20)}\n{self.log_tails()}")
+                                           + self.job_report(job_id))
                 with conn:
                     yield ConnectedJob(job_id, client, server)
             finally:
@@ -278,10 +285,14 @@ class SlurmCluster(Daemons):
         """The unix socket of the job's extern slurmstepd (what slurmd's callerid lookup talks to)."""
         return self.spool_dir / f"{self.node_name}_{job_id}.{EXTERN_STEP}"
 
+    def job_report(self, job_id: int) -> str:
+        """The end of a job's output and of the daemons' logs: what explains a job that went wrong."""
+        return f"{tail(self.output_file(job_id), 20)}\n{self.log_tails()}"
+
     def log_tails(self, lines: int = 40) -> str:
         """The end of both daemons' log files and of their stderr (where errors before logging starts go)."""
-        return "\n".join([_tail(self.slurmctld_log, lines), _tail(self.base / "slurmctld.out", 10),
-                          _tail(self.slurmd_log, lines), _tail(self.base / "slurmd.out", 10)])
+        return "\n".join([tail(self.slurmctld_log, lines), tail(self.base / "slurmctld.out", 10),
+                          tail(self.slurmd_log, lines), tail(self.base / "slurmd.out", 10)])
 
     # -- internals ---------------------------------------------------------------------------------------
 

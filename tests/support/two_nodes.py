@@ -30,12 +30,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fake_slurmd.network import add_veth, ip, nsenter_argv
 from fake_slurmd.processes import stop_process
 from tests.support.job_agent import read_all
 from tests.support.munged import Munged
 from tests.support.namespaces import CGROUP_V1, NetNs, pin_uts
 from tests.support.procs import ensure_user
-from tests.support.slurm_cluster import _CLIENT_ENV_PREFIXES, EXTERN_STEP, SlurmCluster, _tail
+from tests.support.slurm_cluster import EXTERN_STEP, SlurmCluster, tail
 
 NODES = ("xn1", "xn2")
 SLURMCTLD_PORT = 6817
@@ -64,7 +65,7 @@ class Node:
 
     def enter(self, argv: Sequence[str], uts: Path | None = None) -> list[str]:
         """argv run in this node's namespaces (or with another host name: a UTS namespace of `uts`)."""
-        return ["nsenter", f"--net={self.netns.path}", f"--uts={uts or self.uts}", "--", *argv]
+        return nsenter_argv(argv, net=self.netns.path, uts=uts or self.uts)
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,7 @@ class TwoNodes(SlurmCluster):
         xn1 = self.nodes[NODES[0]]
         self.client_prefix = xn1.enter([])
         self._write_config()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(_CLIENT_ENV_PREFIXES)}
-        self.env["SLURM_CONF"] = str(self.conf)
+        self.env = self.client_env()
         self.slurmctld = self._spawn("slurmctld", xn1.enter([
             "/usr/sbin/slurmctld", "-D", "-c", "-f", str(self.conf)]))
         self._wait(self._ctld_up, "slurmctld answering scontrol ping", self.slurmctld)
@@ -135,22 +135,22 @@ class TwoNodes(SlurmCluster):
         xn1, xn2 = (self.nodes[n].netns for n in NODES)
         for ns in (xn1, xn2, self.login):
             ns.create()
-        for args in (
-            ["-n", xn1.name, "link", "add", "vx", "type", "veth", "peer", "name", "vx", "netns", xn2.name],
-            ["-n", xn2.name, "link", "add", "vl", "type", "veth", "peer", "name", "vl", "netns", self.login.name],
-            ["-n", xn1.name, "addr", "add", "10.77.0.1/24", "dev", "vx"],
-            ["-n", xn1.name, "addr", "add", f"{EXTRA_ADDR}/24", "dev", "vx"],
-            ["-n", xn1.name, "addr", "add", "fd77::1/64", "dev", "vx", "nodad"],
-            ["-n", xn2.name, "addr", "add", "10.77.0.2/24", "dev", "vx"],
-            ["-n", xn2.name, "addr", "add", "fd77::2/64", "dev", "vx", "nodad"],
-            ["-n", xn2.name, "addr", "add", f"{NODE2_LOGIN_SIDE}/24", "dev", "vl"],
-            ["-n", self.login.name, "addr", "add", f"{LOGIN_ADDR}/24", "dev", "vl"],
-            ["-n", xn1.name, "link", "set", "vx", "up"],
-            ["-n", xn2.name, "link", "set", "vx", "up"],
-            ["-n", xn2.name, "link", "set", "vl", "up"],
-            ["-n", self.login.name, "link", "set", "vl", "up"],
+        add_veth(xn1.name, "vx", xn2.name, "vx")
+        add_veth(xn2.name, "vl", self.login.name, "vl")
+        for ns, args in (
+            (xn1, ["addr", "add", "10.77.0.1/24", "dev", "vx"]),
+            (xn1, ["addr", "add", f"{EXTRA_ADDR}/24", "dev", "vx"]),
+            (xn1, ["addr", "add", "fd77::1/64", "dev", "vx", "nodad"]),
+            (xn2, ["addr", "add", "10.77.0.2/24", "dev", "vx"]),
+            (xn2, ["addr", "add", "fd77::2/64", "dev", "vx", "nodad"]),
+            (xn2, ["addr", "add", f"{NODE2_LOGIN_SIDE}/24", "dev", "vl"]),
+            (self.login, ["addr", "add", f"{LOGIN_ADDR}/24", "dev", "vl"]),
+            (xn1, ["link", "set", "vx", "up"]),
+            (xn2, ["link", "set", "vx", "up"]),
+            (xn2, ["link", "set", "vl", "up"]),
+            (self.login, ["link", "set", "vl", "up"]),
         ):
-            subprocess.run(["ip", *args], check=True, capture_output=True)
+            ip(ns.name, *args)
 
     def hostname_ns(self, hostname: str) -> Path:
         """The pin of a UTS namespace with that host name (made on first use, removed at stop)."""
@@ -241,8 +241,7 @@ class TwoNodes(SlurmCluster):
         def listening() -> bool:
             state = self.job_state(job_id)
             if state not in ("PENDING", "CONFIGURING", "RUNNING"):
-                raise RuntimeError(f"job {job_id} is {state}\n{_tail(self.output_file(job_id), 20)}\n"
-                                   f"{self.log_tails()}")
+                raise RuntimeError(f"job {job_id} is {state}\n{self.job_report(job_id)}")
             return sock.exists()
 
         self._wait(listening, f"job {job_id}'s agent listening on {sock}")
@@ -268,7 +267,7 @@ class TwoNodes(SlurmCluster):
         ]
         with contextlib.ExitStack() as undo:
             for add, remove in steps:
-                subprocess.run(["ip", "-n", ns, *add], check=True, capture_output=True)
+                ip(ns, *add)
                 undo.callback(subprocess.run, ["ip", "-n", ns, *remove], check=False, capture_output=True)
             yield
 
@@ -297,6 +296,6 @@ class TwoNodes(SlurmCluster):
         return self.spool_dir / node / f"{node}_{job_id}.{EXTERN_STEP}"
 
     def log_tails(self, lines: int = 40) -> str:
-        return "\n".join([_tail(self.slurmctld_log, lines), _tail(self.base / "slurmctld.out", 10),
-                          *(_tail(n.log, lines) for n in self.nodes.values()),
-                          *(_tail(self.base / f"slurmd-{n}.out", 10) for n in NODES)])
+        return "\n".join([tail(self.slurmctld_log, lines), tail(self.base / "slurmctld.out", 10),
+                          *(tail(n.log, lines) for n in self.nodes.values()),
+                          *(tail(self.base / f"slurmd-{n}.out", 10) for n in NODES)])
