@@ -25,13 +25,11 @@ from collections.abc import Mapping
 from adopt import quiet_stderr
 from adopt.decision import Facts, NeedAdopt, NeedRpc, NeedSteps, Outcome, Verdict, decide, generic_failure
 from adopt.gather import FactError, Gatherer, Log
-from adopt.options import LOG_LEVELS, Options, parse_options
+from adopt.hookio import printable, syslog_logger
+from adopt.hookio import say as _say
+from adopt.options import Options, parse_options
 
 ALLOW, DENY = 0, 1
-SYSLOG_PRIORITY = {"quiet": 2, "fatal": 2, "error": 3, "info": 6, "verbose": 6}  # debug*: 7 (LOG_DEBUG)
-LOG_AUTHPRIV = 10 << 3
-LOG_PID = 0x01
-IDENT = "slurm-adopt"
 
 
 def exit_status(outcome: Outcome, opts: Options) -> int:
@@ -44,29 +42,6 @@ def failure_status(opts: Options, user: str | None) -> int:
     """The exit status when the hook itself fails: root passes (ignore_root is always on), anyone else
     gets action_generic_failure."""
     return ALLOW if user == "root" else exit_status(generic_failure(opts), opts)
-
-
-def printable(text: str) -> str:
-    """`text` safe for a log line or a terminal: no control characters (a forged line break), no
-    undecodable bytes (os.environ and argv carry them as surrogates, which no codec can write)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
-def syslog_logger(level: int) -> Log:
-    """log(level, message) to syslog (LOG_AUTHPRIV, ident slurm-adopt[pid]) when the level is at or under
-    `level`, with Slurm's prefixes ("error: ", "debug2: "). A failing syslog never changes a verdict."""
-    import syslog
-
-    syslog.openlog(IDENT, LOG_PID, LOG_AUTHPRIV)
-
-    def log(name: str, message: str) -> None:
-        if LOG_LEVELS.index(name) <= level:
-            prefix = "" if name in ("info", "verbose") else f"{name}: "
-            with contextlib.suppress(Exception):  # nothing left to tell it to
-                syslog.syslog(SYSLOG_PRIORITY.get(name, 7), printable(prefix + message))
-    return log
 
 
 def run(opts: Options, facts: Facts, gather: Gatherer, log: Log) -> Verdict:
@@ -108,36 +83,40 @@ def _watchdog(seconds: float, status: int, log: Log) -> None:
     _thread.start_new_thread(expire, ())
 
 
-def _say(message: str) -> None:
-    """The refusal message, as bytes: no locale or PYTHONIOENCODING can make writing it fail. A closed
-    stdout loses the message, never the verdict."""
-    with contextlib.suppress(OSError):
-        os.write(1, printable(message).encode("utf-8", "replace") + b"\n")
-
-
-def account(opts: Options, env: Mapping[str, str], log: Log) -> int:
-    """The account check proper: gather, decide, adopt; log every refusal and failure at info."""
-    started = time.monotonic()
+def account(opts: Options, env: Mapping[str, str], log: Log, started: float | None = None) -> int:
+    """The account check proper, within opts.deadline of `started` (time.monotonic(); default now)."""
+    started = time.monotonic() if started is None else started
     user = env.get("PAM_USER")
-    _watchdog(opts.deadline, failure_status(opts, user), log)
+    _watchdog(max(0.01, opts.deadline - (time.monotonic() - started)), failure_status(opts, user), log)
+    status, message = login_status(opts, env, log, adopt_pid=os.getppid(), deadline=started + opts.deadline)
+    if message:
+        _say(message)
+    return status
+
+
+def login_status(opts: Options, env: Mapping[str, str], log: Log, *, adopt_pid: int, deadline: float,
+                 gatherer: type[Gatherer] = Gatherer) -> tuple[int, str | None]:
+    """Gather, decide, adopt `adopt_pid`: the exit status and the message for the user. Every refusal and
+    failure is logged at info. The hook's and slurm-adopt-agent's one way to a verdict."""
+    user = env.get("PAM_USER")
     # root is uid 0 without asking NSS (LDAP or SSSD may hang): root's login never waits on them.
-    uid = 0 if user == "root" else Gatherer.uid_of(user) if user else None
+    uid = 0 if user == "root" else gatherer.uid_of(user) if user else None
     facts = Facts(env.get("PAM_SERVICE"), user, uid)
-    gather = Gatherer(opts, env, log, adopt_pid=os.getppid(), deadline=started + opts.deadline)
+    gather = gatherer(opts, env, log, adopt_pid=adopt_pid, deadline=deadline)
     verdict = run(opts, facts, gather, log)
     status = exit_status(verdict.outcome, opts)
     if verdict.message:
         log("info", f"send_user_msg: {verdict.message}")
-        _say(verdict.message)
     if status != ALLOW:  # every refusal, at the default level (generic failures also logged their error)
         log("info", f"{user or '(no user)'}: {verdict.outcome.value}, refused: {verdict.reason}")
     else:
         log("debug", f"{verdict.outcome.value}: {verdict.reason}")
-    return status
+    return status, verdict.message
 
 
-def pam_main(args: list[str], env: Mapping[str, str]) -> int:
-    """The pam_exec entry. Never raises: any failure of the hook itself becomes failure_status()."""
+def pam_main(args: list[str], env: Mapping[str, str], started: float | None = None) -> int:
+    """The pam_exec entry, deciding here (no agent asked). Never raises: any failure of the hook itself
+    becomes failure_status(). `started`: when the hook started (time.monotonic()), default now."""
     user = env.get("PAM_USER")
     opts = Options()
     log: Log = _no_log
@@ -150,7 +129,7 @@ def pam_main(args: list[str], env: Mapping[str, str]) -> int:
         stage = env.get("PAM_TYPE")
         if stage != "account":
             return _wrong_stage(stage, log)
-        return account(opts, env, log)
+        return account(opts, env, log, started)
     except BaseException as exc:  # the user must never see a traceback, nor get in by one
         status = failure_status(opts, user)
         _log_internal_error(log, exc, status)
@@ -180,7 +159,7 @@ def _no_log(level: str, message: str) -> None:
     """Before syslog is set up there is nowhere to log to."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "PAM_TYPE" not in os.environ:  # not run by pam_exec: an admin at a shell, never an adoption
         from adopt.admin import main as admin_main
@@ -191,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         # documented stanza runs `python3 -I -m adopt`. Start over isolated all the same.
         with contextlib.suppress(OSError):
             os.execv(sys.executable, [sys.executable, "-I", "-m", "adopt", *args])
-    return pam_main(args, os.environ)
+    return pam_main(args, os.environ, started)
 
 
 if __name__ == "__main__":
