@@ -2,7 +2,7 @@
 hook an interpreter start and one local round trip instead of importing the codec, MUNGE and the
 slurm.conf parser every time.
 
-    slurm-adopt-agent [--socket PATH] [--max-clients N]
+    slurm-adopt-agent [--socket PATH] [--max-clients N] [--verbose]
 
 systemd starts it on the first connection to slurm-adopt-agent.socket (packaging/systemd/) and hands it
 the listening socket (LISTEN_FDS/LISTEN_PID, sd_listen_fds(3)); without one it listens on --socket itself
@@ -141,8 +141,9 @@ def read_request(conn: socket.socket) -> bytes | None:
 
 
 class Agent:
-    def __init__(self, listener: socket.socket, max_clients: int = MAX_CLIENTS) -> None:
+    def __init__(self, listener: socket.socket, max_clients: int = MAX_CLIENTS, verbose: bool = False) -> None:
         self.listener = listener
+        self.verbose = verbose
         self.slots = threading.BoundedSemaphore(max_clients)
         self.gatherer = gatherer_class(ConfCache())
         self.served = 0
@@ -176,10 +177,14 @@ class Agent:
             if request.pid not in (pid, parent_of(pid)):
                 _note(f"pid {pid} asked to adopt pid {request.pid}, neither itself nor its parent")
                 return
+            if self.verbose:
+                _note(f"pid {pid}: request for {request.user!r}, adopting pid {request.pid}")
             reply = answer(request, self.gatherer)
             conn.settimeout(max(0.05, request.budget_ms / 1000))
             conn.sendall(wire.encode_reply(reply))
             self.served += 1
+            if self.verbose:
+                _note(f"pid {pid}: answered exit status {reply.status}")
         except (OSError, wire.WireError) as exc:
             _note(f"request not answered: {exc}")
         except Exception:  # the hook decides by itself; the journal gets the details
@@ -201,14 +206,16 @@ def inherited_listener(env: Mapping[str, str] = os.environ) -> socket.socket | N
         return None
     if env.get("LISTEN_FDS") != "1":
         raise SystemExit(f"slurm-adopt-agent: LISTEN_FDS={env.get('LISTEN_FDS')!r}: expected exactly one socket")
+    wrong = SystemExit(f"slurm-adopt-agent: fd {SD_LISTEN_FDS_START} is not a listening UNIX stream socket")
     try:
-        mode = os.fstat(SD_LISTEN_FDS_START).st_mode
+        if not stat.S_ISSOCK(os.fstat(SD_LISTEN_FDS_START).st_mode):
+            raise wrong
         sock = socket.socket(fileno=SD_LISTEN_FDS_START)
     except OSError as exc:
         raise SystemExit(f"slurm-adopt-agent: fd {SD_LISTEN_FDS_START}: {exc}") from None
-    if not stat.S_ISSOCK(mode) or sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM \
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM \
             or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        raise SystemExit(f"slurm-adopt-agent: fd {SD_LISTEN_FDS_START} is not a listening UNIX stream socket")
+        raise wrong
     os.set_inheritable(SD_LISTEN_FDS_START, False)
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
@@ -260,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to listen when systemd passes no socket (default %(default)s)")
     parser.add_argument("--max-clients", type=int, default=MAX_CLIENTS,
                         help="requests served at once; more callers decide by themselves (default %(default)s)")
+    parser.add_argument("--verbose", action="store_true", help="note every request and answer on stderr")
     args = parser.parse_args(argv)
     if args.max_clients < 1:
         parser.error("--max-clients must be at least 1")
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     warm()
     _note(f"ready (pid {os.getpid()})")
     try:
-        Agent(listener, args.max_clients).serve_forever()
+        Agent(listener, args.max_clients, args.verbose).serve_forever()
     except KeyboardInterrupt:
         return 0
     return 0

@@ -130,6 +130,8 @@ PATH: Kind[str | None] = Kind(lambda value: value or None, _unset_as_empty)
 """A path; empty is unset (None)."""
 SECONDS = Kind(_seconds, lambda seconds: f"{seconds:g}")
 RELEASE = Kind(_release, str)
+AGENT_SOCKET = Kind(lambda value: value or DEFAULT_SOCKET, str)
+"""A path; empty is the default."""
 
 
 class Option(Generic[T]):
@@ -196,7 +198,7 @@ class Options:
     protocol_version = Option(RELEASE, "auto", "the callerid RPC's header version; auto starts with this "
                               "node's slurmstepd's, else libslurm's", ours=True,
                               values="auto, or a release such as 24.11")
-    agent_socket = Option(TEXT, DEFAULT_SOCKET, "slurm-adopt-agent's socket, asked first (only if root's); "
+    agent_socket = Option(AGENT_SOCKET, DEFAULT_SOCKET, "slurm-adopt-agent's socket, asked first (only if root's); "
                           "without its answer in half the deadline the hook decides itself; none: never ask",
                           ours=True, values=f"{DEFAULT_SOCKET}, or none")
     ignore_as = Option(one_of("success", "failure"), "success",
