@@ -11,7 +11,6 @@ outlives the agent processes, as systemd's does: connections made while no agent
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import socket
@@ -27,14 +26,6 @@ from tests.support.procs import wait_for
 LAUNCH = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
           "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
 """What systemd does between fork and exec: the socket to fd 3, LISTEN_PID set to the very process."""
-
-
-def thin_hook_script(env: str) -> str:
-    """adopt/thin.py as installed in the environment at `env`."""
-    found = glob.glob(os.path.join(env, "lib", "python3*", "site-packages", "adopt", "thin.py"))
-    if not found:
-        raise FileNotFoundError(f"no adopt/thin.py under {env}")
-    return found[0]
 
 
 class AgentProcess:
