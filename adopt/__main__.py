@@ -8,23 +8,22 @@ asked (adopt.hookio); without its answer the hook decides itself (adopt.hook). A
 imported lets root pass and refuses everyone else.
 """
 
-import os
 import sys
 import time
 
-from adopt import quiet_stderr
+from adopt import pam_item, quiet_stderr
 
 
 def run(started: float | None = None) -> int:
     """`started`: time.monotonic() when the interpreter started running the hook (default now)."""
     started = time.monotonic() if started is None else started
-    under_pam = "PAM_TYPE" in os.environ
+    under_pam = pam_item("PAM_TYPE") is not None
     if under_pam:
         quiet_stderr()
         try:
             from adopt.hookio import agent_status
 
-            status = agent_status(sys.argv[1:], os.environ, started)
+            status = agent_status(sys.argv[1:], started)
         except BaseException:  # the hook's own way is the fallback for anything that goes wrong here
             status = None
         if status is not None:
@@ -38,7 +37,7 @@ def run(started: float | None = None) -> int:
     except BaseException:
         if not under_pam:
             raise
-        return 0 if os.environ.get("PAM_USER") == "root" else 1
+        return 0 if pam_item("PAM_USER") == "root" else 1
     return main(started=started)
 
 

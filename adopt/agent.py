@@ -179,12 +179,13 @@ class Agent:
                 return
             if self.verbose:
                 _note(f"pid {pid}: request for {request.user!r}, adopting pid {request.pid}")
+            began = time.monotonic()
             reply = answer(request, self.gatherer)
             conn.settimeout(max(0.05, request.budget_ms / 1000))
             conn.sendall(wire.encode_reply(reply))
             self.served += 1
             if self.verbose:
-                _note(f"pid {pid}: answered exit status {reply.status}")
+                _note(f"pid {pid}: answered exit status {reply.status} in {(time.monotonic() - began) * 1000:.1f} ms")
         except (OSError, wire.WireError) as exc:
             _note(f"request not answered: {exc}")
         except Exception:  # the hook decides by itself; the journal gets the details

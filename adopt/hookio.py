@@ -1,19 +1,20 @@
 """What the hook says and logs, and its agent path: ask slurm-adopt-agent and act on its reply.
 
-Imports only os, syslog and adopt.wire, so that a login the agent decides costs an interpreter start and
+Imports only posix, syslog and adopt.wire, so that a login the agent decides costs an interpreter start and
 little more (tests/test_agent_imports.py holds it to that).
 """
 
 from __future__ import annotations
 
-import os
+import posix  # not os: see adopt/__init__.py
 import time
 
-from adopt.wire import AGENT_SHARE, LOG_LEVELS, agent_request, ask, hook_settings
+from adopt import pam_item
+from adopt.wire import AGENT_SHARE, LOG_LEVELS, Request, ask, hook_settings
 
 TYPE_CHECKING = False  # see adopt.wire
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
 SYSLOG_PRIORITY = {"quiet": 2, "fatal": 2, "error": 3, "info": 6, "verbose": 6}  # debug*: 7 (LOG_DEBUG)
 LOG_AUTHPRIV = 10 << 3
@@ -50,23 +51,25 @@ def say(message: str) -> None:
     """The refusal message, as bytes: no locale or PYTHONIOENCODING can make writing it fail. A closed
     stdout loses the message, never the verdict."""
     try:  # noqa: SIM105
-        os.write(1, printable(message).encode("utf-8", "replace") + b"\n")
+        posix.write(1, printable(message).encode("utf-8", "replace") + b"\n")
     except OSError:
         pass
 
 
-def agent_status(args: list[str], env: Mapping[str, str], started: float) -> int | None:
+def agent_status(args: list[str], started: float) -> int | None:
     """The exit status slurm-adopt-agent decided for this pam_exec account check, its message shown and
     its log lines logged; None when there is no agent answer to go by (the hook then decides itself, in
     the time left). `started`: time.monotonic() when the hook started."""
-    if env.get("PAM_TYPE") != "account":
+    if pam_item("PAM_TYPE") != "account":
         return None
     deadline, path = hook_settings(args)
     wait = deadline * AGENT_SHARE - (time.monotonic() - started)
     if wait <= 0:
         return None
     # The agent's budget ends a little before the hook stops waiting, so that its answer still arrives.
-    reply = ask(path, agent_request(env, args, os.getppid(), wait - min(0.1, wait / 10)), wait)
+    request = Request(max(1, int((wait - min(0.1, wait / 10)) * 1000)), posix.getppid(), pam_item("PAM_USER"),
+                      pam_item("PAM_SERVICE"), pam_item("SSH_CONNECTION"), tuple(args))
+    reply = ask(path, request, wait)
     if reply is None:
         return None
     if reply.log:

@@ -5,11 +5,12 @@
 
 `-S` saves the site module's start-up (the venv's site-packages and .pth files) when slurm-adopt-agent
 answers; `-I` keeps the script's directory off the path. So this file puts the directory its package
-lives in on the path itself, then runs what `python3 -I -m adopt` runs (adopt.__main__), which loads the
-site module only to decide without the agent.
+lives in on the path itself (name the file itself in pam.d, not a symlink to it), then runs what
+`python3 -I -m adopt` runs (adopt.__main__), which loads the site module only to decide without the
+agent. posix, not os: os and what it imports would cost each login a millisecond.
 """
 
-import os
+import posix
 import sys
 import time
 
@@ -17,12 +18,12 @@ import time
 def _run() -> int:
     started = time.monotonic()
     try:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+        sys.path.insert(0, __file__.rpartition("/")[0].rpartition("/")[0] or ".")
         from adopt.__main__ import run
     except BaseException:  # no traceback for the user to see (pam_exec shows stderr); root still passes
-        if "PAM_TYPE" not in os.environ:
+        if b"PAM_TYPE" not in posix.environ:
             raise
-        return 0 if os.environ.get("PAM_USER") == "root" else 1
+        return 0 if posix.environ.get(b"PAM_USER") == b"root" else 1
     return run(started)
 
 

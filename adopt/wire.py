@@ -1,5 +1,5 @@
 """The hook's conversation with slurm-adopt-agent, and the little the hook needs before it knows whether the
-agent answers: nothing here imports more than os, time and _socket (the thin hook's budget, see
+agent answers: nothing here imports more than sys, time and _socket (the thin hook's budget, see
 tests/test_agent_imports.py), so the same client serves pam_exec's short-lived process and a PAM module
 living inside sshd.
 
@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import sys
 import time
-
-TYPE_CHECKING = False  # typing itself would cost milliseconds at each login; mypy reads this name as True
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 MAGIC = "slurm-adopt-agent 1"
 END = "end"
@@ -234,9 +230,3 @@ def ask(path: str, request: Request, timeout: float) -> Reply | None:
         return decode_reply(data)
     except WireError:
         return None
-
-
-def agent_request(env: Mapping[str, str], args: list[str], pid: int, budget: float) -> Request:
-    """The request for this login: the PAM items from the environment pam_exec gives."""
-    return Request(max(1, int(budget * 1000)), pid, env.get("PAM_USER"), env.get("PAM_SERVICE"),
-                   env.get("SSH_CONNECTION"), tuple(args))

@@ -23,7 +23,7 @@ from typing import Self
 from fake_slurmd.processes import stop_process
 from tests.support.procs import wait_for
 
-LAUNCH = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+LAUNCH = ("import os, sys; fd = int(sys.argv[1]); fd == 3 or (os.dup2(fd, 3), os.close(fd)); "
           "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
 """What systemd does between fork and exec: the socket to fd 3, LISTEN_PID set to the very process."""
 
