@@ -146,7 +146,6 @@ class Agent:
         self.verbose = verbose
         self.slots = threading.BoundedSemaphore(max_clients)
         self.gatherer = gatherer_class(ConfCache())
-        self.served = 0
 
     def serve_forever(self) -> None:
         while True:
@@ -183,7 +182,6 @@ class Agent:
             reply = answer(request, self.gatherer)
             conn.settimeout(max(0.05, request.budget_ms / 1000))
             conn.sendall(wire.encode_reply(reply))
-            self.served += 1
             if self.verbose:
                 _note(f"pid {pid}: answered exit status {reply.status} in {(time.monotonic() - began) * 1000:.1f} ms")
         except (OSError, wire.WireError) as exc:

@@ -225,3 +225,14 @@ def test_units_say_what_the_agent_and_the_hook_expect() -> None:
     for line in (f"ListenStream={wire.DEFAULT_SOCKET}", "SocketMode=0600", "SocketUser=root", "DirectoryMode=0700"):
         assert f"\n{line}\n" in socket_unit
     assert "\nExecStart=/opt/slurm-adopt/bin/python3 -I -m adopt.agent\n" in service
+
+
+def test_check_config_says_whether_the_agent_answers(agent: AgentProcess, conf: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from adopt.admin import check_config
+
+    check_config([f"conf={conf}", "nodename=n1", f"agent_socket={agent.path}"])
+    assert f"ok: slurm-adopt-agent answers at {agent.path}\n" in capsys.readouterr().out
+    agent.stop()
+    check_config([f"conf={conf}", "nodename=n1", f"agent_socket={agent.path}", "deadline=0.5"])
+    assert f"note: no slurm-adopt-agent answers at {agent.path}: the hook decides" in capsys.readouterr().out
