@@ -3,6 +3,10 @@
     account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ \
         /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]
 
+adopt.__main__ (and adopt/thin.py, the same without the site module) first asks slurm-adopt-agent
+(adopt.agent), which decides with login_status() below in a warm process; this module decides when it
+does not answer.
+
 OPTIONS are the module's and this hook's own, as in pam.d (name=value); adopt.options holds their table
 (`slurm-adopt --help` lists it). Run without PAM_TYPE in its environment, it acts as the admin command
 (adopt.admin: --explain, --check-config, --session-env, --help, --version) and adopts nothing.
