@@ -12,7 +12,13 @@ can hold no NUL), UTF-8 with surrogateescape (os.environ's undecodable bytes go 
 
 A PAM item that is absent is "-", one that is present "=" and its value: an absent PAM_USER and an empty
 one are not the same for the decision's messages. Anything else in a reply (or none in time) is no reply:
-the hook then decides by itself.
+the hook then decides by itself. A PAM module inside sshd asks about its own process:
+
+    reply = ask(path, Request(budget_ms, os.getpid(), user, service, ssh_connection, tuple(args)), timeout)
+    if reply is None: ...decide in-process...  # else: log reply.log, show reply.message, use reply.status
+
+encode_request() and decode_reply() are pure (bytes in, bytes out); exchange() is the socket and its
+deadline.
 """
 
 from __future__ import annotations
@@ -197,6 +203,7 @@ def exchange(path: str, request: bytes, timeout: float) -> bytes | None:
         creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
         if int.from_bytes(creds[4:8], sys.byteorder) != 0:
             return None
+        sock.settimeout(max(0.001, end - time.monotonic()))
         sock.sendall(request)
         sock.shutdown(_socket.SHUT_WR)
         chunks: list[bytes] = []
