@@ -41,7 +41,7 @@ from adopt.wire import Reply, Request
 SD_LISTEN_FDS_START = 3
 MAX_CLIENTS = 16
 READ_TIMEOUT = 1.0
-"""A root caller that connects and sends nothing within this holds a slot no longer."""
+"""A root caller that has not sent its whole request within this holds a slot no longer."""
 MAX_LINE = 1000
 MAX_CONFS = 8
 CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -130,14 +130,20 @@ def answer(request: Request, gatherer: type[Gatherer]) -> Reply:
 
 
 def read_request(conn: socket.socket) -> bytes | None:
-    """The caller's request, up to its end of file; None if it is larger than wire.MAX_REQUEST."""
-    chunks, size = [], 0
-    while chunk := conn.recv(65536):
+    """The caller's request, up to its end of file within READ_TIMEOUT in all; None if it is larger than
+    wire.MAX_REQUEST (a slow caller raises TimeoutError)."""
+    end = time.monotonic() + READ_TIMEOUT
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        conn.settimeout(max(0.001, end - time.monotonic()))
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
         size += len(chunk)
         if size > wire.MAX_REQUEST:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class Agent:
@@ -149,7 +155,12 @@ class Agent:
 
     def serve_forever(self) -> None:
         while True:
-            conn, _ = self.listener.accept()
+            try:
+                conn, _ = self.listener.accept()
+            except OSError as exc:  # out of file descriptors, say: callers fall back meanwhile
+                _note(f"accept: {exc}")
+                time.sleep(0.1)
+                continue
             if not self.slots.acquire(blocking=False):
                 conn.close()  # too many at once: this caller decides by itself
                 continue

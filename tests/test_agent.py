@@ -4,12 +4,14 @@ over 100,000 requests, and the systemd units themselves."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,19 +119,32 @@ def test_the_pid_to_adopt_must_be_the_caller_or_its_parent(agent: AgentProcess) 
     assert f"asked to adopt pid {other.pid}, neither itself nor its parent" in agent.log_text()
 
 
-def test_excess_callers_are_turned_away_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("holder_sends", ["nothing", "a byte now and then"])
+def test_excess_callers_are_turned_away_at_once(tmp_path: Path, holder_sends: str) -> None:
+    """One slot, held by a root caller that never finishes its request: the next caller is turned away at
+    once; the slot is free again a read timeout (1 s) after the holder came, however it drips."""
     installed_or_skip("slurm-adopt-agent")
     with AgentProcess(tmp_path / "run" / "agent.socket", args=("--max-clients", "1")) as agent:
         agent.start()
         holder = socket.socket(socket.AF_UNIX)
-        holder.connect(str(agent.path))  # takes the one slot, sends nothing (held until the read timeout)
+        holder.connect(str(agent.path))
+        stop = threading.Event()
+
+        def drip() -> None:
+            with contextlib.suppress(OSError):  # the agent closes on it
+                while not stop.wait(0.2):
+                    holder.send(b"x")
+
+        if holder_sends != "nothing":
+            threading.Thread(target=drip, daemon=True).start()
         time.sleep(0.3)
         try:
             assert ask(agent, request(service="login")) is None
+            time.sleep(1.5)
+            assert ask(agent, request(service="login")) == Reply(0, None, ())
         finally:
+            stop.set()
             holder.close()
-        time.sleep(1.2)
-        assert ask(agent, request(service="login")) == Reply(0, None, ())
 
 
 def test_stop_crash_and_restart(agent: AgentProcess) -> None:
