@@ -148,6 +148,9 @@ class _Report:
         self.problems += 1
         print(f"problem: {message}", file=sys.stderr)
 
+    def note(self, message: str) -> None:
+        print(f"note: {message}")
+
 
 def check_config(args: list[str]) -> int:
     """The options as the hook reads them (as pam.d would spell them), then the node as the hook will find
@@ -159,7 +162,24 @@ def check_config(args: list[str]) -> int:
     for option in OPTIONS:
         print(option.pam(opts))
     _check_node(opts, report)
+    _check_agent(opts, report)
     return 1 if report.problems else 0
+
+
+def _check_agent(opts: Options, report: _Report) -> None:
+    """Whether slurm-adopt-agent answers (asked about a PAM service no hook acts for); none is no problem."""
+    from adopt.wire import NO_AGENT, Request, ask
+
+    path = opts.agent_socket
+    if path == NO_AGENT:
+        report.note("agent_socket=none: the hook decides every login itself")
+    elif os.geteuid() != 0:
+        report.note(f"slurm-adopt-agent at {path}: only root can ask it (run --check-config as root)")
+    elif ask(path, Request(int(opts.deadline * 500), os.getpid(), None, "slurm-adopt --check-config", None, ()),
+             opts.deadline / 2) is None:
+        report.note(f"no slurm-adopt-agent answers at {path}: the hook decides every login itself (slower)")
+    else:
+        report.ok(f"slurm-adopt-agent answers at {path}")
 
 
 def _check_node(opts: Options, report: _Report) -> None:

@@ -83,14 +83,19 @@ class Gatherer:
 
     def load_conf(self) -> Any:
         if self.conf is None:
-            from slurmproto.conf import ConfError, load
+            from slurmproto.conf import ConfError
 
             try:
-                # Never from the PAM environment: $SLURM_CONF there is the user's to choose.
-                self.conf = load(self.opts.conf, env={})
+                self.conf = self.read_conf(self.opts.conf)
             except ConfError as exc:
                 raise FactError(f"slurm.conf: {exc}") from None
         return self.conf
+
+    def read_conf(self, path: str | None) -> Any:
+        """slurm.conf at `path` (None: the usual places); slurm-adopt-agent keeps it parsed between logins."""
+        from slurmproto.conf import load
+
+        return load(path, env={})  # never from the PAM environment: $SLURM_CONF there is the user's to choose
 
     def steps(self, uid: int) -> tuple[Step, ...] | None:
         """The uid's extern steps on this node, or None when the node name cannot be determined."""

@@ -3,6 +3,10 @@
     account required pam_exec.so stdout quiet /usr/bin/env -u PYTHONEXECUTABLE -u __PYVENV_LAUNCHER__ \
         /opt/slurm-adopt/bin/python3 -I -m adopt [OPTIONS...]
 
+adopt.__main__ (and adopt/thin.py, the same without the site module) first asks slurm-adopt-agent
+(adopt.agent), which decides with login_status() below in a warm process; this module decides when it
+does not answer.
+
 OPTIONS are the module's and this hook's own, as in pam.d (name=value); adopt.options holds their table
 (`slurm-adopt --help` lists it). Run without PAM_TYPE in its environment, it acts as the admin command
 (adopt.admin: --explain, --check-config, --session-env, --help, --version) and adopts nothing.
@@ -28,13 +32,11 @@ from collections.abc import Callable, Mapping
 from adopt import quiet_stderr
 from adopt.decision import Facts, NeedAdopt, NeedRpc, NeedSteps, Outcome, Verdict, decide, generic_failure
 from adopt.gather import FactError, Gatherer, Log
-from adopt.options import LOG_LEVELS, Options, parse_options
+from adopt.hookio import printable, syslog_logger
+from adopt.hookio import say as _say
+from adopt.options import Options, parse_options
 
 ALLOW, DENY = 0, 1
-SYSLOG_PRIORITY = {"quiet": 2, "fatal": 2, "error": 3, "info": 6, "verbose": 6}  # debug*: 7 (LOG_DEBUG)
-LOG_AUTHPRIV = 10 << 3
-LOG_PID = 0x01
-IDENT = "slurm-adopt"
 
 
 def exit_status(outcome: Outcome, opts: Options) -> int:
@@ -47,29 +49,6 @@ def failure_status(opts: Options, user: str | None) -> int:
     """The exit status when the hook itself fails: root passes (ignore_root is always on), anyone else
     gets action_generic_failure."""
     return ALLOW if user == "root" else exit_status(generic_failure(opts), opts)
-
-
-def printable(text: str) -> str:
-    """`text` safe for a log line or a terminal: no control characters (a forged line break), no
-    undecodable bytes (os.environ and argv carry them as surrogates, which no codec can write)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
-def syslog_logger(level: int) -> Log:
-    """log(level, message) to syslog (LOG_AUTHPRIV, ident slurm-adopt[pid]) when the level is at or under
-    `level`, with Slurm's prefixes ("error: ", "debug2: "). A failing syslog never changes a verdict."""
-    import syslog
-
-    syslog.openlog(IDENT, LOG_PID, LOG_AUTHPRIV)
-
-    def log(name: str, message: str) -> None:
-        if LOG_LEVELS.index(name) <= level:
-            prefix = "" if name in ("info", "verbose") else f"{name}: "
-            with contextlib.suppress(Exception):  # nothing left to tell it to
-                syslog.syslog(SYSLOG_PRIORITY.get(name, 7), printable(prefix + message))
-    return log
 
 
 def run(opts: Options, facts: Facts, gather: Gatherer, log: Log) -> Verdict:
@@ -111,13 +90,6 @@ def _watchdog(seconds: float, status: int, log: Log) -> None:
     _thread.start_new_thread(expire, ())
 
 
-def _say(message: str) -> None:
-    """The refusal message, as bytes: no locale or PYTHONIOENCODING can make writing it fail. A closed
-    stdout loses the message, never the verdict."""
-    with contextlib.suppress(OSError):
-        os.write(1, printable(message).encode("utf-8", "replace") + b"\n")
-
-
 def login(opts: Options, service: str | None, user: str | None, gather: Gatherer, *,
           say: Callable[[str], None], admitted: Callable[[Outcome], bool]) -> Verdict:
     """The account check both entries share (this pam_exec hook and adopt.pam_module): who the user is,
@@ -137,23 +109,35 @@ def login(opts: Options, service: str | None, user: str | None, gather: Gatherer
     return verdict
 
 
-def account(opts: Options, env: Mapping[str, str], log: Log) -> int:
-    """pam_exec's account check: the watchdog, then the shared check adopting the hook's parent (sshd's
-    privileged process); the verdict becomes an exit status."""
-    started = time.monotonic()
+def account(opts: Options, env: Mapping[str, str], log: Log, started: float | None = None) -> int:
+    """pam_exec's account check, within opts.deadline of `started` (time.monotonic(); default now): the
+    watchdog, then the shared check adopting the hook's parent (sshd's privileged process); the verdict
+    becomes an exit status."""
+    started = time.monotonic() if started is None else started
     user = env.get("PAM_USER")
-    _watchdog(opts.deadline, failure_status(opts, user), log)
-    gather = Gatherer(opts, env, log, adopt_pid=os.getppid(), deadline=started + opts.deadline)
-    verdict = login(opts, env.get("PAM_SERVICE"), user, gather, say=_say,
+    _watchdog(max(0.01, opts.deadline - (time.monotonic() - started)), failure_status(opts, user), log)
+    status, message = login_status(opts, env, log, adopt_pid=os.getppid(), deadline=started + opts.deadline)
+    if message:
+        _say(message)
+    return status
+
+
+def login_status(opts: Options, env: Mapping[str, str], log: Log, *, adopt_pid: int, deadline: float,
+                 gatherer: type[Gatherer] = Gatherer) -> tuple[int, str | None]:
+    """login() adopting `adopt_pid`, as an exit status and the message for the user: the hook's and
+    slurm-adopt-agent's way to a verdict (the in-process module calls login() with its own adapters)."""
+    gather = gatherer(opts, env, log, adopt_pid=adopt_pid, deadline=deadline)
+    verdict = login(opts, env.get("PAM_SERVICE"), env.get("PAM_USER"), gather, say=lambda _text: None,
                     admitted=lambda outcome: exit_status(outcome, opts) == ALLOW)
-    return exit_status(verdict.outcome, opts)
+    return exit_status(verdict.outcome, opts), verdict.message
 
 
-def pam_main(args: list[str], env: Mapping[str, str]) -> int:
-    """The pam_exec entry. Never raises: any failure of the hook itself becomes failure_status()."""
+def pam_main(args: list[str], env: Mapping[str, str], started: float | None = None) -> int:
+    """The pam_exec entry, deciding here (no agent asked). Never raises: any failure of the hook itself
+    becomes failure_status(). `started`: when the hook started (time.monotonic()), default now."""
     user = env.get("PAM_USER")
     opts = Options()
-    log: Log = _no_log
+    log: Log = no_log
     try:
         quiet_stderr()
         opts, problems = parse_options(args)
@@ -163,10 +147,10 @@ def pam_main(args: list[str], env: Mapping[str, str]) -> int:
         stage = env.get("PAM_TYPE")
         if stage != "account":
             return _wrong_stage(stage, log)
-        return account(opts, env, log)
+        return account(opts, env, log, started)
     except BaseException as exc:  # the user must never see a traceback, nor get in by one
         status = failure_status(opts, user)
-        _log_internal_error(log, exc, status)
+        log_internal_error(log, exc, status)
         return status
 
 
@@ -179,7 +163,7 @@ def _wrong_stage(stage: str | None, log: Log) -> int:
     return status
 
 
-def _log_internal_error(log: Log, exc: BaseException, status: int) -> None:
+def log_internal_error(log: Log, exc: BaseException, status: int) -> None:
     try:
         import traceback
 
@@ -189,11 +173,11 @@ def _log_internal_error(log: Log, exc: BaseException, status: int) -> None:
         pass
 
 
-def _no_log(level: str, message: str) -> None:
+def no_log(level: str, message: str) -> None:
     """Before syslog is set up there is nowhere to log to."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "PAM_TYPE" not in os.environ:  # not run by pam_exec: an admin at a shell, never an adoption
         from adopt.admin import main as admin_main
@@ -204,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         # documented stanza runs `python3 -I -m adopt`. Start over isolated all the same.
         with contextlib.suppress(OSError):
             os.execv(sys.executable, [sys.executable, "-I", "-m", "adopt", *args])
-    return pam_main(args, os.environ)
+    return pam_main(args, os.environ, started)
 
 
 if __name__ == "__main__":

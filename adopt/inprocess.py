@@ -18,7 +18,8 @@ from typing import Any
 
 from adopt.decision import Outcome
 from adopt.gather import Gatherer, Log
-from adopt.hook import login, printable
+from adopt.hook import login
+from adopt.hookio import printable
 from adopt.options import Options
 from slurmproto.stepd import CLONE_NEWNS, StepdClient, StepdError
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from adopt.wire import DEFAULT_SOCKET, read_seconds
+from adopt.wire import LOG_LEVELS as LOG_LEVELS
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 T = TypeVar("T")
 
-LOG_LEVELS = ("quiet", "fatal", "error", "info", "verbose", "debug", "debug2", "debug3", "debug4", "debug5")
-"""Slurm's log levels, by number (0 quiet ... 9 debug5)."""
 INFO = LOG_LEVELS.index("info")
 
 
@@ -97,16 +98,11 @@ def _log_level(value: str) -> int:
     raise Replaced(f"unrecognized log level {value}, setting to max", top)
 
 
-def _is_decimal(text: str) -> bool:
-    """ASCII digits with at most one dot ("3", "0.5"); float() alone also takes other scripts' digits,
-    "1e3" and "inf"."""
-    whole, _, fraction = text.partition(".")
-    return all(part.isascii() and part.isdigit() for part in (whole, fraction or "0")) and len(text) <= 12
-
-
 def _seconds(value: str) -> float:
-    seconds = float(value) if _is_decimal(value) else 0.0
-    if not 0 < seconds <= 300:
+    """ASCII digits with at most one dot ("3", "0.5"): float() alone also takes other scripts' digits,
+    "1e3" and "inf". adopt.wire reads it too, for the hook's agent path."""
+    seconds = read_seconds(value)
+    if seconds is None:
         raise Unrecognized("seconds, above 0 and at most 300")
     return seconds
 
@@ -134,6 +130,8 @@ PATH: Kind[str | None] = Kind(lambda value: value or None, _unset_as_empty)
 """A path; empty is unset (None)."""
 SECONDS = Kind(_seconds, lambda seconds: f"{seconds:g}")
 RELEASE = Kind(_release, str)
+AGENT_SOCKET = Kind(lambda value: value or DEFAULT_SOCKET, str)
+"""A path; empty is the default."""
 
 
 class Option(Generic[T]):
@@ -203,6 +201,9 @@ class Options:
     protocol_version = Option(RELEASE, "auto", "the callerid RPC's header version; auto starts with this "
                               "node's slurmstepd's, else libslurm's", ours=True,
                               values="auto, or a release such as 24.11")
+    agent_socket = Option(AGENT_SOCKET, DEFAULT_SOCKET, "slurm-adopt-agent's socket, asked first (only if root's); "
+                          "without its answer in half the deadline the hook decides itself; none: never ask",
+                          ours=True, values=f"{DEFAULT_SOCKET}, or none")
     ignore_as = Option(one_of("success", "failure"), "success",
                        "the pam_exec hook's exit status for PAM_IGNORE, which pam_exec cannot return: success (0) "
                        "suits required lines, failure (1) [success=done default=ignore] lines (the in-process "

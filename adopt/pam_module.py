@@ -67,12 +67,13 @@ def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:
     """libpam-python's account entry: argv[0] is this file, then the options. Never raises."""
     started = time.monotonic()
     try:
-        from adopt.hook import _log_internal_error, _no_log, syslog_logger
+        from adopt.hook import log_internal_error, no_log
+        from adopt.hookio import syslog_logger
         from adopt.inprocess import account
         from adopt.options import parse_options
     except BaseException:
         return fallback_code(pamh, argv)
-    log: Callable[[str, str], None] = _no_log
+    log: Callable[[str, str], None] = no_log
     try:
         opts, problems = parse_options(list(argv[1:]))
         log = syslog_logger(opts.log_level)
@@ -81,7 +82,7 @@ def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:
         return account(pamh, opts, log, started, service=item(pamh, "service"), user=item(pamh, "user"))
     except BaseException as exc:  # nothing may escape into sshd, nor a traceback reach the user
         code = fallback_code(pamh, argv)
-        _log_internal_error(log, exc, code)
+        log_internal_error(log, exc, code)
         return code
     finally:
         _close_syslog()

@@ -208,13 +208,18 @@ def inprocess_login_sections(logins: int, cross_node: bool) -> list[str]:
 
 
 def _hook_imports() -> list[str]:
-    """What the hook's no-RPC and RPC paths import, in wall time (python -c 'import ...')."""
-    candidates = {"python -c pass": "pass", "the hook (no-RPC path)": "import adopt.hook",
-                  "+ the RPC path (client, codec, munge)": "import adopt.hook, slurmproto.client, slurmproto.munge"}
+    """What the hook's paths import, in wall time (an interpreter importing them and exiting)."""
+    site_packages = str(Path(__import__("adopt").__file__).resolve().parent.parent)
+    quick = f"import sys; sys.path.insert(0, {site_packages!r}); import adopt.__main__, adopt.hookio, _socket, syslog"
+    candidates = {"python -c pass": ["-c", "pass"], "python -I -S -c pass": ["-I", "-S", "-c", "pass"],
+                  "the quick hook's agent path (-I -S: the agent client)": ["-I", "-S", "-c", quick],
+                  "the hook (no-RPC path)": ["-c", "import adopt.hook"],
+                  "+ the RPC path (client, codec, munge)": ["-c", "import adopt.hook, slurmproto.client, "
+                                                            "slurmproto.munge"]}
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(20):
-        for name, code in candidates.items():
-            elapsed, _proc = _run([sys.executable, "-c", code], dict(os.environ))
+        for name, args in candidates.items():
+            elapsed, _proc = _run([sys.executable, *args], dict(os.environ))
             times[name].append(elapsed)
     rows = ["Interpreter start and imports of the hook (20 interleaved runs, median ms):", "",
             "| what | median (ms) |", "|---|---|"]

@@ -15,23 +15,15 @@ import binascii
 import json
 import os
 import stat
-from collections.abc import Mapping
 from typing import Any
 
 from slurmproto.confsyntax import read_at_most
 from slurmproto.errors import KeyFileError
+from slurmproto.signers import key_files as key_files
 from slurmproto.slurmauth import Key, KeyRing
 
 MAX_KEY_FILE = 1 << 20
 MIN_JWKS_KEY = 16
-
-
-def key_files(conf_path: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """Where slurm.key and slurm.jwks are for the slurm.conf at `conf_path`."""
-    env = env or {}
-    here = os.path.dirname(os.path.abspath(conf_path))
-    return (env.get("SLURM_SACK_KEY") or os.path.join(here, "slurm.key"),
-            env.get("SLURM_SACK_JWKS") or os.path.join(here, "slurm.jwks"))
 
 
 def load_keyring(key_path: str, jwks_path: str | None = None) -> KeyRing:

@@ -253,10 +253,12 @@ class SlurmConf:
 
     def __init__(self, path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *,
                  values: Mapping[str, str] | None = None, nodes: dict[str, NodeConf] | None = None,
-                 records: dict[str, list[KeyValues]] | None = None) -> None:
+                 records: dict[str, list[KeyValues]] | None = None, sources: tuple[str, ...] = ()) -> None:
         """`values`: the top-level keys (names case-insensitive), checked already (see TYPED_KEYS);
         `nodes` and `records` are kept as given (not copied)."""
         self._path = os.fspath(path)
+        self.sources = sources
+        """The files lines came from (slurm.conf and what it includes): what to watch for changes."""
         self.env = env
         """The environment guess_nodename() reads ($SLURMD_NODENAME); None: the process's."""
         self._values = {key.lower(): value for key, value in (values or {}).items()}
@@ -456,16 +458,19 @@ class _Builder:
         self.node_defaults = KeyValues()
         self.node_default_options = KeyValues()
         self.names_left = MAX_HOSTLIST_NAMES
+        self.sources: dict[str, None] = {}
 
     def cluster_name(self) -> str | None:
         """ClusterName so far (for Include %c)."""
         return self.values.get("clustername")
 
     def build(self, path: str | os.PathLike[str], env: Mapping[str, str] | None) -> SlurmConf:
-        return SlurmConf(path, env, values=self.values, nodes=self.nodes, records=self.records)
+        return SlurmConf(path, env, values=self.values, nodes=self.nodes, records=self.records,
+                         sources=(os.fspath(path), *(p for p in self.sources if p != os.fspath(path))))
 
     def add(self, entries: Iterable[Entry]) -> None:
         for path, lineno, pairs in entries:
+            self.sources.setdefault(path)
             for index, (key, value) in enumerate(pairs):
                 lkey = key.lower()
                 kind = _RECORD_KEYS.get(lkey)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slurmproto.conf import parse_text
-from slurmproto.signers import AuthChoice
+from slurmproto.signers import AuthChoice, key_files
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -130,8 +130,6 @@ class Settings:
 def _auth_choice(settings: Settings, conf: SlurmConf | None, env: Mapping[str, str] | None) -> AuthChoice:
     key_file = jwks_file = None
     if conf is not None:
-        from slurmproto.authkeys import key_files
-
         key_file, jwks_file = key_files(conf.filename, env)
     cluster = settings.conf.cluster_name
     # Slurm lowercases ClusterName when it reads it (the sack path and the token's claim use that).

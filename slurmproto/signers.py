@@ -31,6 +31,15 @@ DEFAULT_TTL = 60
 """auth/slurm's token lifetime without AuthInfo ttl= (slurmauth.DEFAULT_TTL)."""
 
 
+def key_files(conf_path: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Where slurm.key and slurm.jwks are for the slurm.conf at `conf_path` (here, not in authkeys: every
+    configuration asks, and authkeys imports json and the token code)."""
+    env = env or {}
+    here = os.path.dirname(os.path.abspath(conf_path))
+    return (env.get("SLURM_SACK_KEY") or os.path.join(here, "slurm.key"),
+            env.get("SLURM_SACK_JWKS") or os.path.join(here, "slurm.jwks"))
+
+
 class Credentials(Protocol):
     """What a decoded credential says (slurmproto.munge.Decoded and slurmauth.Claims have these)."""
 

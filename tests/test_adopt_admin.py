@@ -113,7 +113,8 @@ def test_check_config_lists_the_options_in_pam_syntax(tmp_path: Path, capsys: py
         "action_no_jobs=deny", "action_unknown=newest", "action_adopt_failure=allow",
         "action_generic_failure=ignore", "ignore_root=1", "single_job_skip_rpc=1", "log_level=error",
         "nodename=", "service=sshd", "disable_x11=0", "join_container=true", "deadline=1.5",
-        f"conf={tmp_path / 'none.conf'}", "munge_socket=", "protocol_version=auto", "ignore_as=success"]
+        f"conf={tmp_path / 'none.conf'}", "munge_socket=", "protocol_version=auto",
+        "agent_socket=/run/slurm-adopt/agent.socket", "ignore_as=success"]
     assert parse_options(out.splitlines()[:len(OPTIONS)])[1] == []
 
 

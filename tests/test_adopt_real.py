@@ -178,7 +178,7 @@ def test_ipv4_mapped_connection(slurm_cluster: SlurmCluster, connected_job: Conn
 
 
 def _hook_sshd(cluster: SlurmCluster, sshd_factory: SshdFactory, pam_hook: str, shared_dir: Path, *options: str,
-               slurmd_port: int | None = None) -> Sshd:
+               slurmd_port: int | None = None, users: tuple[str, ...] = ("alice",)) -> Sshd:
     conf = cluster.conf
     if slurmd_port is not None:  # the same node, but its slurmd port is somewhere else
         conf = shared_dir / f"real-{slurmd_port}.conf"
@@ -187,7 +187,7 @@ def _hook_sshd(cluster: SlurmCluster, sshd_factory: SshdFactory, pam_hook: str, 
         conf.chmod(0o644)
     line = (f"required pam_exec.so stdout quiet {pam_hook} conf={conf} service={{service}} "
             f"nodename={cluster.node_name} {' '.join(options)}")
-    return sshd_factory(["required pam_unix.so", line], users=["alice"])
+    return sshd_factory(["required pam_unix.so", line], users=list(users))
 
 
 def test_dropping_source_host_real(slurm_cluster: SlurmCluster, jobs: tuple[int, int], sshd_factory: SshdFactory,

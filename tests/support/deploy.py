@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fake_slurmd.pamexec import INTERPRETER_HIJACKS, hook_command, hook_line
+from fake_slurmd.pamexec import INTERPRETER_HIJACKS, hook_command, hook_line, thin_hook_command
 
 __all__ = ["DEBIAN_COMMON_ACCOUNT", "INTERPRETER_HIJACKS", "README_ADMIN_GROUP", "README_ENV", "find_stanza",
-           "hook_command", "hook_line", "lockout_safe_stanza", "pam_python_line"]
+           "hook_command", "hook_line", "lockout_safe_stanza", "pam_python_line",
+           "thin_hook_command"]
 
 README_ENV = "/opt/slurm-adopt"
 """<ENV> and <ADMIN_GROUP> as the README shows them."""
