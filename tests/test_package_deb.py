@@ -125,6 +125,18 @@ def test_commands_run(node: PackageNode) -> None:
     assert bare.returncode == 2 and " /usr/bin/python3 -I -m adopt " in bare.stderr, bare.stderr
 
 
+def test_agent_units_shipped_for_debian_python_not_enabled(node: PackageNode) -> None:
+    """slurm-adopt-agent and its socket and service units: for /usr/bin/python3, and enabled by nobody (the
+    hook decides by itself until an admin enables the socket)."""
+    service = node.host_path("/lib/systemd/system/slurm-adopt-agent.service").read_text()
+    assert "ExecStart=/usr/bin/python3 -I -m adopt.agent\n" in service and "/opt/" not in service
+    assert "ListenStream=/run/slurm-adopt/agent.socket" in node.host_path(
+        "/lib/systemd/system/slurm-adopt-agent.socket").read_text()
+    assert not list(node.host_path("/etc/systemd/system").glob("*.wants/slurm-adopt-agent*"))
+    helped = node.run(["slurm-adopt-agent", "--help"])
+    assert helped.stdout.startswith("usage: slurm-adopt-agent"), helped.stdout
+
+
 def _fake_log(node: PackageNode, event: str, **match: object) -> list[dict[str, object]]:
     """fake-slurmd's records (its JSON log) of `event` with the `match` fields."""
     records = [json.loads(line) for line in node.host_path("/var/log/slurmd.out").read_text().splitlines()

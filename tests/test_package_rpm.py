@@ -32,7 +32,8 @@ def rpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_file_list(rpm: Path) -> None:
     files = set(_query(rpm, "-l"))
-    wanted = {"/usr/bin/slurm-adopt", "/usr/bin/slurm-callerid", "/usr/bin/fake-slurmd",
+    wanted = {"/usr/bin/slurm-adopt", "/usr/bin/slurm-callerid", "/usr/bin/fake-slurmd", "/usr/bin/slurm-adopt-agent",
+              "/usr/lib/systemd/system/slurm-adopt-agent.service", "/usr/lib/systemd/system/slurm-adopt-agent.socket",
               f"{SITE}/adopt/hook.py", f"{SITE}/adopt/__main__.py", f"{SITE}/slurmproto/cli.py",
               f"{SITE}/slurmproto/k12.py", f"{SITE}/fake_slurmd/cli.py", f"{SITE}/fake_slurmd/plugin.py"}
     assert wanted <= files, sorted(wanted - files)
