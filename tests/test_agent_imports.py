@@ -23,8 +23,17 @@ CLIENT_BUDGET = {"__future__", "adopt", "adopt.wire", "_socket"}
 NEVER_ON_A_QUICK_PATH = ("construct", "ctypes", "slurmproto", "adopt.options", "adopt.hook", "adopt.gather",
                          "adopt.decision", "enum", "typing", "re", "socket", "contextlib", "psutil", "Crypto")
 NEVER_IN_THE_CLI = ("adopt", "fake_slurmd", "psutil", "Crypto", "asyncio", "json", "email", "http", "urllib",
-                    "xml", "logging", "subprocess", "multiprocessing", "concurrent", "tests")
-"""What a single auth/munge query has no use for."""
+                    "xml", "logging", "subprocess", "multiprocessing", "concurrent", "tests", "importlib.metadata",
+                    "shutil", "bz2", "lzma", "zipfile", "tempfile", "random", "uuid")
+"""What a single auth/munge query has no use for (shutil and its compressors: argparse's width)."""
+SLURMPROTO_IN_A_QUERY = {
+    "slurmproto", "slurmproto.addresses", "slurmproto.auth", "slurmproto.client", "slurmproto.codec",
+    "slurmproto.conf", "slurmproto.confsyntax", "slurmproto.constants", "slurmproto.deadline", "slurmproto.errors",
+    "slurmproto.exchange", "slurmproto.header", "slurmproto.hostlist", "slurmproto.k12", "slurmproto.localslurm",
+    "slurmproto.messages", "slurmproto.messages.base", "slurmproto.messages.callerid", "slurmproto.messages.job_id",
+    "slurmproto.messages.return_code", "slurmproto.munge", "slurmproto.primitives", "slurmproto.settings",
+    "slurmproto.signers", "slurmproto.versions"}
+"""Every module of ours a single auth/munge query imports (slurmproto.cli itself aside): no more."""
 
 RECORDER = """
 import sys
@@ -119,4 +128,6 @@ def test_a_single_callerid_query(tmp_path: Path, slurm_cluster: SlurmCluster, co
                                env={**slurm_cluster.env, "PYTHONPATH": str(ROOT)})
     assert status == "0"
     assert "slurmproto.client" in modules
+    ours = {m for m in modules if m.split(".")[0] == "slurmproto"} - {"slurmproto.cli"}
+    assert ours <= SLURMPROTO_IN_A_QUERY, sorted(ours - SLURMPROTO_IN_A_QUERY)
     assert not _forbidden(modules, NEVER_IN_THE_CLI), _forbidden(modules, NEVER_IN_THE_CLI)

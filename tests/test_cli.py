@@ -131,6 +131,24 @@ def test_missing_conf_is_a_local_error(capsys: pytest.CaptureFixture[str]) -> No
     assert "no such file" in err and "remote slurmd" not in err and len(err.splitlines()) == 1
 
 
+RUN = "import sys; sys.argv[0] = 'slurm-callerid'; from slurmproto.cli import run; run()"
+"""What the console script does: main(), then os._exit() with main's status once stdout is flushed."""
+
+
+@pytest.mark.parametrize("stdout", ["pipe", "closed"])
+def test_the_console_script_flushes_before_it_exits(stdout: str) -> None:
+    argv = [sys.executable, "-c", RUN, "--json", *QUERY, "--conf", "/nonexistent/slurm.conf"]
+    if stdout == "closed":  # a reader gone before the first byte (`| true`): status 1, no traceback
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            assert proc.wait(timeout=30) == 1 and proc.stderr.read() == b""
+        return
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["error_type"] == "ConfError" and proc.stderr == ""
+
+
 def _conf(tmp_path: Path, port: int = 1) -> Path:
     path = tmp_path / "slurm.conf"
     path.write_text(f"SlurmdPort={port}\nTCPTimeout=1\nMessageTimeout=1\n")
