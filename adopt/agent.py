@@ -12,8 +12,10 @@ names, which must be the caller or the caller's parent). slurm.conf is parsed on
 one of its files changes (inode, size, mtime, ctime).
 
 It answers root only (SO_PEERCRED). Every failure here is the hook's cue to decide itself: a caller
-that is not root, a malformed request, an internal error, more than --max-clients requests at once are
-all answered by closing the connection. What it logs goes to stderr (the journal); the login's own log
+that is not root, a malformed request, an internal error are all answered by closing the connection.
+While --max-clients requests are being served, further callers wait in the socket's backlog for a free
+slot; one that stops waiting (its share of the deadline spent) decides by itself, and the agent, finding
+it gone, notes so and asks nothing for it. What it logs goes to stderr (the journal); the login's own log
 lines go back to the hook, which logs them as it would have.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import socket
 import stat
 import struct
@@ -109,6 +112,13 @@ def parent_of(pid: int) -> int | None:
         return None
 
 
+def gone(conn: socket.socket) -> bool:
+    """Whether the caller has closed its end (it stopped waiting): its request is then no longer asked."""
+    poller = select.poll()
+    poller.register(conn, select.POLLHUP)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
 def answer(request: Request, gatherer: type[Gatherer]) -> Reply:
     """The hook's verdict for this request: exit status, message and the log lines its log_level keeps."""
     started = time.monotonic()
@@ -155,14 +165,16 @@ class Agent:
 
     def serve_forever(self) -> None:
         while True:
+            # All slots busy: the next callers wait in the backlog, each no longer than its share of its
+            # deadline. Turning them away would cost each a whole decision of its own, and a storm of
+            # those would outlast their deadlines.
+            self.slots.acquire()
             try:
                 conn, _ = self.listener.accept()
             except OSError as exc:  # out of file descriptors, say: callers fall back meanwhile
+                self.slots.release()
                 _note(f"accept: {exc}")
                 time.sleep(0.1)
-                continue
-            if not self.slots.acquire(blocking=False):
-                conn.close()  # too many at once: this caller decides by itself
                 continue
             try:
                 threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
@@ -184,6 +196,9 @@ class Agent:
                 _note(f"pid {pid}: request larger than {wire.MAX_REQUEST} bytes")
                 return
             request = wire.decode_request(data)
+            if gone(conn):
+                _note(f"pid {pid} gave up waiting for its turn: it decides by itself")
+                return
             if request.pid not in (pid, parent_of(pid)):
                 _note(f"pid {pid} asked to adopt pid {request.pid}, neither itself nor its parent")
                 return
@@ -276,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", default=wire.DEFAULT_SOCKET,
                         help="where to listen when systemd passes no socket (default %(default)s)")
     parser.add_argument("--max-clients", type=int, default=MAX_CLIENTS,
-                        help="requests served at once; more callers decide by themselves (default %(default)s)")
+                        help="requests served at once; more callers wait for a free one (default %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="note every request and answer on stderr")
     args = parser.parse_args(argv)
     if args.max_clients < 1:

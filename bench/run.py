@@ -190,6 +190,13 @@ def login_sections(logins: int) -> list[str]:
                 "", *_hook_imports(), ""]
 
 
+def storm_sections(logins: int) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import storm
+
+    return ["## Login storm: slurm-adopt with its agent vs pam_slurm_adopt.so", "", *storm.storm_section(logins), ""]
+
+
 def live_login_sections(logins: int) -> list[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import live_login
@@ -251,6 +258,8 @@ def main() -> int:
     parser.add_argument("--skip-cross-node", action="store_true",
                         help="leave out the login latency across two nodes")
     parser.add_argument("--logins", type=int, default=30, help="logins per stack and job count")
+    parser.add_argument("--skip-storm", action="store_true", help="leave out the login storm")
+    parser.add_argument("--storm-logins", type=int, default=200, help="concurrent logins of the storm")
     parser.add_argument("--rss-requests", type=int, default=100_000)
     args = parser.parse_args()
     command = "tox -e bench" + (f" -- --runs {args.runs}" if args.runs != 60 else "")
@@ -266,6 +275,8 @@ def main() -> int:
         lines += fake_sections(args.runs, args.rss_requests)
     if not args.skip_login:
         lines += login_sections(args.logins)
+    if not args.skip_storm:
+        lines += storm_sections(args.storm_logins)
     if not args.skip_inprocess:
         lines += inprocess_login_sections(args.logins, cross_node=False)
     if not args.skip_cross_node:

@@ -1,6 +1,6 @@
 """slurm-adopt-agent as systemd runs it (tests/support/agent.py plays systemd's part): socket activation,
-root-only callers, the concurrency cap, slurm.conf re-read when it changes, stop/crash/restart, memory
-over 100,000 requests, and the systemd units themselves."""
+root-only callers, callers waiting for the concurrency cap, slurm.conf re-read when it changes,
+stop/crash/restart, memory over 100,000 requests, and the systemd units themselves."""
 
 from __future__ import annotations
 
@@ -120,28 +120,34 @@ def test_the_pid_to_adopt_must_be_the_caller_or_its_parent(agent: AgentProcess) 
 
 
 @pytest.mark.parametrize("holder_sends", ["nothing", "a byte now and then"])
-def test_excess_callers_are_turned_away_at_once(tmp_path: Path, holder_sends: str) -> None:
-    """One slot, held by a root caller that never finishes its request: the next caller is turned away at
-    once; the slot is free again a read timeout (1 s) after the holder came, however it drips."""
+def test_excess_callers_wait_for_a_free_slot(tmp_path: Path, holder_sends: str) -> None:
+    """One slot, held by a root caller that never finishes its request: the next caller waits and is
+    answered once the slot is free again, a read timeout (1 s) after the holder came, however it drips.
+    A caller that stops waiting first is noted and asked nothing for."""
     installed_or_skip("slurm-adopt-agent")
-    with AgentProcess(tmp_path / "run" / "agent.socket", args=("--max-clients", "1")) as agent:
+    with AgentProcess(tmp_path / "run" / "agent.socket", args=("--max-clients", "1", "--verbose")) as agent:
         agent.start()
-        holder = socket.socket(socket.AF_UNIX)
-        holder.connect(str(agent.path))
         stop = threading.Event()
 
-        def drip() -> None:
+        def hold() -> socket.socket:
+            holder = socket.socket(socket.AF_UNIX)
+            holder.connect(str(agent.path))
+            if holder_sends != "nothing":
+                threading.Thread(target=drip, args=(holder,), daemon=True).start()
+            time.sleep(0.3)
+            return holder
+
+        def drip(holder: socket.socket) -> None:
             with contextlib.suppress(OSError):  # the agent closes on it
                 while not stop.wait(0.2):
                     holder.send(b"x")
 
-        if holder_sends != "nothing":
-            threading.Thread(target=drip, daemon=True).start()
-        time.sleep(0.3)
+        holder = hold()
         try:
-            assert ask(agent, request(service="login")) is None
-            time.sleep(1.5)
-            assert ask(agent, request(service="login")) == Reply(0, None, ())
+            assert ask(agent, request(service="login"), timeout=0.2) is None  # gave up before the slot freed
+            assert ask(agent, request(service="login"), timeout=5) == Reply(0, None, ())
+            assert agent.log_text().count("gave up waiting for its turn") == 1
+            assert agent.answered() == 1
         finally:
             stop.set()
             holder.close()

@@ -2,7 +2,7 @@
 systemd's part (slurm-adopt-agent.socket, then .service).
 
     with AgentProcess(tmp_path / "run" / "agent.socket") as agent:
-        agent.start()          # LISTEN_FDS=1, LISTEN_PID=<its pid>, the listening socket as fd 3
+        agent.start()          # LISTEN_FDS=1, LISTEN_PID=<its pid>, the listening socket as fd 3, the unit's Nice=
         agent.kill(); agent.start()   # crashed and restarted: the same socket, as systemd keeps it
 
 The listening socket (0600, in a 0700 directory, as the .socket unit makes it) belongs to this object and
@@ -23,9 +23,19 @@ from typing import Self
 from fake_slurmd.processes import stop_process
 from tests.support.procs import wait_for
 
+SERVICE = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "slurm-adopt-agent.service"
+
 LAUNCH = ("import os, sys; fd = int(sys.argv[1]); fd == 3 or (os.dup2(fd, 3), os.close(fd)); "
           "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
 """What systemd does between fork and exec: the socket to fd 3, LISTEN_PID set to the very process."""
+
+
+def service_nice() -> int:
+    """The Nice= of slurm-adopt-agent.service (0 without one)."""
+    for line in SERVICE.read_text().splitlines():
+        if line.startswith("Nice="):
+            return int(line.removeprefix("Nice="))
+    return 0
 
 
 class AgentProcess:
@@ -54,6 +64,7 @@ class AgentProcess:
             self.proc = subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=env if env is not None else {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         wait_for(lambda: "ready" in self.log_text(start), 30, "slurm-adopt-agent ready", self.proc)
+        os.setpriority(os.PRIO_PROCESS, self.proc.pid, service_nice())
         return self
 
     def log_text(self, start: int = 0) -> str:
