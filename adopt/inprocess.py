@@ -21,7 +21,8 @@ from adopt.gather import Gatherer, Log
 from adopt.hook import login
 from adopt.hookio import printable
 from adopt.options import Options
-from slurmproto.stepd import CLONE_NEWNS, StepdClient, StepdError
+from slurmproto.linuxns import CLONE_NEWNS, setns
+from slurmproto.stepd import StepdClient, StepdError
 
 OUTCOMES = tuple(outcome.value for outcome in Outcome)
 """Every code the check returns ("PAM_SUCCESS", "PAM_IGNORE", ...), as pamh attributes."""
@@ -58,20 +59,6 @@ def _env(pamh: Any, name: str) -> str | None:
     except Exception:  # KeyError: not set
         return None
     return value if isinstance(value, str) else None
-
-
-def setns(fd: int, kind: int) -> None:
-    """setns(2) (os.setns from Python 3.12; libc's before). OSError on failure."""
-    call = getattr(os, "setns", None)
-    if call is not None:
-        call(fd, kind)
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(ctypes.c_int(fd), ctypes.c_int(kind)) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
 
 
 class InProcessGatherer(Gatherer):

@@ -30,12 +30,11 @@ from pathlib import Path
 from fake_slurmd.munged import Munged
 from tests.support.deploy import hook_command
 from tests.support.procs import wait_for
-from tests.support.sessions import CGROUP_JOB
+from tests.support.sessions import CGROUP_JOB, PAM_SLURM_ADOPT
 from tests.support.slurm_cluster import SlurmCluster
 from tests.support.sshd import Sshd
 from tests.support.two_nodes import Node, TwoNodes
 
-PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 PAM_PYTHON = "/lib/security/pam_python.so"
 USER = "alice"
 BASE = "pam_unix only"

@@ -10,7 +10,6 @@ with pam_unix alone: four sshds, logged in to in turn by the chroot's ssh from i
 
 from __future__ import annotations
 
-import re
 import statistics
 import subprocess
 import sys
@@ -24,12 +23,12 @@ from tests.support import chroot_files as files
 from tests.support.chroot_cluster import ChrootCluster
 from tests.support.deploy import hook_command
 from tests.support.procs import wait_for
+from tests.support.sessions import CGROUP_JOB
 
 RELEASE = "26.05"
 """PAMServiceName (OpenSSH 10.1+), which gives each of the chroot's sshds a PAM service of its own, is in
 26.05's chroot (Debian unstable) only."""
 USER = "alice"
-CGROUP_JOB = re.compile(r"/job_(\d+)/step_extern")
 STACKS = ("chroot sshd, pam_unix", "+ pam_slurm_adopt.so", "host sshd, pam_unix", "+ slurm-adopt")
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from fake_slurmd.munged import Munged
 from tests.support.agent import AgentProcess
 from tests.support.deploy import hook_command, thin_hook_command
+from tests.support.sessions import PAM_SLURM_ADOPT
 from tests.support.slurm_cluster import SlurmCluster
 from tests.support.sshd import Sshd
 
-PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 UNIX = "pam_unix only"
 MODULE = "pam_slurm_adopt.so"
 HOOK = "-I -m adopt, no agent"

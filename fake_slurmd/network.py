@@ -11,7 +11,6 @@ namespace of the project (the tests' clusters among them) is built from as well.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import secrets
@@ -21,8 +20,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from slurmproto.linuxns import CLONE_NEWNET, setns
+
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 LOOPBACK_BASE = ipaddress.IPv4Address("127.0.0.0")
 """Without namespaces, node N (from 1) is 127.0.0.N: every 127/8 address is this host's own."""
@@ -75,12 +75,11 @@ def add_veth(netns: str, name: str, peer_netns: str, peer_name: str) -> None:
 def enter_netns(name: str) -> None:
     """Move the calling thread into the network namespace `name` (a /run/netns name or a path); setns
     affects only this thread."""
-    libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into network namespace {name}: {os.strerror(err)}")
+        setns(fd, CLONE_NEWNET)
+    except OSError as exc:
+        raise OSError(exc.errno, f"setns into network namespace {name}: {exc.strerror}") from None
     finally:
         os.close(fd)
 

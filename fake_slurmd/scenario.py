@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmproto.constants import SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT, SLURM_INTERACTIVE_STEP
+from slurmproto.linuxns import NAMESPACE_TYPES as NAMESPACE_TYPES  # the scenario's namespace kinds
 from slurmproto.settings import DEFAULT_SLURMD_PORT
 from slurmproto.versions import BY_NAME
 
@@ -101,9 +102,6 @@ MAX_DISPLAY = 0x7FFFFFFF
 """The display is a C int."""
 MAX_XAUTHORITY_BYTES = 4095
 """The reply's length counts the NUL; clients (slurmproto.stepd) take at most 4096."""
-NAMESPACE_TYPES = {"mnt": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
-                   "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "time": 0x00000080}
-"""The CLONE_NEW* flag of each namespace kind (linux/sched.h), as the stepd's GET_NS_FDS reply carries it."""
 
 
 class ScenarioError(ValueError):

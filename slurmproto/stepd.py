@@ -23,6 +23,7 @@ from slurmproto import versions
 from slurmproto.constants import NO_VAL
 from slurmproto.constants import StepRequest as StepRequest  # step_msg_t values, re-exported
 from slurmproto.errors import SlurmError
+from slurmproto.linuxns import CLONE_NEWNS as CLONE_NEWNS  # GET_NS_FD's one kind, re-exported
 from slurmproto.versions import NEWEST, Release, nearest_release
 
 # --- schemas ---------------------------------------------------------------------------------------
@@ -78,7 +79,6 @@ NS_FDS_REPLY = INT
 
 MAX_XAUTHORITY = 4096
 MAX_NAMESPACES = 16
-CLONE_NEWNS = 0x00020000
 
 
 class StepdError(SlurmError):
